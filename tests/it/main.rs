@@ -1,0 +1,4 @@
+//! The one integration-test binary (each extra tests/*.rs would re-link every dependency).
+
+mod common;
+mod gguf;
