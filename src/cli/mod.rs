@@ -1,0 +1,26 @@
+//! The `prima` command line: one file per subcommand, each with its argh struct and `run`.
+
+mod inspect;
+
+use argh::FromArgs;
+
+use crate::error::Result;
+
+/// prima: run large language models (GGUF) on one device or a home cluster.
+#[derive(FromArgs)]
+pub struct Cli {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+pub enum Command {
+    Inspect(inspect::InspectArgs),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+    }
+}
