@@ -11,5 +11,9 @@ pub mod cli;
 pub mod error;
 pub mod gguf;
 pub mod quant;
+pub mod cpu;
+pub mod model;
+pub mod sampler;
+pub mod sys;
 
 pub use error::{Error, Result};
