@@ -7,8 +7,10 @@
 //!  cluster: config · agent · ring transport      sched: profile → Halda plan    cli
 //! ```
 
+pub mod bench;
 pub mod cli;
 pub mod error;
+pub mod fetch;
 pub mod gguf;
 pub mod quant;
 pub mod cpu;

@@ -5,3 +5,8 @@ pub mod ops;
 pub mod pool;
 
 pub use pool::{ThreadPool, default_threads};
+
+/// Which kernel set this CPU runs (printed by `prima bench`).
+pub fn kernel_summary() -> String {
+    "scalar".to_string()
+}

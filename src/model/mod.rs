@@ -55,3 +55,43 @@ impl Model {
         HEAD_TENSORS.iter().filter(|n| self.gguf.tensor(n).is_some()).map(|n| n.to_string()).collect()
     }
 }
+
+/// llama.cpp's name for `general.file_type` (e.g. "Q4_K - Medium"), or the dominant matrix type.
+pub fn file_type_name(m: &Model) -> String {
+    let name = match m.gguf.get_u64("general.file_type") {
+        Some(0) => "all F32",
+        Some(1) => "F16",
+        Some(2) => "Q4_0",
+        Some(3) => "Q4_1",
+        Some(7) => "Q8_0",
+        Some(8) => "Q5_0",
+        Some(9) => "Q5_1",
+        Some(10) => "Q2_K - Medium",
+        Some(11) => "Q3_K - Small",
+        Some(12) => "Q3_K - Medium",
+        Some(13) => "Q3_K - Large",
+        Some(14) => "Q4_K - Small",
+        Some(15) => "Q4_K - Medium",
+        Some(16) => "Q5_K - Small",
+        Some(17) => "Q5_K - Medium",
+        Some(18) => "Q6_K",
+        Some(19) => "IQ2_XXS - 2.0625 bpw",
+        Some(20) => "IQ2_XS - 2.3125 bpw",
+        Some(21) => "Q2_K - Small",
+        Some(23) => "IQ3_XXS - 3.0625 bpw",
+        Some(24) => "IQ1_S - 1.5625 bpw",
+        Some(25) => "IQ4_NL - 4.5 bpw",
+        Some(30) => "IQ4_XS - 4.25 bpw",
+        Some(31) => "IQ1_M - 1.75 bpw",
+        Some(32) => "BF16",
+        _ => "",
+    };
+    if !name.is_empty() {
+        return name.to_string();
+    }
+    let mut bytes: std::collections::BTreeMap<crate::quant::GgmlType, u64> = Default::default();
+    for t in &m.gguf.tensors {
+        *bytes.entry(t.ty).or_default() += t.size;
+    }
+    bytes.into_iter().max_by_key(|&(_, b)| b).map(|(t, _)| t.to_string()).unwrap_or_default()
+}
