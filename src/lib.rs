@@ -9,12 +9,13 @@
 
 pub mod bench;
 pub mod cli;
+pub mod cpu;
 pub mod error;
 pub mod fetch;
 pub mod gguf;
-pub mod quant;
-pub mod cpu;
+pub mod memory;
 pub mod model;
+pub mod quant;
 pub mod sampler;
 pub mod sys;
 

@@ -23,7 +23,11 @@ pub fn matmul(pool: &ThreadPool, w: &Weight, x: &[f32], n_tokens: usize, out: &m
         scratch.resize(act_bytes * n_tokens, 0);
     }
     for t in 0..n_tokens {
-        quant::quantize_row(partner, &x[t * w.cols..(t + 1) * w.cols], &mut scratch[t * act_bytes..(t + 1) * act_bytes]);
+        quant::quantize_row(
+            partner,
+            &x[t * w.cols..(t + 1) * w.cols],
+            &mut scratch[t * act_bytes..(t + 1) * act_bytes],
+        );
     }
     let act = &scratch[..act_bytes * n_tokens];
     let rows = w.rows;

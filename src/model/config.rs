@@ -46,9 +46,7 @@ impl ModelConfig {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             other => {
-                return Err(Error::msg(format!(
-                    "architecture `{other}` is not supported (supported: llama, qwen2)"
-                )));
+                return Err(Error::msg(format!("architecture `{other}` is not supported (supported: llama, qwen2)")));
             }
         };
         let key = |k: &str| format!("{arch_name}.{k}");

@@ -260,3 +260,10 @@ fn attention(
         }
     });
 }
+
+impl LayerWindow {
+    /// Byte ranges of this window's weights in the model file (prefetch, release, streaming).
+    pub fn file_ranges(&self) -> Vec<Range<usize>> {
+        self.weights.iter().flat_map(|l| l.matrices().map(|w| w.file_range())).collect()
+    }
+}

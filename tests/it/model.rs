@@ -15,12 +15,15 @@ pub struct Report {
 pub fn check_golden(model: &str, golden: &str, tol: f32, sizes: Option<&[usize]>) -> Report {
     let m = Model::open(common::model(model)).unwrap();
     let g = common::golden(golden);
-    let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    };
     let mut report = Report { max_diff: 0.0, greedy_checked: 0 };
     for case in g["cases"].as_array().unwrap() {
         let prompt = ids(&case["prompt_tokens"]);
         let greedy = ids(&case["greedy_tokens"]);
-        let margins: Vec<f64> = case["greedy_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let margins: Vec<f64> =
+            case["greedy_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         let top5 = case["greedy_top5"].as_array().unwrap();
         let n_layer = m.config.n_layer;
         let mut s = match sizes {
