@@ -129,7 +129,7 @@ impl BlockIQ1M {
     #[inline]
     fn group(&self, ib: usize, l: usize) -> (usize, i32) {
         let h = self.qh[2 * ib + l / 2] as usize;
-        let h = if l % 2 == 0 { h } else { h >> 4 };
+        let h = if l.is_multiple_of(2) { h } else { h >> 4 };
         (self.qs[4 * ib + l] as usize | ((h & 7) << 8), if h & 8 != 0 { -1 } else { 1 })
     }
 }

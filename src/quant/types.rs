@@ -166,7 +166,7 @@ impl GgmlType {
     /// Bytes of a row of `n` elements, or None when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         let (bs, ts) = self.block_layout();
-        (n % bs == 0).then(|| n / bs * ts)
+        n.is_multiple_of(bs).then(|| n / bs * ts)
     }
 
     /// Bits per weight, for display.
