@@ -37,6 +37,9 @@ pub trait WeightFormat {
     fn vec_dot(n: usize, w: &[u8], act: &[u8]) -> f32;
 }
 
+/// Quantize an f32 row into a block format: `(src, dst)`.
+pub type QuantizeFn = fn(&[f32], &mut [u8]);
+
 /// Per-type kernel table; the `cpu` module builds faster ones with the same shape.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
@@ -45,7 +48,7 @@ pub struct Kernels {
     pub dequantize_row: fn(&[u8], &mut [f32]),
     pub vec_dot: fn(usize, &[u8], &[u8]) -> f32,
     /// Quantize an f32 activation row into `partner` layout.
-    pub quantize_partner: fn(&[f32], &mut [u8]),
+    pub quantize_partner: QuantizeFn,
 }
 
 const fn kernels<F: WeightFormat>() -> Kernels {
@@ -58,7 +61,7 @@ const fn kernels<F: WeightFormat>() -> Kernels {
     }
 }
 
-const fn partner_quantizer(partner: GgmlType) -> fn(&[f32], &mut [u8]) {
+const fn partner_quantizer(partner: GgmlType) -> QuantizeFn {
     match partner {
         GgmlType::Q8_0 => q8::quantize_row_q8_0,
         GgmlType::Q8_1 => q8::quantize_row_q8_1,
@@ -173,27 +176,39 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 {
     (kernels_or_panic(ty).vec_dot)(n, w, act)
 }
 
-/// Reference weight quantizer (ggml's `quantize_row_*_ref`, what `llama-quantize` uses without
-/// an importance matrix). Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K.
-/// Panics for other types.
+/// ggml's reference weight quantizer for `ty` (`quantize_row_*_ref`, what `llama-quantize`
+/// uses without an importance matrix), if we have one.
+pub fn weight_quantizer(ty: GgmlType) -> Option<QuantizeFn> {
+    use GgmlType as T;
+    Some(match ty {
+        T::F32 => float::quantize_row_f32,
+        T::F16 => float::quantize_row_f16,
+        T::BF16 => float::quantize_row_bf16,
+        T::Q4_0 => q4_0::quantize_row_ref,
+        T::Q4_1 => q4_1::quantize_row_ref,
+        T::Q5_0 => q5_0::quantize_row_ref,
+        T::Q5_1 => q5_1::quantize_row_ref,
+        T::Q8_0 => q8_0::quantize_row_ref,
+        T::Q2_K => k_quants::q2_k::quantize_row_ref,
+        T::Q3_K => k_quants::q3_k::quantize_row_ref,
+        T::Q4_K => k_quants::q4_k::quantize_row_ref,
+        T::Q5_K => k_quants::q5_k::quantize_row_ref,
+        T::Q6_K => k_quants::q6_k::quantize_row_ref,
+        _ => return None,
+    })
+}
+
+/// Quantize weights (whole blocks) with ggml's reference quantizer; bit-exact with
+/// `llama-quantize` without an importance matrix. Panics for types without one
+/// (see [`can_quantize_weights`]).
 pub fn quantize_weights(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
-    match ty {
-        GgmlType::F32 => float::quantize_row_f32(x, dst),
-        GgmlType::F16 => float::quantize_row_f16(x, dst),
-        GgmlType::BF16 => float::quantize_row_bf16(x, dst),
-        GgmlType::Q4_0 => q4_0::quantize_row_ref(x, dst),
-        GgmlType::Q4_1 => q4_1::quantize_row_ref(x, dst),
-        GgmlType::Q5_0 => q5_0::quantize_row_ref(x, dst),
-        GgmlType::Q5_1 => q5_1::quantize_row_ref(x, dst),
-        GgmlType::Q8_0 => q8_0::quantize_row_ref(x, dst),
-        GgmlType::Q4_K => k_quants::q4_k::quantize_row_ref(x, dst),
-        GgmlType::Q6_K => k_quants::q6_k::quantize_row_ref(x, dst),
-        _ => panic!("quant: no reference quantizer for {ty}"),
+    match weight_quantizer(ty) {
+        Some(f) => f(x, dst),
+        None => panic!("quant: no reference quantizer for {ty}"),
     }
 }
 
 /// Types `quantize_weights` accepts.
 pub fn can_quantize_weights(ty: GgmlType) -> bool {
-    use GgmlType as T;
-    matches!(ty, T::F32 | T::F16 | T::BF16 | T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q4_K | T::Q6_K)
+    weight_quantizer(ty).is_some()
 }

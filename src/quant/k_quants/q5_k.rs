@@ -1,8 +1,8 @@
 //! Q5_K: Q4_K plus a fifth bit per weight in `qh`: element 64*c + l (l < 32) uses bit 2c of
 //! byte l, element 64*c + 32 + l bit 2c + 1 (`w = d*sc*q - dmin*m`, q in 0..32).
 
-use super::{QK_K, scale_min_k4};
-use crate::quant::block::{Block, assert_block, f16_bits_to_f32, row_blocks};
+use super::{QK_K, pack_scales_k4, requantize_k4, scale_min_k4, sub_block_scales_k4};
+use crate::quant::block::{Block, assert_block, blocks_mut, f16_bits_to_f32, row_blocks};
 use crate::quant::q8::BlockQ8K;
 use crate::quant::{GgmlType, WeightFormat};
 
@@ -70,5 +70,23 @@ impl WeightFormat for Q5K {
             sumf += d * isum as f32 - dmin * summs as f32;
         }
         sumf
+    }
+}
+
+/// `quantize_row_q5_K_ref` (llama-quantize without an importance matrix).
+pub fn quantize_row_ref(x: &[f32], dst: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    for (xb, yb) in x.chunks_exact(QK_K).zip(blocks_mut::<BlockQ5K>(dst)) {
+        let (scales, mins) = sub_block_scales_k4(xb, 31, -0.5, 15, &mut l);
+        (yb.scales, yb.d, yb.dmin) = pack_scales_k4(&scales, &mins);
+        requantize_k4(xb, &yb.scales, yb.d, yb.dmin, 31, &mut l);
+        yb.qh = [0; 32];
+        for c in 0..4 {
+            for i in 0..32 {
+                let (l1, l2) = (l[64 * c + i], l[64 * c + 32 + i]);
+                yb.qh[i] |= (l1 >> 4) << (2 * c) | (l2 >> 4) << (2 * c + 1);
+                yb.qs[32 * c + i] = (l1 & 0x0f) | ((l2 & 0x0f) << 4);
+            }
+        }
     }
 }
