@@ -3,3 +3,4 @@
 mod common;
 mod gguf;
 mod model;
+mod quant;
