@@ -11,5 +11,6 @@ pub mod cli;
 pub mod error;
 pub mod gguf;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

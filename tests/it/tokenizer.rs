@@ -1,0 +1,351 @@
+use prima::gguf::{GgufFile, Value, ValueType, write::GgufWriter};
+use prima::tokenizer::{StreamDecoder, Tokenizer};
+use serde_json::Value as Json;
+
+use crate::common;
+
+fn vocab(name: &str) -> Tokenizer {
+    let f = GgufFile::open(common::fixtures().join("vocab").join(name)).unwrap();
+    Tokenizer::from_gguf(&f).unwrap()
+}
+
+fn smollm() -> Tokenizer {
+    vocab("smollm2-135m.vocab-only.gguf")
+}
+
+fn ids(v: &Json) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// Python's `bytes.decode('utf-8', 'backslashreplace')`, as the goldens were written.
+fn backslashreplace(mut bytes: &[u8]) -> String {
+    let mut out = String::new();
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                out.push_str(s);
+                return out;
+            }
+            Err(e) => {
+                let valid = e.valid_up_to();
+                out.push_str(std::str::from_utf8(&bytes[..valid]).unwrap());
+                let bad = e.error_len().unwrap_or(bytes.len() - valid);
+                for b in &bytes[valid..valid + bad] {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+                bytes = &bytes[valid + bad..];
+            }
+        }
+    }
+}
+
+fn render(tok: &Tokenizer, ids: &[u32]) -> String {
+    let bytes: Vec<u8> = ids.iter().flat_map(|&id| tok.token_to_piece(id, true)).collect();
+    backslashreplace(&bytes)
+}
+
+/// Every case of a `golden/*.tokenizer.json`; returns the failures.
+fn check_tokenizer_golden(golden: &str) -> Vec<String> {
+    let g = common::golden(golden);
+    let tok = vocab(g["vocab_file"].as_str().unwrap());
+    assert_eq!(tok.n_vocab() as u64, g["n_vocab"].as_u64().unwrap());
+    assert_eq!(tok.add_bos(), g["add_bos"].as_bool().unwrap());
+    assert_eq!(tok.bos().map(u64::from), g["bos"].as_u64());
+    assert_eq!(tok.eos().map(u64::from), g["eos"].as_u64());
+    let cases = g["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 42);
+    let mut failures = Vec::new();
+    for c in cases {
+        let text = c["text"].as_str().unwrap();
+        let mut check = |what: &str, got: String, want: String| {
+            if got != want {
+                failures.push(format!("{golden} {what} {text:?}\n  got  {got}\n  want {want}"));
+            }
+        };
+        let plain = tok.encode(text, false, false);
+        let special = tok.encode(text, false, true);
+        let with_bos = tok.encode(text, tok.add_bos(), true);
+        check("tokens", format!("{plain:?}"), format!("{:?}", ids(&c["tokens"])));
+        check("tokens_special", format!("{special:?}"), format!("{:?}", ids(&c["tokens_special"])));
+        check("tokens_with_bos", format!("{with_bos:?}"), format!("{:?}", ids(&c["tokens_with_bos"])));
+        let pieces: Vec<String> = special.iter().map(|&id| render(&tok, &[id])).collect();
+        let want_pieces: Vec<&str> =
+            c["pieces_special"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        check("pieces_special", format!("{pieces:?}"), format!("{want_pieces:?}"));
+        check("detokenized_special", render(&tok, &special), c["detokenized_special"].as_str().unwrap().into());
+        // Round trips: byte-level BPE loses nothing.
+        check("round trip", tok.decode(&plain, true), text.into());
+        check("round trip special", tok.decode(&special, true), text.into());
+    }
+    failures
+}
+
+#[test]
+fn golden_smollm2_135m() {
+    let f = check_tokenizer_golden("smollm2-135m.vocab-only.tokenizer.json");
+    assert!(f.is_empty(), "{} failures:\n{}", f.len(), f.join("\n"));
+}
+
+#[test]
+fn golden_tiny_8192() {
+    let f = check_tokenizer_golden("tiny-8192.vocab-only.tokenizer.json");
+    assert!(f.is_empty(), "{} failures:\n{}", f.len(), f.join("\n"));
+}
+
+#[test]
+fn golden_c_2048() {
+    let f = check_tokenizer_golden("c-2048.vocab-only.tokenizer.json");
+    assert!(f.is_empty(), "{} failures:\n{}", f.len(), f.join("\n"));
+}
+
+/// `prompt_tokens` and `tokenizer_cases` of every model golden.
+#[test]
+fn golden_model_prompts() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(common::fixtures().join("golden")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !name.ends_with(".golden.json") {
+            continue;
+        }
+        let g = common::golden(&name);
+        // A deqf32 golden names the (unstored) F32 copy; its tokenizer is that of the source.
+        let model = g.get("dequantized_from").unwrap_or(&g["model"]).as_str().unwrap();
+        let path = common::model(model);
+        // SmolLM2-135M itself is not stored; its vocab-only copy has the same tokenizer metadata.
+        let path = if path.exists() {
+            path
+        } else {
+            assert!(model.starts_with("smollm2-135m"), "{model} missing");
+            common::fixtures().join("vocab/smollm2-135m.vocab-only.gguf")
+        };
+        let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+        assert_eq!(tok.n_vocab() as u64, g["n_vocab"].as_u64().unwrap(), "{name}");
+        for c in g["cases"].as_array().unwrap() {
+            let prompt = c["prompt"].as_str().unwrap();
+            let add_bos = c["add_bos"].as_bool().unwrap();
+            let parse_special = c["parse_special"].as_bool().unwrap();
+            let got = tok.encode(prompt, add_bos, parse_special);
+            if got != ids(&c["prompt_tokens"]) {
+                failures.push(format!("{name} prompt {prompt:?}: {got:?}"));
+            }
+            let pieces: Vec<String> = got.iter().map(|&id| render(&tok, &[id])).collect();
+            let want: Vec<&str> = c["prompt_pieces"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+            if pieces != want {
+                failures.push(format!("{name} pieces {prompt:?}: {pieces:?}"));
+            }
+            let greedy = ids(&c["greedy_tokens"]);
+            if render(&tok, &greedy) != c["greedy_text"].as_str().unwrap() {
+                failures.push(format!("{name} greedy_text {prompt:?}"));
+            }
+            checked += 1;
+        }
+        for c in g["tokenizer_cases"].as_array().unwrap() {
+            let text = c["text"].as_str().unwrap();
+            let plain = tok.encode(text, false, false);
+            if plain != ids(&c["tokens"]) || tok.encode(text, false, true) != ids(&c["tokens_special"]) {
+                failures.push(format!("{name} tokenizer case {text:?}: {plain:?}"));
+            }
+            if render(&tok, &plain) != c["detokenized"].as_str().unwrap() {
+                failures.push(format!("{name} detokenized {text:?}"));
+            }
+        }
+    }
+    assert!(checked >= 6 * 50, "only {checked} prompts checked");
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn smollm_special_tokens() {
+    let tok = smollm();
+    let im_end = tok.token_id("<|im_end|>").unwrap();
+    let endoftext = tok.token_id("<|endoftext|>").unwrap();
+    assert!(tok.is_eog(im_end));
+    assert!(tok.is_eog(endoftext));
+    assert!(tok.is_eog(tok.eos().unwrap()));
+    assert!(!tok.is_eog(tok.token_id("Hello").unwrap()));
+    assert_eq!(tok.piece_str(im_end), "<|im_end|>");
+    // Control tokens are hidden unless rendered.
+    assert_eq!(tok.token_to_piece(im_end, false), b"");
+    assert_eq!(tok.token_to_piece(im_end, true), b"<|im_end|>");
+    assert_eq!(tok.decode(&tok.encode("<|im_start|>hi<|im_end|>", false, true), false), "hi");
+}
+
+#[test]
+fn long_input_is_not_quadratic() {
+    let tok = smollm();
+    let para = std::fs::read_to_string(common::fixtures().join("calibration.txt")).unwrap();
+    let text = para.repeat(8); // ~42 KB, ~9k tokens
+    let start = std::time::Instant::now();
+    let ids = tok.encode(&text, false, true);
+    let elapsed = start.elapsed();
+    assert!(ids.len() > 8000);
+    assert_eq!(tok.decode(&ids, true), text);
+    // One long word (no spaces) goes through a single merge queue.
+    let blob = "ab".repeat(20000);
+    let ids = tok.encode(&blob, false, false);
+    assert_eq!(tok.decode(&ids, true), blob);
+    assert!(start.elapsed().as_secs_f64() < 5.0, "encoding took {elapsed:?}");
+}
+
+#[test]
+fn stream_decoder_holds_back_split_characters() {
+    let tok = smollm();
+    // "🦀" has no token of its own here: it is spelled as several byte-level tokens.
+    let text = "crab 🦀 and café 日本";
+    let ids = tok.encode(text, false, false);
+    let mut dec = StreamDecoder::new();
+    let mut out = String::new();
+    let mut saw_partial = false;
+    for &id in &ids {
+        let s = dec.push(&tok, id);
+        let piece = tok.token_to_piece(id, true);
+        saw_partial |= std::str::from_utf8(&piece).is_err();
+        // Every chunk is whole characters: nothing half-decoded leaks as U+FFFD.
+        assert!(!s.contains('\u{FFFD}'), "{s:?}");
+        out.push_str(&s);
+    }
+    out.push_str(&dec.finish());
+    assert!(saw_partial, "test needs a token that is part of a character");
+    assert_eq!(out, text);
+
+    // A sequence cut short is flushed as U+FFFD by finish().
+    let crab = ids.iter().position(|&id| tok.token_to_piece(id, true).starts_with(b" \xf0")).unwrap();
+    let mut dec = StreamDecoder::new();
+    assert_eq!(dec.push(&tok, ids[crab]), " ");
+    assert_eq!(dec.finish(), "\u{FFFD}");
+}
+
+fn edge_case_report(tok: &Tokenizer, texts: &[&str]) -> String {
+    let mut out = String::new();
+    for text in texts {
+        for parse_special in [false, true] {
+            let ids = tok.encode(text, false, parse_special);
+            let pieces: Vec<String> = ids.iter().map(|&id| render(tok, &[id])).collect();
+            out.push_str(&format!("{text:?} parse_special={parse_special}\n  {ids:?}\n  {pieces:?}\n"));
+            assert_eq!(tok.decode(&ids, true), *text);
+        }
+    }
+    out
+}
+
+#[test]
+fn smollm_edge_cases() {
+    let tok = smollm();
+    let report = edge_case_report(
+        &tok,
+        &[
+            "",
+            " ",
+            "   ",
+            "\t \n",
+            "🦀",
+            "👍🏽",
+            "<|im_start|",
+            "<|im_start|><|im_start|>",
+            "<|im_end|>x<|unknown|>",
+            "<|IM_END|>",
+            "<<|im_end|>>",
+            "a<|endoftext|>b",
+        ],
+    );
+    insta::with_settings!({snapshot_path => "../../snapshots"}, {
+        insta::assert_snapshot!("tokenizer_smollm_edge_cases", report);
+    });
+}
+
+// --- SentencePiece on a small synthetic vocabulary ---------------------------------------------
+
+/// A tiny SPM vocabulary: specials, byte tokens for every byte, and a few scored pieces.
+fn spm_tokenizer(add_space_prefix: bool) -> Tokenizer {
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types = vec![2, 3, 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    let pieces: &[(&str, f32)] = &[
+        ("▁", -1.0),
+        ("h", -2.0),
+        ("e", -2.0),
+        ("l", -2.0),
+        ("o", -2.0),
+        ("w", -2.0),
+        ("r", -2.0),
+        ("d", -2.0),
+        ("a", -2.0),
+        ("b", -2.0),
+        ("c", -2.0),
+        ("he", -3.0),
+        ("ll", -3.5),
+        ("hell", -4.0),
+        ("hello", -4.5),
+        ("▁hello", -5.0),
+        ("lo", -3.0),
+        ("wor", -6.0),
+        ("wo", -5.5),
+        ("▁w", -5.0),
+        ("▁wor", -5.2),
+        ("▁world", -6.0),
+        ("ab", -1.5),
+        ("bc", -1.5),
+        ("é", -2.0),
+    ];
+    let mut scores = vec![0.0f32; tokens.len()];
+    for (p, s) in pieces {
+        tokens.push(p.to_string());
+        types.push(1);
+        scores.push(*s);
+    }
+    let mut w = GgufWriter::new();
+    w.kv("tokenizer.ggml.model", Value::Str("llama".into()));
+    w.kv("tokenizer.ggml.tokens", prima::gguf::write::str_array(&tokens));
+    w.kv("tokenizer.ggml.scores", Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect()));
+    w.kv("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()));
+    w.kv("tokenizer.ggml.bos_token_id", Value::U32(1));
+    w.kv("tokenizer.ggml.eos_token_id", Value::U32(2));
+    w.kv("tokenizer.ggml.unknown_token_id", Value::U32(0));
+    w.kv("tokenizer.ggml.add_space_prefix", Value::Bool(add_space_prefix));
+    let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    Tokenizer::from_gguf(&f).unwrap()
+}
+
+fn spm_pieces(tok: &Tokenizer, text: &str, add_special: bool) -> Vec<String> {
+    tok.encode(text, add_special, true).iter().map(|&id| tok.piece_str(id).to_string()).collect()
+}
+
+#[test]
+fn spm_segmentations() {
+    let tok = spm_tokenizer(true);
+    assert!(tok.add_bos());
+    assert_eq!(tok.bos(), Some(1));
+    // ▁ h e l l o: pairs in the vocabulary are he(-3), ll(-3.5), lo(-3). he and lo tie: the
+    // leftmost, he, merges first; then lo; ll is stale (its right l was absorbed). No "hel",
+    // "llo" or "▁he": done. SPM is greedy by score, so "hello" (-4.5) is never reached.
+    assert_eq!(spm_pieces(&tok, "hello", false), ["▁", "he", "l", "lo"]);
+    // With BOS.
+    assert_eq!(spm_pieces(&tok, "hello", true), ["<s>", "▁", "he", "l", "lo"]);
+    // ▁ w o r l d: ▁w(-5) beats wo(-5.5), which is then stale; no "▁wo", "or", "rl", "ld".
+    assert_eq!(spm_pieces(&tok, "world", false), ["▁w", "o", "r", "l", "d"]);
+    // ab and bc tie at -1.5: the leftmost pair wins.
+    assert_eq!(spm_pieces(&tok, "abc", false), ["▁", "ab", "c"]);
+    // Chars outside the vocabulary become byte tokens; é is in it.
+    assert_eq!(spm_pieces(&tok, "é€", false), ["▁", "é", "<0xE2>", "<0x82>", "<0xAC>"]);
+    // Spaces become ▁; a special token in the text resets the space prefix.
+    assert_eq!(spm_pieces(&tok, "a b</s>c", false), ["▁", "a", "▁", "b", "</s>", "▁", "c"]);
+    // No prefix when the vocabulary says so.
+    assert_eq!(spm_pieces(&spm_tokenizer(false), "ab c", false), ["ab", "▁", "c"]);
+}
+
+#[test]
+fn spm_round_trip() {
+    let tok = spm_tokenizer(true);
+    for text in ["hello world", "  two  spaces ", "é€ and 🦀", "abc", "", "x</s>y"] {
+        for add_special in [false, true] {
+            let ids = tok.encode(text, add_special, false);
+            assert_eq!(tok.decode(&ids, false), text, "{ids:?}");
+        }
+    }
+    let ids = tok.encode("hello", true, false);
+    assert_eq!(tok.decode(&ids, true), "<s>hello");
+}
