@@ -7,6 +7,7 @@
 //!  cluster: config · agent · ring transport      sched: profile → Halda plan    cli
 //! ```
 
+pub mod chat;
 pub mod cli;
 pub mod error;
 pub mod gguf;
