@@ -45,11 +45,11 @@ pub struct ChatTemplate {
 
 fn template_error(e: minijinja::Error) -> Error {
     let mut msg = format!("chat template: {e}");
-    if let Some(detail) = e.detail() {
-        if !msg.contains(detail) {
-            msg.push_str(": ");
-            msg.push_str(detail);
-        }
+    if let Some(detail) = e.detail()
+        && !msg.contains(detail)
+    {
+        msg.push_str(": ");
+        msg.push_str(detail);
     }
     Error::msg(msg)
 }

@@ -349,3 +349,122 @@ fn spm_round_trip() {
     let ids = tok.encode("hello", true, false);
     assert_eq!(tok.decode(&ids, true), "<s>hello");
 }
+
+// --- Chat templates ----------------------------------------------------------------------------
+
+use prima::chat::{ChatTemplate, Message};
+
+fn chat_template(name: &str, bos: &str, eos: &str) -> ChatTemplate {
+    let path = common::fixtures().join("chat_templates").join(name);
+    let src = std::fs::read_to_string(&path).unwrap();
+    ChatTemplate::from_source(&src, bos, eos).unwrap()
+}
+
+/// A system prompt and two user turns with an assistant reply between them.
+fn two_turns() -> Vec<Message> {
+    vec![
+        Message::new("system", "You are a concise assistant."),
+        Message::new("user", "What is 2+2?"),
+        Message::new("assistant", "4"),
+        Message::new("user", "And 3+3?"),
+    ]
+}
+
+fn snapshot(name: &str, text: &str) {
+    insta::with_settings!({snapshot_path => "../../snapshots"}, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
+#[test]
+fn chat_smollm2_from_gguf() {
+    let f = GgufFile::open(common::fixtures().join("vocab/smollm2-135m.vocab-only.gguf")).unwrap();
+    let t = ChatTemplate::from_gguf(&f).unwrap().expect("SmolLM2 ships a template");
+    let out = t.render(&two_turns(), true).unwrap();
+    assert_eq!(
+        out,
+        "<|im_start|>system\nYou are a concise assistant.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n\
+         <|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // Without a system message the template inserts its own.
+    let out = t.render(&two_turns()[1..], false).unwrap();
+    snapshot("chat_smollm2_no_system", &out);
+    // The golden ChatML prompt is exactly this template's rendering of one user turn.
+    let golden = common::golden("c-llama-f32.golden.json");
+    let chatml_case = golden["cases"].as_array().unwrap().iter().find(|c| c["parse_special"] == true).unwrap();
+    let t = ChatTemplate::chatml();
+    let out = t.render(&[Message::new("user", "What is 2+2?")], true).unwrap();
+    assert_eq!(out, chatml_case["prompt"].as_str().unwrap());
+    // A file without a template falls back to ChatML.
+    let mut w = GgufWriter::new();
+    w.kv("general.architecture", Value::Str("llama".into()));
+    let bare = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    assert!(ChatTemplate::from_gguf(&bare).unwrap().is_none());
+    assert_eq!(ChatTemplate::from_gguf_or_chatml(&bare).unwrap().render(&two_turns()[1..2], true).unwrap(), out);
+}
+
+#[test]
+fn chat_qwen25() {
+    let t = chat_template("qwen2.5-instruct.jinja", "", "<|im_end|>");
+    let out = t.render(&two_turns(), true).unwrap();
+    assert_eq!(
+        out,
+        "<|im_start|>system\nYou are a concise assistant.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n\
+         <|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // Default system prompt when none is given.
+    snapshot("chat_qwen25_default_system", &t.render(&two_turns()[1..], true).unwrap());
+    // The tools section.
+    let tool = minijinja::context! {
+        type => "function",
+        function => minijinja::context! {
+            name => "get_weather",
+            description => "Weather for a city",
+            parameters => minijinja::context! {
+                type => "object",
+                properties => minijinja::context! { city => minijinja::context! { type => "string" } },
+                required => vec!["city"],
+            },
+        },
+    };
+    let extra = minijinja::context! { tools => vec![tool] };
+    let out = t.render_with(&two_turns()[1..2], true, extra).unwrap();
+    assert!(out.contains("<tools>\n{\""), "{out}");
+    snapshot("chat_qwen25_tools", &out);
+}
+
+#[test]
+fn chat_llama3() {
+    let t = chat_template("llama-3.1-instruct.jinja", "<|begin_of_text|>", "<|eot_id|>");
+    let out = t.render(&two_turns(), true).unwrap();
+    assert_eq!(
+        out,
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n\
+         Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n\
+         You are a concise assistant.<|eot_id|>\
+         <|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>\
+         <|start_header_id|>user<|end_header_id|>\n\nAnd 3+3?<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+    // Llama 3.2 asks for today's date through strftime_now.
+    let t = chat_template("llama-3.2-instruct.jinja", "<|begin_of_text|>", "<|eot_id|>").with_fixed_time(1_740_787_200);
+    let out = t.render(&two_turns(), true).unwrap();
+    assert!(out.contains("Today Date: 01 Mar 2025\n"), "{out}");
+    snapshot("chat_llama32", &out);
+}
+
+#[test]
+fn chat_deepseek_r1_distill() {
+    let t = chat_template("deepseek-r1-distill.jinja", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>");
+    let mut messages = two_turns();
+    // Earlier reasoning is dropped from the history: only the text after </think> is kept.
+    messages[2].content = "<think>\nTwo plus two.\n</think>\n\n4".into();
+    let out = t.render(&messages, true).unwrap();
+    assert_eq!(
+        out,
+        "<｜begin▁of▁sentence｜>You are a concise assistant.<｜User｜>What is 2+2?\
+         <｜Assistant｜>\n\n4<｜end▁of▁sentence｜><｜User｜>And 3+3?<｜Assistant｜><think>\n"
+    );
+    snapshot("chat_deepseek_r1_distill", &out);
+}
