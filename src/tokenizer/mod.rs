@@ -484,6 +484,12 @@ impl Tokenizer {
     }
 }
 
+/// Split text into the words a pre-tokenizer hands to BPE (for inspection and tests).
+pub fn pre_tokenize(kind: PreTokenizer, text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    pretok::split(kind, &chars).into_iter().map(|r| chars[r].iter().collect()).collect()
+}
+
 enum Fragment {
     Text(std::ops::Range<usize>),
     Token(u32),

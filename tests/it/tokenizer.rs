@@ -468,3 +468,38 @@ fn chat_deepseek_r1_distill() {
     );
     snapshot("chat_deepseek_r1_distill", &out);
 }
+
+// --- Pre-tokenizers ----------------------------------------------------------------------------
+
+/// Word splits of every pre-tokenizer on tricky text. During development the scanners were also
+/// compared with the original regexes (Python's `regex` module) on 4000 random strings over
+/// letters, digits, Unicode numbers, spaces, newlines, punctuation, marks, emoji and
+/// contractions: no difference.
+#[test]
+fn pre_tokenizer_words() {
+    use prima::tokenizer::{PreTokenizer, pre_tokenize};
+    let texts = [
+        "Hello world! It's 2024, isn't it?",
+        "DON'T shout; we'LL see\n\n\n  indented\r\n\tTabbed",
+        "x=12345678 ½ Ⅻ ٣٤ 3.14",
+        "  leading, trailing  ",
+        "café naïve ǅ 日本語 🦀🦀 a\u{301}",
+        "$100 + <tag> | `code` ~~",
+    ];
+    let mut report = String::new();
+    for (name, kind) in [
+        ("llama3", PreTokenizer::Llama3),
+        ("qwen2", PreTokenizer::Qwen2),
+        ("smollm", PreTokenizer::Smollm),
+        ("gpt2", PreTokenizer::Gpt2),
+        ("default", PreTokenizer::Default),
+    ] {
+        report.push_str(&format!("== {name}\n"));
+        for t in texts {
+            let words = pre_tokenize(kind, t);
+            assert_eq!(words.concat(), t);
+            report.push_str(&format!("{words:?}\n"));
+        }
+    }
+    snapshot("pre_tokenizer_words", &report);
+}
