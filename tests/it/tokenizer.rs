@@ -503,3 +503,108 @@ fn pre_tokenizer_words() {
     }
     snapshot("pre_tokenizer_words", &report);
 }
+
+// --- Synthetic byte-level BPE vocabularies -----------------------------------------------------
+
+/// GPT-2's byte spelling of one byte.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| matches!(b, 0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF);
+    if printable(b) {
+        return b as char;
+    }
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).unwrap()
+}
+
+/// 256 byte tokens, the given merges (each adding its token), then `specials` as control tokens.
+fn bpe_tokenizer(
+    pre: Option<&str>,
+    merges: &[&str],
+    specials: &[&str],
+    extra: &[(&str, Value)],
+) -> prima::Result<Tokenizer> {
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+    let mut types = vec![6i32; 0];
+    types.resize(256, 1);
+    for m in merges {
+        tokens.push(m.replace(' ', ""));
+        types.push(1);
+    }
+    for s in specials {
+        tokens.push(s.to_string());
+        types.push(3);
+    }
+    let mut w = GgufWriter::new();
+    w.kv("tokenizer.ggml.model", Value::Str("gpt2".into()));
+    if let Some(pre) = pre {
+        w.kv("tokenizer.ggml.pre", Value::Str(pre.into()));
+    }
+    w.kv("tokenizer.ggml.tokens", prima::gguf::write::str_array(&tokens));
+    w.kv("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()));
+    w.kv("tokenizer.ggml.merges", prima::gguf::write::str_array(merges));
+    for (k, v) in extra {
+        w.kv(k, v.clone());
+    }
+    Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap())
+}
+
+#[test]
+fn bpe_llama3_style_vocab() {
+    let specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>"];
+    let merges = ["Ġ w", "o r", "Ġw or", "l d", "Ġwor ld", "H e", "He l", "Hel l", "Hell o"];
+    let n_base = 256 + merges.len() as u32;
+    let extra =
+        [("tokenizer.ggml.bos_token_id", Value::U32(n_base)), ("tokenizer.ggml.eos_token_id", Value::U32(n_base + 1))];
+    let tok = bpe_tokenizer(Some("llama-bpe"), &merges, &specials, &extra).unwrap();
+    // llama-bpe adds BOS unless the file says otherwise.
+    assert!(tok.add_bos());
+    let hello = tok.token_id("Hello").unwrap();
+    let world = tok.token_id("Ġworld").unwrap();
+    assert_eq!(tok.encode("Hello world", true, false), [n_base, hello, world]);
+    // End of generation: EOS and, by text, <|eot_id|>; not the header token.
+    assert!(tok.is_eog(n_base + 1));
+    assert!(tok.is_eog(n_base + 2));
+    assert!(!tok.is_eog(n_base + 3));
+    // <|end_of_text|> and <|eot_id|> both look like end-of-turn; the lowest id is taken.
+    assert_eq!(tok.eot(), Some(n_base + 1));
+    assert_eq!(tok.eog_ids(), [n_base + 1, n_base + 2]);
+    // Special tokens: parsed only when asked.
+    let ids = tok.encode("<|start_header_id|>Hello<|eot_id|>", false, true);
+    assert_eq!(ids, [n_base + 3, hello, n_base + 2]);
+    assert!(tok.encode("<|start_header_id|>", false, false).len() > 1);
+    assert_eq!(tok.decode(&ids, false), "Hello");
+    assert_eq!(tok.decode(&ids, true), "<|start_header_id|>Hello<|eot_id|>");
+
+    // The file can turn BOS off.
+    let mut extra = extra.to_vec();
+    extra.push(("tokenizer.ggml.add_bos_token", Value::Bool(false)));
+    let tok = bpe_tokenizer(Some("llama-bpe"), &merges, &specials, &extra).unwrap();
+    assert_eq!(tok.encode("Hello world", true, false), [hello, world]);
+}
+
+#[test]
+fn bpe_pre_tokenizer_names() {
+    // DeepSeek's end-of-sentence token ends generation even when EOS names another token.
+    let tok = bpe_tokenizer(Some("deepseek-r1-qwen"), &[], &["<｜end▁of▁sentence｜>", "<|im_end|>"], &[]).unwrap();
+    assert!(tok.is_eog(256) && tok.is_eog(257));
+    assert!(!tok.add_bos());
+    // Missing `pre`: llama.cpp's default pre-tokenizer.
+    assert!(bpe_tokenizer(None, &[], &[], &[]).is_ok());
+    // Unknown `pre`: an error that names it.
+    let e = bpe_tokenizer(Some("klingon-bpe"), &[], &[], &[]).err().unwrap();
+    assert!(e.message().contains("klingon-bpe"), "{e}");
+    for name in ["llama3", "qwen2", "smollm", "gpt-2", "gpt2", "default", "starcoder", "stablelm2"] {
+        assert!(bpe_tokenizer(Some(name), &[], &[], &[]).is_ok(), "{name}");
+    }
+}
+
+#[test]
+fn unsupported_tokenizer_model_is_an_error() {
+    let mut w = GgufWriter::new();
+    w.kv("tokenizer.ggml.model", Value::Str("bert".into()));
+    w.kv("tokenizer.ggml.tokens", prima::gguf::write::str_array(&["[PAD]"]));
+    let e = Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap()).err().unwrap();
+    assert!(e.message().contains("bert"), "{e}");
+    let w = GgufWriter::new();
+    assert!(Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap()).is_err());
+}
