@@ -484,6 +484,26 @@ impl Tokenizer {
     }
 }
 
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pre = match &self.model {
+            Model::Spm => None,
+            Model::Bpe { pre, .. } => Some(*pre),
+        };
+        f.debug_struct("Tokenizer")
+            .field("model", &self.model_name())
+            .field("pre", &pre)
+            .field("n_vocab", &self.n_vocab())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("eog", &self.eog_ids())
+            .field("add_bos", &self.add_bos)
+            .field("add_eos", &self.add_eos)
+            .field("add_space_prefix", &self.add_space_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Split text into the words a pre-tokenizer hands to BPE (for inspection and tests).
 pub fn pre_tokenize(kind: PreTokenizer, text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
@@ -496,21 +516,27 @@ enum Fragment {
 }
 
 /// Streams generated tokens to text, holding back incomplete UTF-8 sequences until the tokens that
-/// complete them arrive. Special tokens are rendered (`<|im_end|>`); skip them before pushing if
-/// they should not show.
+/// complete them arrive.
 #[derive(Default)]
 pub struct StreamDecoder {
     pending: Vec<u8>,
+    render_special: bool,
 }
 
 impl StreamDecoder {
+    /// Control tokens (`<|im_end|>`, …) print as nothing, as in llama-cli's default.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Control tokens print as their text.
+    pub fn rendering_special() -> Self {
+        StreamDecoder { pending: Vec::new(), render_special: true }
+    }
+
     /// Add one token; returns the text that is now complete (possibly empty).
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
-        self.pending.extend_from_slice(tok.piece_bytes(id, true));
+        self.pending.extend_from_slice(tok.piece_bytes(id, self.render_special));
         let mut out = String::new();
         loop {
             match std::str::from_utf8(&self.pending) {

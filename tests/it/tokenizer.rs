@@ -158,6 +158,7 @@ fn golden_model_prompts() {
 #[test]
 fn smollm_special_tokens() {
     let tok = smollm();
+    snapshot("tokenizer_smollm_debug", &format!("{tok:?}"));
     let im_end = tok.token_id("<|im_end|>").unwrap();
     let endoftext = tok.token_id("<|endoftext|>").unwrap();
     assert!(tok.is_eog(im_end));
@@ -208,6 +209,11 @@ fn stream_decoder_holds_back_split_characters() {
     out.push_str(&dec.finish());
     assert!(saw_partial, "test needs a token that is part of a character");
     assert_eq!(out, text);
+
+    // Control tokens show only when asked for.
+    let im_end = tok.token_id("<|im_end|>").unwrap();
+    assert_eq!(StreamDecoder::new().push(&tok, im_end), "");
+    assert_eq!(StreamDecoder::rendering_special().push(&tok, im_end), "<|im_end|>");
 
     // A sequence cut short is flushed as U+FFFD by finish().
     let crab = ids.iter().position(|&id| tok.token_to_piece(id, true).starts_with(b" \xf0")).unwrap();
