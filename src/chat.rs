@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::Result;
 use crate::error::Error;
 use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Message {
@@ -105,6 +106,20 @@ impl ChatTemplate {
     /// reply (e.g. `<|im_start|>assistant\n`).
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         self.render_with(messages, add_generation_prompt, Value::UNDEFINED)
+    }
+
+    /// The prompt ready for `tok.encode(prompt, true, true)`: as llama.cpp does, a BOS text the
+    /// template wrote at the start is removed when the tokenizer adds BOS itself (likewise EOS at
+    /// the end), so the model never sees it twice.
+    pub fn render_for(&self, tok: &Tokenizer, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let mut out = self.render(messages, add_generation_prompt)?;
+        if tok.add_bos() && !self.bos.is_empty() && out.starts_with(&self.bos) {
+            out.drain(..self.bos.len());
+        }
+        if tok.add_eos() && !self.eos.is_empty() && out.ends_with(&self.eos) {
+            out.truncate(out.len() - self.eos.len());
+        }
+        Ok(out)
     }
 
     /// [`Self::render`] with extra template variables (a map: `tools`, `enable_thinking`, …).

@@ -473,6 +473,17 @@ fn chat_deepseek_r1_distill() {
          <｜Assistant｜>\n\n4<｜end▁of▁sentence｜><｜User｜>And 3+3?<｜Assistant｜><think>\n"
     );
     snapshot("chat_deepseek_r1_distill", &out);
+
+    // With a tokenizer that adds BOS itself, the template's BOS text is dropped: one BOS in the end.
+    let bos_text = "<｜begin▁of▁sentence｜>";
+    let extra = [("tokenizer.ggml.bos_token_id", Value::U32(256))];
+    let tok = bpe_tokenizer(Some("llama-bpe"), &[], &[bos_text, "<｜User｜>", "<｜Assistant｜>"], &extra).unwrap();
+    assert!(tok.add_bos());
+    let prompt = t.render_for(&tok, &messages[1..2], true).unwrap();
+    assert_eq!(prompt, "<｜User｜>What is 2+2?<｜Assistant｜><think>\n");
+    let ids = tok.encode(&prompt, true, true);
+    assert_eq!(&ids[..2], [256, 257]);
+    assert_eq!(ids.iter().filter(|&&id| id == 256).count(), 1);
 }
 
 // --- Pre-tokenizers ----------------------------------------------------------------------------
