@@ -86,6 +86,37 @@ const EOM_TEXTS: &[&str] = &["<|eom_id|>"];
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
 const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
+/// Fill-in-the-middle prefix/suffix/middle tokens: not EOG, but forced to be control tokens too.
+const FIM_PRE_TEXTS: &[&str] = &[
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<｜fim▁begin｜>",
+    "<PRE>",
+    "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+];
+const FIM_SUF_TEXTS: &[&str] = &[
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<｜fim▁hole｜>",
+    "<SUF>",
+    "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+];
+const FIM_MID_TEXTS: &[&str] = &[
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<｜fim▁end｜>",
+    "<MID>",
+    "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+];
 
 enum Model {
     /// SentencePiece (`llama`).
@@ -181,6 +212,9 @@ impl Tokenizer {
         let mut fim_pad = read_id("tokenizer.ggml.fim_pad_token_id", None);
         let mut fim_rep = read_id("tokenizer.ggml.fim_rep_token_id", None);
         let mut fim_sep = read_id("tokenizer.ggml.fim_sep_token_id", None);
+        let mut fim_pre = read_id("tokenizer.ggml.fim_pre_token_id", read_id("tokenizer.ggml.prefix_token_id", None));
+        let mut fim_suf = read_id("tokenizer.ggml.fim_suf_token_id", read_id("tokenizer.ggml.suffix_token_id", None));
+        let mut fim_mid = read_id("tokenizer.ggml.fim_mid_token_id", read_id("tokenizer.ggml.middle_token_id", None));
         if let Some(v) = f.get_bool("tokenizer.ggml.add_bos_token") {
             add_bos = v;
         }
@@ -189,13 +223,16 @@ impl Tokenizer {
         // Recognise end-of-turn and similar tokens by their text, as llama.cpp does; whatever is
         // found is forced to be a control token. (llama.cpp walks a hash map, so "first" is
         // unspecified there; here it is the lowest id.)
-        let find = |texts: &[&str]| (0..n).find(|&i| texts.contains(&tokens[i].as_str())).map(|i| i as u32);
+        let find = |texts: &[&str]| texts.iter().filter_map(|t| token_to_id.get(*t).copied()).min();
         for (slot, texts) in [
             (&mut eot, EOT_TEXTS),
             (&mut eom, EOM_TEXTS),
             (&mut fim_pad, FIM_PAD_TEXTS),
             (&mut fim_rep, FIM_REP_TEXTS),
             (&mut fim_sep, FIM_SEP_TEXTS),
+            (&mut fim_pre, FIM_PRE_TEXTS),
+            (&mut fim_suf, FIM_SUF_TEXTS),
+            (&mut fim_mid, FIM_MID_TEXTS),
         ] {
             if slot.is_none() {
                 *slot = find(texts);
@@ -205,11 +242,9 @@ impl Tokenizer {
             }
         }
         let mut eog: HashSet<u32> = [fim_pad, fim_rep, fim_sep, eos, eot, eom].into_iter().flatten().collect();
-        for (i, t) in tokens.iter().enumerate() {
-            if EOG_TEXTS.contains(&t.as_str()) {
-                eog.insert(i as u32);
-                attrs[i] |= ATTR_CONTROL;
-            }
+        for id in EOG_TEXTS.iter().filter_map(|t| token_to_id.get(*t).copied()) {
+            eog.insert(id);
+            attrs[id as usize] |= ATTR_CONTROL;
         }
 
         let mut specials: Vec<u32> = (0..n as u32)
