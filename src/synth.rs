@@ -143,7 +143,7 @@ pub fn write_model(shape: &Shape, n_layer: usize, mix: Mix, vocab_from: &GgufFil
             bytes
         });
         let row_bytes = t.ty.row_bytes(row_len).unwrap();
-        for r in 0..rows {
+        for _ in 0..rows {
             let k = (rng.next_u64() as usize) % POOL_ROWS;
             w.write_all(&pool[k * row_bytes..(k + 1) * row_bytes])?;
         }

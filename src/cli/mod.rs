@@ -1,7 +1,12 @@
 //! The `prima` command line: one file per subcommand, each with its argh struct and `run`.
 
+mod chat;
+mod common;
 mod fetch;
 mod inspect;
+mod perplexity;
+mod run;
+mod tokenize;
 
 use argh::FromArgs;
 
@@ -17,13 +22,21 @@ pub struct Cli {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 pub enum Command {
-    Fetch(fetch::FetchArgs),
+    Run(run::RunArgs),
+    Chat(chat::ChatArgs),
+    Tokenize(tokenize::TokenizeArgs),
+    Perplexity(perplexity::PerplexityArgs),
     Inspect(inspect::InspectArgs),
+    Fetch(fetch::FetchArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fetch(a) => fetch::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
         Command::Inspect(a) => inspect::run(a),
     }
 }

@@ -4,3 +4,4 @@ mod common;
 mod gguf;
 mod model;
 mod quant;
+mod tokenizer;
