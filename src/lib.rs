@@ -10,6 +10,8 @@
 pub mod cli;
 pub mod error;
 pub mod gguf;
+pub mod profile;
 pub mod quant;
+pub mod sched;
 
 pub use error::{Error, Result};

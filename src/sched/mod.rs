@@ -1,0 +1,4 @@
+//! Scheduling: the model's cost ([`model_cost`]), the in-tree MILP solver ([`ilp`]) and Halda
+//! ([`halda`]), which turns device profiles into a plan of layer windows.
+
+pub mod ilp;
