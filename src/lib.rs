@@ -7,11 +7,23 @@
 //!  cluster: config · agent · ring transport      sched: profile → Halda plan    cli
 //! ```
 
+pub mod bench;
 pub mod cli;
+pub mod cpu;
 pub mod error;
+pub mod fetch;
 pub mod gguf;
+<<<<<<< HEAD
 pub mod profile;
 pub mod quant;
 pub mod sched;
+=======
+pub mod memory;
+pub mod model;
+pub mod quant;
+pub mod sampler;
+pub mod sched;
+pub mod sys;
+>>>>>>> main
 
 pub use error::{Error, Result};

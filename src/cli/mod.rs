@@ -1,5 +1,6 @@
 //! The `prima` command line: one file per subcommand, each with its argh struct and `run`.
 
+mod fetch;
 mod inspect;
 
 use argh::FromArgs;
@@ -16,11 +17,13 @@ pub struct Cli {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 pub enum Command {
+    Fetch(fetch::FetchArgs),
     Inspect(inspect::InspectArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Fetch(a) => fetch::run(a),
         Command::Inspect(a) => inspect::run(a),
     }
 }

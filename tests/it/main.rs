@@ -2,4 +2,5 @@
 
 mod common;
 mod gguf;
+mod model;
 mod sched;
