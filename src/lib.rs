@@ -13,17 +13,12 @@ pub mod cpu;
 pub mod error;
 pub mod fetch;
 pub mod gguf;
-<<<<<<< HEAD
-pub mod profile;
-pub mod quant;
-pub mod sched;
-=======
 pub mod memory;
 pub mod model;
+pub mod profile;
 pub mod quant;
 pub mod sampler;
 pub mod sched;
 pub mod sys;
->>>>>>> main
 
 pub use error::{Error, Result};
