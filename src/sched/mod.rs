@@ -2,3 +2,4 @@
 //! ([`halda`]), which turns device profiles into a plan of layer windows.
 
 pub mod ilp;
+pub mod model_cost;
