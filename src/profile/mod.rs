@@ -205,7 +205,11 @@ impl DeviceProfile {
         ];
         nums.extend(self.cpu.iter().map(|t| ("cpu gflops", t.gflops)));
         if let Some(g) = &self.gpu {
-            nums.extend([("gpu.read_gbps", g.read_gbps), ("gpu.upload_ms", g.upload_ms), ("gpu.download_ms", g.download_ms)]);
+            nums.extend([
+                ("gpu.read_gbps", g.read_gbps),
+                ("gpu.upload_ms", g.upload_ms),
+                ("gpu.download_ms", g.download_ms),
+            ]);
             nums.extend(g.flops.iter().map(|t| ("gpu gflops", t.gflops)));
         }
         if let Some(l) = &self.link {
@@ -308,8 +312,8 @@ pub fn parse_cgroup_v1(limit: &str, usage: &str, stat: &str, memsw_limit: &str) 
         (a, b) => a.or(b),
     };
     let cache = stat_value(stat, "total_cache").or_else(|| stat_value(stat, "cache")).unwrap_or(0);
-    let memsw = parse_limit(memsw_limit)
-        .or_else(|| stat_value(stat, "hierarchical_memsw_limit").filter(|&v| v < (1u64 << 60)));
+    let memsw =
+        parse_limit(memsw_limit).or_else(|| stat_value(stat, "hierarchical_memsw_limit").filter(|&v| v < (1u64 << 60)));
     Cgroup {
         version: 1,
         limit,
@@ -394,11 +398,7 @@ pub fn detect_os(target_os: &str, env: &dyn Fn(&str) -> Option<String>, exists: 
         "windows" => Os::Windows,
         "linux" => {
             let android_env = ["ANDROID_ROOT", "ANDROID_DATA", "TERMUX_VERSION"].iter().any(|k| env(k).is_some());
-            if android_env || exists("/system/build.prop") {
-                Os::Android
-            } else {
-                Os::Linux
-            }
+            if android_env || exists("/system/build.prop") { Os::Android } else { Os::Linux }
         }
         _ => Os::Other,
     }

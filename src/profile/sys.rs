@@ -16,7 +16,12 @@ pub fn cgroup() -> Option<Cgroup> {
         for dir in [format!("{root}{p}"), root.to_string()] {
             if std::path::Path::new(&format!("{dir}/memory.max")).exists() {
                 let f = |n: &str| read(&format!("{dir}/{n}"));
-                return Some(super::parse_cgroup_v2(&f("memory.max"), &f("memory.current"), &f("memory.stat"), &f("memory.swap.max")));
+                return Some(super::parse_cgroup_v2(
+                    &f("memory.max"),
+                    &f("memory.current"),
+                    &f("memory.stat"),
+                    &f("memory.swap.max"),
+                ));
             }
         }
     }
