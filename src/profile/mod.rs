@@ -403,3 +403,49 @@ pub fn detect_os(target_os: &str, env: &dyn Fn(&str) -> Option<String>, exists: 
         _ => Os::Other,
     }
 }
+
+/// A human-readable summary of a profile.
+pub fn render(p: &DeviceProfile) -> String {
+    use std::fmt::Write;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let mut s = String::new();
+    let _ = writeln!(s, "device {} ({} {}, {}), {} cores, kernels: {}", p.name, p.os, p.arch, p.cpu_model, p.cores, p.kernels);
+    let m = &p.memory;
+    let _ = writeln!(
+        s,
+        "memory: {:.2} GiB available of {:.2} GiB ({}), swap {:.2}/{:.2} GiB free, can swap out {:.2} GiB",
+        gib(m.available),
+        gib(m.total),
+        m.source,
+        gib(m.swap_free),
+        gib(m.swap_total),
+        gib(m.can_swap)
+    );
+    let _ = writeln!(s, "RAM read: {:.2} GB/s; KV append: {:.2} µs + {:.2} GB/s", p.ram_read_gbps, p.kv_append.fixed_us, p.kv_append.gbps);
+    let _ = writeln!(s, "disk: sequential {:.2} GB/s, random {:.3} GB/s ({})", p.disk.seq_gbps, p.disk.rnd_gbps, p.disk.method);
+    let _ = writeln!(s, "CPU matvec GFLOPS:");
+    for t in &p.cpu {
+        let _ = writeln!(s, "  {:>8} × {:>2} threads  {:9.2}", t.format, t.threads, t.gflops);
+    }
+    match &p.gpu {
+        None => {
+            let _ = writeln!(s, "GPU: none");
+        }
+        Some(g) => {
+            let _ = writeln!(
+                s,
+                "GPU: {} ({}{}), {:.2}/{:.2} GiB free, read {:.1} GB/s",
+                g.name,
+                g.backend,
+                if g.uma { ", unified memory" } else { "" },
+                gib(g.mem_free),
+                gib(g.mem_total),
+                g.read_gbps
+            );
+        }
+    }
+    if let Some(l) = &p.link {
+        let _ = writeln!(s, "link to next: RTT {:.2} ms, {:.3} GB/s", l.rtt_ms, l.gbps);
+    }
+    s
+}
