@@ -1,10 +1,12 @@
 //! The `prima` command line: one file per subcommand, each with its argh struct and `run`.
 
+mod bench;
 mod chat;
 mod common;
 mod fetch;
 mod inspect;
 mod perplexity;
+mod plan;
 mod run;
 mod tokenize;
 
@@ -28,15 +30,19 @@ pub enum Command {
     Perplexity(perplexity::PerplexityArgs),
     Inspect(inspect::InspectArgs),
     Fetch(fetch::FetchArgs),
+    Bench(bench::BenchArgs),
+    Plan(plan::PlanArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Bench(a) => bench::run(a),
         Command::Fetch(a) => fetch::run(a),
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Plan(a) => plan::run(a),
     }
 }

@@ -4,4 +4,5 @@ mod common;
 mod gguf;
 mod model;
 mod quant;
+mod sched;
 mod tokenizer;
