@@ -194,6 +194,8 @@ pub fn weight_quantizer(ty: GgmlType) -> Option<QuantizeFn> {
         T::Q4_K => k_quants::q4_k::quantize_row_ref,
         T::Q5_K => k_quants::q5_k::quantize_row_ref,
         T::Q6_K => k_quants::q6_k::quantize_row_ref,
+        T::IQ4_NL => iq4::quantize_row_iq4_nl,
+        T::IQ4_XS => iq4::quantize_row_iq4_xs,
         _ => return None,
     })
 }
