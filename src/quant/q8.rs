@@ -93,7 +93,7 @@ fn quantize_block_x86(x: &[f32], qs: &mut [i8; 32]) -> f32 {
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     for (q, v) in qs.iter_mut().zip(x) {
-        *q = (v * id).round_ties_even() as i8;
+        *q = nearest_int(v * id) as i8;
     }
     d
 }

@@ -570,3 +570,34 @@ fn reference_quantizers_match_llama_quantize() {
         }
     }
 }
+
+/// Rough scalar throughput, for the record: `cargo test --test it quant::scalar_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn scalar_speed() {
+    for ty in WEIGHT_TYPES {
+        let (n, rows) = weight_rows(ty);
+        let x = &activations(n)[1];
+        let act = quantize_act(ty, x);
+        let mut out = vec![0f32; n];
+        let reps = 2000;
+        let t = std::time::Instant::now();
+        let mut s = 0f32;
+        for r in 0..reps {
+            s += quant::vec_dot(ty, n, &rows[r % rows.len()], &act);
+        }
+        let dot_ns = t.elapsed().as_nanos() as f64 / (reps * n) as f64;
+        let t = std::time::Instant::now();
+        for r in 0..reps {
+            quant::dequantize_row(ty, &rows[r % rows.len()], &mut out);
+        }
+        let deq_ns = t.elapsed().as_nanos() as f64 / (reps * n) as f64;
+        let t = std::time::Instant::now();
+        let mut a2 = act.clone();
+        for _ in 0..reps {
+            quant::quantize_row(quant::vec_dot_type(ty), x, &mut a2);
+        }
+        let q_ns = t.elapsed().as_nanos() as f64 / (reps * n) as f64;
+        eprintln!("{ty:>8}: vec_dot {dot_ns:.2} ns/elem, dequantize {deq_ns:.2}, quantize act {q_ns:.2} ({s:.1})");
+    }
+}
