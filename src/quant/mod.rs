@@ -176,8 +176,10 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 {
     (kernels_or_panic(ty).vec_dot)(n, w, act)
 }
 
-/// ggml's reference weight quantizer for `ty` (`quantize_row_*_ref`, what `llama-quantize`
-/// uses without an importance matrix), if we have one.
+/// The weight quantizer for `ty`: for every type but the IQ1/IQ2 ones, ggml's own
+/// (`quantize_row_*_ref` / `quantize_iq4_*`, what `llama-quantize` runs without an importance
+/// matrix), bit for bit. IQ1_S, IQ1_M and IQ2_XXS get simple grid searches (ggml requires an
+/// importance matrix for them): valid, reasonably close blocks for synthesising test models.
 pub fn weight_quantizer(ty: GgmlType) -> Option<QuantizeFn> {
     use GgmlType as T;
     Some(match ty {
@@ -196,13 +198,16 @@ pub fn weight_quantizer(ty: GgmlType) -> Option<QuantizeFn> {
         T::Q6_K => k_quants::q6_k::quantize_row_ref,
         T::IQ4_NL => iq4::quantize_row_iq4_nl,
         T::IQ4_XS => iq4::quantize_row_iq4_xs,
+        // Not ggml's (imatrix-driven) quantizers: simple grid searches, for test models.
+        T::IQ1_S => iq1::quantize_row_iq1_s_simple,
+        T::IQ1_M => iq1::quantize_row_iq1_m_simple,
+        T::IQ2_XXS => iq2_xxs::quantize_row_simple,
         _ => return None,
     })
 }
 
-/// Quantize weights (whole blocks) with ggml's reference quantizer; bit-exact with
-/// `llama-quantize` without an importance matrix. Panics for types without one
-/// (see [`can_quantize_weights`]).
+/// Quantize weights (whole blocks) with [`weight_quantizer`]. Panics for types without one
+/// (see [`can_quantize_weights`]); every supported type has one.
 pub fn quantize_weights(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
     match weight_quantizer(ty) {
         Some(f) => f(x, dst),

@@ -478,7 +478,7 @@ fn smooth_data(n: usize, offset: f32) -> Vec<f32> {
     (0..n).map(|i| 0.1 + 2.0 * (i as f32 + offset).cos()).collect()
 }
 
-const QUANTIZERS: [GgmlType; 15] = [
+const QUANTIZERS: [GgmlType; 18] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -494,7 +494,21 @@ const QUANTIZERS: [GgmlType; 15] = [
     GgmlType::Q6_K,
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
+    GgmlType::IQ1_S,
+    GgmlType::IQ1_M,
+    GgmlType::IQ2_XXS,
 ];
+
+/// The quantizers that are not ggml's (ggml needs an importance matrix for these types).
+const SIMPLE_QUANTIZERS: [GgmlType; 3] = [GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_XXS];
+
+#[test]
+fn every_supported_type_can_be_quantized() {
+    for ty in GgmlType::ALL {
+        assert_eq!(quant::can_quantize_weights(ty), quant::is_supported(ty), "{ty}");
+        assert_eq!(quant::can_quantize_weights(ty), QUANTIZERS.contains(&ty), "{ty}");
+    }
+}
 
 #[test]
 fn reference_quantizers_round_trip() {
@@ -518,12 +532,15 @@ fn reference_quantizers_round_trip() {
             GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5_K => 0.06,
             GgmlType::Q3_K => 0.25,
             GgmlType::Q2_K => 0.45,
+            GgmlType::IQ2_XXS => 0.55,
+            GgmlType::IQ1_S | GgmlType::IQ1_M => 0.75,
             _ => 0.12,
         };
         // ggml's test-quantize-fns thresholds.
         let max_total = match ty {
             GgmlType::Q2_K => 0.0075,
             GgmlType::Q3_K => 0.0040,
+            GgmlType::IQ2_XXS | GgmlType::IQ1_S | GgmlType::IQ1_M => 0.02,
             _ => 0.002,
         };
         eprintln!("{ty}: ggml total error {total:.2e}, rmse {rmse:.2e}");
