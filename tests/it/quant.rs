@@ -561,9 +561,9 @@ fn reference_quantizers_round_trip() {
 #[test]
 fn reference_quantizers_match_llama_quantize() {
     let src = GgufFile::open(common::model("c-llama-f32.gguf")).unwrap();
-    for ty in
-        [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K]
-    {
+    let exact = QUANTIZERS.into_iter().filter(|t| t.block_size() > 1 && !SIMPLE_QUANTIZERS.contains(t));
+    assert_eq!(exact.clone().count(), 12);
+    for ty in exact {
         let model = format!("c-llama-pure-{}.gguf", ty.name().to_lowercase());
         let dst = GgufFile::open(common::model(&model)).unwrap();
         for name in ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "output.weight"] {
