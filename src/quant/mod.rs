@@ -7,7 +7,7 @@
 //! the same integer block sums as ggml (only the float accumulation order may differ).
 //! SIMD kernels live elsewhere and are tested against these.
 
-mod block;
+pub(crate) mod block;
 mod float;
 mod iq1;
 mod iq2_xxs;
@@ -25,6 +25,28 @@ mod types;
 pub use block::{f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
 pub use q8::{BlockQ8_0, BlockQ8_1, BlockQ8K};
 pub use types::GgmlType;
+
+/// Block layouts (`#[repr(C)]`, alignment 1) and the [`WeightFormat`] of every type, for SIMD
+/// kernels that want the scalar pieces. Byte slices become block slices with
+/// `block::blocks` inside the crate.
+pub mod formats {
+    pub use super::float::{BF16, F16, F32};
+    pub use super::iq1::{BlockIQ1M, BlockIQ1S, IQ1M, IQ1S};
+    pub use super::iq2_xxs::{BlockIQ2XXS, IQ2XXS};
+    pub use super::iq4::{BlockIQ4NL, BlockIQ4XS, IQ4NL, IQ4XS};
+    pub use super::k_quants::q2_k::BlockQ2K;
+    pub use super::k_quants::q3_k::BlockQ3K;
+    pub use super::k_quants::q4_k::BlockQ4K;
+    pub use super::k_quants::q5_k::BlockQ5K;
+    pub use super::k_quants::q6_k::BlockQ6K;
+    pub use super::k_quants::{Q2K, Q3K, Q4K, Q5K, Q6K};
+    pub use super::q4_0::{BlockQ4_0, Q4_0};
+    pub use super::q4_1::{BlockQ4_1, Q4_1};
+    pub use super::q5_0::{BlockQ5_0, Q5_0};
+    pub use super::q5_1::{BlockQ5_1, Q5_1};
+    pub use super::q8::{BlockQ8_0, BlockQ8_1, BlockQ8K};
+    pub use super::q8_0::Q8_0;
+}
 
 /// One weight format: its block layout and scalar kernels.
 pub trait WeightFormat {
