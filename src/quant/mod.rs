@@ -192,6 +192,14 @@ pub fn quantize_row(partner: GgmlType, x: &[f32], dst: &mut [u8]) {
     partner_quantizer(partner)(x, dst)
 }
 
+/// Q8_K activation rows as ggml-cpu quantizes them in groups of 4 for its repacked x86 kernels
+/// (Q4_K, and Q2_K with AVX-512, on batches of 4+ tokens); differs from `quantize_row` only in
+/// the sign of the scale of a block holding both +amax and -amax. Q8_0 needs no such variant
+/// (`ggml_quantize_mat_q8_0_4x8` matches `quantize_row_q8_0`).
+pub fn quantize_row_q8_k_repacked(x: &[f32], dst: &mut [u8]) {
+    q8::quantize_row_q8_k_repacked(x, dst)
+}
+
 /// Dot product of a weight row of type `ty` (n elements) with an activation row already in
 /// vec_dot_type(ty).
 pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 {

@@ -430,6 +430,28 @@ fn q8_k_structure() {
 }
 
 #[test]
+fn q8_k_repacked_differs_only_on_sign_ties() {
+    let mut rng = Rng(3);
+    let mut x: Vec<f32> = (0..512).map(|_| rng.next_f32()).collect();
+    let (mut a, mut b) = (vec![0u8; 584], vec![0u8; 584]);
+    quant::quantize_row(GgmlType::Q8_K, &x, &mut a);
+    quant::quantize_row_q8_k_repacked(&x, &mut b);
+    assert_eq!(a, b, "no ±amax tie: identical");
+
+    // Block 1 holds -2 then +2: the row version takes the first (negative) maximum.
+    x[256 + 3] = -2.0;
+    x[256 + 9] = 2.0;
+    quant::quantize_row(GgmlType::Q8_K, &x, &mut a);
+    quant::quantize_row_q8_k_repacked(&x, &mut b);
+    assert_eq!(a[..292], b[..292]);
+    let d = |blk: &[u8]| f32::from_le_bytes(blk[..4].try_into().unwrap());
+    assert_eq!(d(&a[292..]), 2.0 / 127.0);
+    assert_eq!(d(&b[292..]), -2.0 / 127.0);
+    assert_eq!((a[292 + 4 + 3] as i8, a[292 + 4 + 9] as i8), (-127, 127));
+    assert_eq!((b[292 + 4 + 3] as i8, b[292 + 4 + 9] as i8), (127, -127));
+}
+
+#[test]
 fn float_activations_round_to_nearest_even() {
     let one = 1.0f32;
     let tie16 = f32::from_bits(one.to_bits() + (1 << 12)); // 1 + 2^-11: halfway between f16s
