@@ -14,6 +14,7 @@ mod iq2_xxs;
 mod iq4;
 mod iq_tables;
 mod k_quants;
+pub mod oracle;
 mod q4_0;
 mod q4_1;
 mod q5_0;

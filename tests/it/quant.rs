@@ -640,3 +640,39 @@ fn scalar_speed() {
         eprintln!("{ty:>8}: vec_dot {dot_ns:.2} ns/elem, dequantize {deq_ns:.2}, quantize act {q_ns:.2} ({s:.1})");
     }
 }
+
+#[test]
+fn oracle_accepts_scalar_and_catches_broken_kernels() {
+    for ty in WEIGHT_TYPES {
+        let k = quant::scalar_kernels(ty).unwrap();
+        quant::oracle::compare_with_scalar(k, 512, 3, 11).unwrap();
+    }
+    // A vec_dot that drops the last block, a dequantizer off by one ulp, a sloppy quantizer.
+    fn short_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        quant::vec_dot(GgmlType::Q4_K, n - 256, w, a)
+    }
+    fn nudged(src: &[u8], dst: &mut [f32]) {
+        quant::dequantize_row(GgmlType::Q4_K, src, dst);
+        dst[5] = f32::from_bits(dst[5].to_bits() + 1);
+    }
+    fn ref_q8_0(x: &[f32], dst: &mut [u8]) {
+        // ggml's scalar reference (1/d, round half away): not what x86 runs.
+        for (xb, b) in x.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b[..2].copy_from_slice(&quant::f32_to_f16_bits(d));
+            for (q, v) in b[2..].iter_mut().zip(xb) {
+                *q = (v * id).round() as i8 as u8;
+            }
+        }
+    }
+    let good = *quant::scalar_kernels(GgmlType::Q4_K).unwrap();
+    let bad_dot = quant::Kernels { vec_dot: short_dot, ..good };
+    assert!(quant::oracle::compare_with_scalar(&bad_dot, 512, 3, 1).unwrap_err().contains("vec_dot"));
+    let bad_deq = quant::Kernels { dequantize_row: nudged, ..good };
+    assert!(quant::oracle::compare_with_scalar(&bad_deq, 512, 3, 1).unwrap_err().contains("dequantize"));
+    let q8 = *quant::scalar_kernels(GgmlType::Q8_0).unwrap();
+    let bad_act = quant::Kernels { quantize_partner: ref_q8_0, ..q8 };
+    assert!(quant::oracle::compare_with_scalar(&bad_act, 4096, 8, 1).unwrap_err().contains("activation"));
+}
