@@ -24,7 +24,7 @@ pub fn compare_with_scalar(candidate: &Kernels, n: usize, rows: usize, seed: u64
     if candidate.partner != scalar.partner {
         return Err(format!("{ty}: partner {} instead of {}", candidate.partner, scalar.partner));
     }
-    if !can_quantize_weights(ty) || n % 256 != 0 {
+    if !can_quantize_weights(ty) || !n.is_multiple_of(256) {
         return Err(format!("{ty}: cannot synthesise rows of {n}"));
     }
     let mut rng = Rng(seed | 1);
