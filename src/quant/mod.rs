@@ -190,7 +190,11 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
 /// Quantize an f32 activation row into `partner` layout (dst.len() = partner.row_bytes(x.len())),
 /// exactly as ggml-cpu does on x86.
 pub fn quantize_row(partner: GgmlType, x: &[f32], dst: &mut [u8]) {
-    partner_quantizer(partner)(x, dst)
+    use GgmlType as T;
+    match partner {
+        T::Q8_0 | T::Q8_1 | T::Q8_K | T::F16 | T::BF16 | T::F32 => partner_quantizer(partner)(x, dst),
+        _ => panic!("quant: {partner} is not an activation type"),
+    }
 }
 
 /// Q8_K activation rows as ggml-cpu quantizes them in groups of 4 for its repacked x86 kernels
