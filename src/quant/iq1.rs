@@ -206,7 +206,7 @@ fn ideal_scale(x: &[f32]) -> f32 {
 /// Not ggml's imatrix-driven quantizer: valid blocks close to `x`, for synthesising test models.
 pub fn quantize_row_iq1_s_simple(x: &[f32], dst: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(256).zip(blocks_mut::<BlockIQ1S>(dst)) {
-        let sub: Vec<f32> = xb.chunks_exact(32).map(ideal_scale).collect();
+        let sub: [f32; 8] = std::array::from_fn(|i| ideal_scale(&xb[32 * i..32 * i + 32]));
         let max_sub = sub.iter().fold(0f32, |m, &v| m.max(v));
         *yb = BlockIQ1S { d: f32_to_f16_bits(max_sub / 15.0), qs: [0; 32], qh: [0; 16] };
         let d = f16_bits_to_f32(yb.d);
@@ -219,10 +219,11 @@ pub fn quantize_row_iq1_s_simple(x: &[f32], dst: &mut [u8]) {
             // One delta sign for all 4 groups: keep the sign with the smaller total error.
             let mut best: Option<(f32, [usize; 4], bool)> = None;
             for neg in [false, true] {
-                let picks: Vec<(usize, bool, f32)> = xs.chunks_exact(8).map(|g| best_group(g, dl, &[neg])).collect();
+                let picks: [(usize, bool, f32); 4] =
+                    std::array::from_fn(|l| best_group(&xs[8 * l..8 * l + 8], dl, &[neg]));
                 let err: f32 = picks.iter().map(|p| p.2).sum();
                 if best.is_none_or(|b| err < b.0) {
-                    best = Some((err, [picks[0].0, picks[1].0, picks[2].0, picks[3].0], neg));
+                    best = Some((err, picks.map(|p| p.0), neg));
                 }
             }
             let (_, idx, neg) = best.unwrap();
@@ -240,7 +241,7 @@ pub fn quantize_row_iq1_s_simple(x: &[f32], dst: &mut [u8]) {
 /// Not ggml's imatrix-driven quantizer: valid blocks close to `x`, for synthesising test models.
 pub fn quantize_row_iq1_m_simple(x: &[f32], dst: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(256).zip(blocks_mut::<BlockIQ1M>(dst)) {
-        let sub: Vec<f32> = xb.chunks_exact(16).map(ideal_scale).collect();
+        let sub: [f32; 16] = std::array::from_fn(|i| ideal_scale(&xb[16 * i..16 * i + 16]));
         let max_sub = sub.iter().fold(0f32, |m, &v| m.max(v));
         let d_bits = u16::from_le_bytes(f32_to_f16_bits(max_sub / 7.0));
         let d = f16_bits_to_f32(d_bits.to_le_bytes());

@@ -116,7 +116,7 @@ pub fn quantize_row_simple(x: &[f32], dst: &mut [u8]) {
                     let jmin = (0..8).min_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
                     neg ^= 1 << jmin;
                 }
-                let target: Vec<f32> = (0..8).map(|j| if neg & (1 << j) != 0 { -g[j] } else { g[j] }).collect();
+                let target: [f32; 8] = std::array::from_fn(|j| if neg & (1 << j) != 0 { -g[j] } else { g[j] });
                 let err = |idx: usize| -> f32 {
                     (0..8).map(|j| (db * ((IQ2XXS_GRID[idx] >> (8 * j)) as u8) as f32 - target[j]).powi(2)).sum()
                 };
