@@ -8,6 +8,7 @@
 //! ```
 
 pub mod cli;
+pub mod cluster;
 pub mod error;
 pub mod gguf;
 pub mod quant;

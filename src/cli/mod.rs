@@ -1,6 +1,8 @@
 //! The `prima` command line: one file per subcommand, each with its argh struct and `run`.
 
+mod agent;
 mod inspect;
+mod up;
 
 use argh::FromArgs;
 
@@ -16,11 +18,15 @@ pub struct Cli {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 pub enum Command {
+    Agent(agent::AgentArgs),
     Inspect(inspect::InspectArgs),
+    Up(up::UpArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Agent(a) => agent::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Up(a) => up::run(a),
     }
 }
