@@ -149,6 +149,8 @@ fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
         arch: std::env::consts::ARCH.to_string(),
     })?;
     let mut rx: Option<cache::Receiver> = None;
+    // The cache file verified in this session: what `Assign` loads.
+    let mut model: Option<PathBuf> = None;
     let mut stream_err: Option<String> = None;
     loop {
         match conn.recv_ok()? {
@@ -182,16 +184,23 @@ fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
                     return Err(Error::msg(e));
                 }
                 match r.finish() {
-                    Ok(_) => conn.send(&Msg::ModelStatus { have: r.have().to_vec() })?,
+                    Ok(p) => {
+                        model = Some(p);
+                        conn.send(&Msg::ModelStatus { have: r.have().to_vec() })?
+                    }
                     Err(e) => {
                         conn.send(&Msg::Error { msg: e.to_string() })?;
                         return Err(e);
                     }
                 }
             }
-            Msg::Assign { session, model_id, windows, n_ctx, threads, engine } => {
+            Msg::Assign { session, model_id: _, windows, n_ctx, threads, engine } => {
                 let ranges: Vec<_> = windows.iter().map(|&(a, b)| a as usize..b as usize).collect();
-                let model = cache::cached_model(&sh.opts.cache_dir, &model_id);
+                let Some(model) = model.take() else {
+                    let msg = "Assign before a completed model check";
+                    conn.send(&Msg::Error { msg: msg.into() })?;
+                    return Err(Error::msg(msg));
+                };
                 let t0 = Instant::now();
                 let threads = if threads == 0 {
                     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

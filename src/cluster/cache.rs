@@ -2,7 +2,8 @@
 //! metadata, only the device's tensors); the agent fills that file from streamed chunks,
 //! resumably, verifies every tensor's sha256, and keeps it for the next run.
 //!
-//! On the device, `<cache>/<model id>/` holds `layers.gguf` + `layers.idx` (complete), and
+//! On the device, `<cache>/<model id>/` holds `layers-<split>.gguf` + `.idx` (complete; the last
+//! few distinct layer splits are kept, and tensors move between them by content hash), and
 //! `partial.gguf` + `partial.idx` while a stream is in progress (its byte counts survive a crash
 //! or a dropped connection, so the next `prima up` resumes where this one stopped).
 
@@ -197,7 +198,7 @@ pub struct Receiver {
     tensors: Vec<TensorEntry>,
     have: Vec<u64>,
     file: Option<File>,
-    /// True when `layers.gguf` already matched: nothing to write.
+    /// True when a complete cache file already matched: nothing to write.
     complete: bool,
 }
 
@@ -218,11 +219,12 @@ impl Receiver {
             }
             end = end.max(t.file_offset.checked_add(t.size).ok_or_else(|| Error::msg("tensor size overflows"))?);
         }
-        let done = Index::read(&dir.join("layers.idx"));
-        if let Some(ix) = &done
+        let done_path = dir.join(format!("layers-{}.gguf", &header_hash[..16]));
+        if let Some(ix) = Index::read(&done_path.with_extension("idx"))
             && ix.header_hash == header_hash
-            && dir.join("layers.gguf").exists()
+            && let Ok(f) = File::open(&done_path)
         {
+            let _ = f.set_modified(std::time::SystemTime::now());
             let have = tensors.iter().map(|t| t.size).collect();
             return Ok(Receiver { dir, header_hash, tensors, have, file: None, complete: true });
         }
@@ -241,16 +243,18 @@ impl Receiver {
             let file = OpenOptions::new().read(true).write(true).open(&part)?;
             return Ok(Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false });
         }
-        // A fresh partial file: the header, then any tensor the old complete file holds.
+        // A fresh partial file: the header, then every tensor an older cache file already holds
+        // (matched by content hash).
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&part)?;
         file.write_all(header)?;
         file.set_len(end)?;
-        if let Some(ix) = done
-            && let Ok(old) = GgufFile::open(dir.join("layers.gguf"))
-        {
+        for (ix, old) in complete_files(&dir) {
             for (i, t) in tensors.iter().enumerate() {
-                let same = ix.entries.iter().any(|e| e.0 == t.sha256 && e.2 == t.name);
-                if let (true, Some(ot)) = (same, old.tensor(&t.name))
+                if have[i] == t.size {
+                    continue;
+                }
+                if let Some(e) = ix.entries.iter().find(|e| e.0 == t.sha256)
+                    && let Some(ot) = old.tensor(&e.2)
                     && ot.size == t.size
                 {
                     file.write_all_at(old.tensor_data(ot), t.file_offset)?;
@@ -319,7 +323,7 @@ impl Receiver {
 
     /// After the last chunk: if everything is present, make it the cache file.
     pub fn finish(&mut self) -> Result<PathBuf> {
-        let done = self.dir.join("layers.gguf");
+        let done = self.dir.join(format!("layers-{}.gguf", &self.header_hash[..16]));
         if self.complete {
             return Ok(done);
         }
@@ -335,16 +339,51 @@ impl Receiver {
             header_hash: self.header_hash.clone(),
             entries: self.tensors.iter().map(|t| (t.sha256, t.size, t.name.clone())).collect(),
         }
-        .write(&self.dir.join("layers.idx"))?;
+        .write(&done.with_extension("idx"))?;
         let _ = std::fs::remove_file(self.dir.join("partial.idx"));
         self.complete = true;
+        prune(&self.dir, KEEP_FILES);
         Ok(done)
     }
 }
 
-/// Where the cached file of a model lives.
-pub fn cached_model(cache_dir: &Path, model_id: &str) -> PathBuf {
-    cache_dir.join(model_id).join("layers.gguf")
+/// Cache files kept per model (one per distinct layer split, most recently used first).
+const KEEP_FILES: usize = 4;
+
+/// The complete cache files of a model directory with their indexes.
+fn complete_files(dir: &Path) -> Vec<(Index, GgufFile)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let is_layers =
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("layers-") && n.ends_with(".gguf"));
+        if is_layers
+            && let Some(ix) = Index::read(&p.with_extension("idx"))
+            && let Ok(g) = GgufFile::open(&p)
+        {
+            out.push((ix, g));
+        }
+    }
+    out
+}
+
+/// Keep the `keep` most recently used cache files of a model.
+fn prune(dir: &Path, keep: usize) {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("layers-") && n.ends_with(".gguf"))
+        })
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    files.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, p) in files.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(p.with_extension("idx"));
+        let _ = std::fs::remove_file(&p);
+    }
 }
 
 #[cfg(test)]

@@ -90,6 +90,16 @@ impl Window for FakeWindow {
     }
 }
 
+/// A window of no layers (a device that only forwards in some configuration).
+pub struct EmptyWindow;
+
+impl Window for EmptyWindow {
+    fn forward(&mut self, _: &mut [f32], _: usize, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn kv_truncate(&mut self, _: usize) {}
+}
+
 pub struct FakeHead {
     pub n_embd: usize,
     pub n_vocab: usize,

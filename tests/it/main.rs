@@ -1,4 +1,5 @@
 //! The one integration-test binary (each extra tests/*.rs would re-link every dependency).
 
+mod cluster;
 mod common;
 mod gguf;
