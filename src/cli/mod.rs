@@ -1,6 +1,7 @@
 //! The `prima` command line: one file per subcommand, each with its argh struct and `run`.
 
 mod agent;
+mod fetch;
 mod inspect;
 mod up;
 
@@ -19,6 +20,7 @@ pub struct Cli {
 #[argh(subcommand)]
 pub enum Command {
     Agent(agent::AgentArgs),
+    Fetch(fetch::FetchArgs),
     Inspect(inspect::InspectArgs),
     Up(up::UpArgs),
 }
@@ -26,6 +28,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Agent(a) => agent::run(a),
+        Command::Fetch(a) => fetch::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Up(a) => up::run(a),
     }

@@ -1,0 +1,60 @@
+//! What several subcommands share: loading a model with its tokenizer, sampling flags.
+
+use crate::cpu::default_threads;
+use crate::error::Result;
+use crate::model::{Model, Session, session::default_context};
+use crate::sampler::SamplerConfig;
+use crate::tokenizer::Tokenizer;
+
+pub struct SamplingArgs {
+    pub temp: f32,
+    pub seed: u64,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> SamplerConfig {
+        SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            ..SamplerConfig::default()
+        }
+    }
+}
+
+/// A model ready to run on this device.
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub session: Session,
+}
+
+impl Loaded {
+    pub fn open(path: &str, ctx: Option<usize>, threads: Option<usize>) -> Result<Loaded> {
+        let t0 = std::time::Instant::now();
+        let model = Model::open(path)?;
+        let tokenizer = Tokenizer::from_gguf(&model.gguf)?;
+        let n_ctx = ctx.unwrap_or_else(|| default_context(&model));
+        let threads = threads.unwrap_or_else(default_threads);
+        let session = Session::new(&model, n_ctx, threads)?;
+        let c = &model.config;
+        eprintln!(
+            "loaded {path}: {} {} layers, {} embd, {} vocab, {} | ctx {n_ctx}, {threads} threads, {} kernels ({:.0} ms)",
+            c.arch_name,
+            c.n_layer,
+            c.n_embd,
+            c.n_vocab,
+            crate::model::file_type_name(&model),
+            crate::cpu::kernel_summary(),
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(Loaded { model, tokenizer, session })
+    }
+}

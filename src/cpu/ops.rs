@@ -1,0 +1,116 @@
+//! Element-wise and normalisation kernels, written to round like ggml's CPU backend.
+
+use crate::model::config::RopeStyle;
+
+/// RMSNorm of each `dim`-wide row in place, then scaled by `weight` (ggml: sum of squares in
+/// f64, then `1/sqrtf(mean + eps)` in f32).
+pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
+    let dim = weight.len();
+    for row in x.chunks_exact_mut(dim) {
+        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / dim as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v = (*v * scale) * w;
+        }
+    }
+}
+
+/// Copy `src` to `dst`, then RMSNorm `dst` (the residual stream stays untouched).
+pub fn rms_norm_into(dst: &mut [f32], src: &[f32], weight: &[f32], eps: f32) {
+    dst.copy_from_slice(src);
+    rms_norm(dst, weight, eps);
+}
+
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Add a bias to each `bias.len()`-wide row.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_in_place(row, bias);
+    }
+}
+
+/// `gate = silu(gate) * up`, the SwiGLU activation.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Per-position rotary tables: `cos`/`sin` for each of the `dims/2` frequencies, computed the
+/// way ggml does (theta multiplied up in f32, optional per-frequency divisors).
+pub struct Rope {
+    pub dims: usize,
+    pub style: RopeStyle,
+    theta_scale: f32,
+    freq_scale: f32,
+    freq_factors: Option<Vec<f32>>,
+}
+
+impl Rope {
+    pub fn new(dims: usize, base: f32, freq_scale: f32, style: RopeStyle, freq_factors: Option<Vec<f32>>) -> Rope {
+        Rope { dims, style, theta_scale: base.powf(-2.0 / dims as f32), freq_scale, freq_factors }
+    }
+
+    /// Fill `cs` with (cos, sin) pairs for position `pos`.
+    pub fn table(&self, pos: usize, cs: &mut [(f32, f32)]) {
+        let mut theta = pos as f32;
+        for (i, slot) in cs.iter_mut().enumerate().take(self.dims / 2) {
+            let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+            let t = self.freq_scale * (theta / ff);
+            *slot = (t.cos(), t.sin());
+            theta *= self.theta_scale;
+        }
+    }
+
+    /// Rotate each `head_dim`-wide head of `x` (one token) with a table from [`Rope::table`].
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+        let half = self.dims / 2;
+        for head in x.chunks_exact_mut(head_dim) {
+            for (i, &(c, s)) in cs.iter().enumerate().take(half) {
+                let (a, b) = match self.style {
+                    RopeStyle::Normal => (2 * i, 2 * i + 1),
+                    RopeStyle::Neox => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * c - x1 * s;
+                head[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+/// Softmax in place (ggml: max-subtracted exps summed in f64).
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums: vectorises, and rounds closer to ggml's SIMD sum than a serial loop.
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for j in 0..8 {
+            acc[j] += a[i * 8 + j] * b[i * 8 + j];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}

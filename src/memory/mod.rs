@@ -1,0 +1,93 @@
+//! Keeping weights in the page cache instead of the process: advice to the kernel about which
+//! ranges of the mapped model are needed next or no longer, and memory-pressure readings.
+
+pub mod prefetch;
+
+use std::ops::Range;
+
+use crate::gguf::GgufFile;
+
+pub fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map(|v| v as usize).unwrap_or(4096)
+}
+
+/// Widen a byte range to whole pages inside `len`.
+fn page_align(r: &Range<usize>, len: usize) -> Range<usize> {
+    let p = page_size();
+    let start = r.start / p * p;
+    let end = r.end.div_ceil(p).saturating_mul(p).min(len);
+    start..end
+}
+
+/// Ask the kernel to start reading these ranges of the model (asynchronous, returns at once).
+pub fn will_need(f: &GgufFile, ranges: &[Range<usize>]) {
+    if let Some(map) = f.mmap() {
+        for r in ranges {
+            let r = page_align(r, map.len());
+            let _ = map.advise_range(memmap2::Advice::WillNeed, r.start, r.len());
+        }
+    }
+}
+
+/// Drop these ranges from this process and from the page cache (other devices' layers, or a
+/// window that will not be needed again before everything else has been read).
+pub fn release(f: &GgufFile, ranges: &[Range<usize>]) {
+    let Some(map) = f.mmap() else { return };
+    for r in ranges {
+        let r = page_align(r, map.len());
+        // SAFETY: DONTNEED on a read-only shared file mapping only drops page-table entries;
+        // the next access re-reads the file, so no data is lost.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, r.start, r.len()) };
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Ok(file) = std::fs::File::open(&f.path) {
+        for r in ranges {
+            let _ = nix::fcntl::posix_fadvise(
+                &file,
+                r.start as i64,
+                r.len() as i64,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+}
+
+/// A reading of system memory, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MemorySnapshot {
+    pub total: u64,
+    /// Free memory not counting reclaimable page cache (MemFree + Buffers... see `parse`).
+    pub available: u64,
+    pub page_cache: u64,
+    pub swap_used: u64,
+}
+
+impl MemorySnapshot {
+    pub fn now() -> Option<MemorySnapshot> {
+        std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| Self::parse(&t))
+    }
+
+    /// From /proc/meminfo text. `available` is MemAvailable: the kernel's estimate of memory
+    /// that can be had without swapping, page cache counted as available.
+    pub fn parse(meminfo: &str) -> Option<MemorySnapshot> {
+        let field = |name: &str| -> Option<u64> {
+            meminfo.lines().find_map(|l| {
+                let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+                rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|kb| kb * 1024)
+            })
+        };
+        Some(MemorySnapshot {
+            total: field("MemTotal")?,
+            available: field("MemAvailable")?,
+            page_cache: field("Cached").unwrap_or(0),
+            swap_used: field("SwapTotal").unwrap_or(0).saturating_sub(field("SwapFree").unwrap_or(0)),
+        })
+    }
+}
+
+/// The seed's metric: the drop in available memory (page cache excluded, since the kernel can
+/// reclaim it at will) between two readings, as a fraction of the total, plus any swap growth.
+pub fn memory_pressure(before: &MemorySnapshot, during: &MemorySnapshot) -> f64 {
+    let drop = before.available.saturating_sub(during.available) + during.swap_used.saturating_sub(before.swap_used);
+    drop as f64 / before.total.max(1) as f64
+}

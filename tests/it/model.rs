@@ -1,0 +1,91 @@
+//! The forward pass against llama.cpp's goldens: teacher-forced top-5 logits at every step,
+//! and free-running greedy tokens while the golden margin exceeds the tolerance.
+
+use prima::model::{Model, Session};
+use prima::sampler::argmax;
+
+use crate::common;
+
+pub struct Report {
+    pub max_diff: f32,
+    pub greedy_checked: usize,
+}
+
+/// Run every golden case of `golden` on `model` with windows `sizes`; fail beyond `tol`.
+pub fn check_golden(model: &str, golden: &str, tol: f32, sizes: Option<&[usize]>) -> Report {
+    let m = Model::open(common::model(model)).unwrap();
+    let g = common::golden(golden);
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    };
+    let mut report = Report { max_diff: 0.0, greedy_checked: 0 };
+    for case in g["cases"].as_array().unwrap() {
+        let prompt = ids(&case["prompt_tokens"]);
+        let greedy = ids(&case["greedy_tokens"]);
+        let margins: Vec<f64> =
+            case["greedy_margins"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let top5 = case["greedy_top5"].as_array().unwrap();
+        let n_layer = m.config.n_layer;
+        let mut s = match sizes {
+            Some(sz) => Session::with_windows(&m, 256, 2, sz).unwrap(),
+            None => Session::with_windows(&m, 256, 2, &[n_layer]).unwrap(),
+        };
+        let mut logits = s.decode(&prompt).unwrap().to_vec();
+        let mut free_running = true;
+        for step in 0..greedy.len() {
+            for pair in top5[step].as_array().unwrap() {
+                let id = pair[0].as_u64().unwrap() as usize;
+                let want = pair[1].as_f64().unwrap() as f32;
+                let d = (logits[id] - want).abs();
+                report.max_diff = report.max_diff.max(d);
+                assert!(
+                    d <= tol,
+                    "{model} case {:?} step {step}: logit of {id} is {} vs llama.cpp {want} (tolerance {tol})",
+                    case["prompt"].as_str().unwrap(),
+                    logits[id]
+                );
+            }
+            if free_running && margins[step] > 2.0 * tol as f64 {
+                assert_eq!(argmax(&logits), greedy[step], "{model}: greedy token at step {step}");
+                report.greedy_checked += 1;
+            } else {
+                free_running = false;
+            }
+            logits = s.decode(&[greedy[step]]).unwrap().to_vec();
+        }
+    }
+    eprintln!("{model}: max |Δlogit| {:.5}, {} greedy steps checked", report.max_diff, report.greedy_checked);
+    report
+}
+
+#[test]
+fn llama_f32_matches_llama_cpp() {
+    let r = check_golden("c-llama-f32.gguf", "c-llama-f32.golden.json", 0.02, None);
+    assert!(r.greedy_checked > 20, "only {} greedy steps were checkable", r.greedy_checked);
+}
+
+#[test]
+fn qwen2_f32_matches_llama_cpp() {
+    check_golden("c-qwen2-f32.gguf", "c-qwen2-f32.golden.json", 0.02, None);
+}
+
+#[test]
+fn head_dim_128_f32_matches_llama_cpp() {
+    check_golden("c-llama-hd128-f32.gguf", "c-llama-hd128-f32.golden.json", 0.02, None);
+}
+
+#[test]
+fn f16_matches_llama_cpp() {
+    check_golden("c-llama-f16.gguf", "c-llama-f16.golden.json", 0.02, None);
+}
+
+#[test]
+fn windows_compose_exactly() {
+    // Splitting the layers into windows must not change a single bit.
+    let m = Model::open(common::model("c-llama-f32.gguf")).unwrap();
+    let prompt = [504u32, 1408, 1201, 282, 426, 98, 524, 314];
+    let mut one = Session::with_windows(&m, 64, 2, &[2]).unwrap();
+    let mut two = Session::with_windows(&m, 64, 1, &[1, 1]).unwrap();
+    assert_eq!(one.decode(&prompt).unwrap(), two.decode(&prompt).unwrap());
+    assert_eq!(one.decode(&[7]).unwrap(), two.decode(&[7]).unwrap());
+}
