@@ -11,6 +11,7 @@ use crate::cluster::config::ClusterConfig;
 use crate::cluster::messages::{EngineKind, WorkerStats};
 use crate::cluster::ring::{Ring, fmt_ranges};
 use crate::error::{Error, Result};
+use crate::sampler::{Sampler, SamplerConfig};
 
 /// bring up the cluster described by a cluster.toml (connect, upgrade, send layers, form the
 /// ring) and generate: with -p, print the continuation of PROMPT; without, chat
@@ -32,6 +33,9 @@ pub struct UpArgs {
     /// random seed (default from [generate] seed; 0 = random)
     #[argh(option)]
     pub seed: Option<u64>,
+    /// the prompt is a list of token ids ("1 415 2234"), and the output is printed as ids
+    #[argh(switch)]
+    pub ids: bool,
 }
 
 /// `PRIMA_FAKE_ENGINE=1`: run the deterministic fake engine (protocol tests); prompts are bytes
@@ -53,12 +57,27 @@ pub fn run(a: UpArgs) -> Result<()> {
         0 => u64::from_le_bytes(crate::cluster::auth::nonce()?[..8].try_into().expect("8 bytes")),
         s => s,
     };
-    let tokens: Vec<u32> = match kind {
-        EngineKind::Fake => prompt.bytes().map(u32::from).collect(),
-        EngineKind::Real => return Err(Error::msg("this build of prima has no tokenizer yet")),
+    let tokens: Vec<u32> = if a.ids {
+        prompt
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|_| Error::msg(format!("--ids: `{s}` is not a token id"))))
+            .collect::<Result<_>>()?
+    } else {
+        match kind {
+            EngineKind::Fake => prompt.bytes().map(u32::from).collect(),
+            EngineKind::Real => return Err(Error::msg("this build of prima has no tokenizer yet: pass --ids")),
+        }
+    };
+    let sampler = SamplerConfig {
+        temperature: temp,
+        top_k: cfg.generate.top_k as usize,
+        top_p: cfg.generate.top_p,
+        seed,
+        ..SamplerConfig::default()
     };
     let t0 = Instant::now();
-    let out = generate(&mut ring, &tokens, n, temp, seed, |tok| {
+    let out = generate(&mut ring, &tokens, n, sampler, |tok| {
         let mut so = std::io::stdout().lock();
         let _ = write!(so, "{tok} ");
         let _ = so.flush();
@@ -94,48 +113,30 @@ fn print_stats(name: &str, addr: &str, layers: &str, s: &WorkerStats) {
     );
 }
 
-/// Evaluate the prompt, then sample `n` tokens (greedy when `temp` <= 0).
+/// Evaluate the prompt, then sample `n` tokens.
 pub fn generate(
     ring: &mut Ring,
     prompt: &[u32],
     n: usize,
-    temp: f32,
-    seed: u64,
+    cfg: SamplerConfig,
     mut emit: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
     if prompt.is_empty() {
         return Err(Error::msg("empty prompt"));
     }
-    let mut logits = vec![0f32; ring.head.n_vocab()];
-    let mut rng = seed | 1;
-    ring.eval(prompt, 0, &mut logits)?;
+    let mut sampler = Sampler::new(cfg);
+    for &t in prompt {
+        sampler.accept(t);
+    }
+    let mut next = sampler.sample(ring.decode(prompt)?);
     let mut out = Vec::new();
-    for pos in prompt.len()..prompt.len() + n {
-        let tok = sample(&logits, temp, &mut rng);
-        emit(tok);
-        out.push(tok);
-        ring.eval(&[tok], pos, &mut logits)?;
-    }
-    Ok(out)
-}
-
-fn sample(logits: &[f32], temp: f32, rng: &mut u64) -> u32 {
-    let argmax =
-        logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
-    if temp <= 0.0 {
-        return argmax as u32;
-    }
-    let max = logits[argmax];
-    let p: Vec<f64> = logits.iter().map(|&l| (((l - max) / temp) as f64).exp()).collect();
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
-    let mut r = (*rng >> 11) as f64 / (1u64 << 53) as f64 * p.iter().sum::<f64>();
-    for (i, &q) in p.iter().enumerate() {
-        r -= q;
-        if r <= 0.0 {
-            return i as u32;
+    loop {
+        emit(next);
+        out.push(next);
+        sampler.accept(next);
+        if out.len() >= n || ring.pos() + 1 >= ring.n_ctx {
+            return Ok(out);
         }
+        next = sampler.sample(ring.decode(&[next])?);
     }
-    argmax as u32
 }

@@ -207,7 +207,8 @@ fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
                 } else {
                     threads as usize
                 };
-                let mut w = match ring::open_windows(engine, &model, &ranges, n_ctx as usize, threads) {
+                let pool = Arc::new(crate::cpu::ThreadPool::new(threads));
+                let mut w = match ring::open_windows(engine, &model, &ranges, n_ctx as usize, &pool) {
                     Ok(w) => w,
                     Err(e) => {
                         let e = e.context(format!("loading layers {}", ring::fmt_ranges(&ranges)));

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use super::agent::build_id;
@@ -14,6 +14,7 @@ use super::config::{ClusterConfig, DeviceConfig, Plan};
 use super::messages::{EngineKind, Msg, RingRole};
 use super::ring::{self, Event, HeadStats, Member, Ring};
 use super::transport::{CHUNK, Conn, Timeouts};
+use crate::cpu::ThreadPool;
 use crate::error::{Context, Error, Result};
 use crate::gguf::GgufFile;
 
@@ -277,8 +278,9 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n as usize,
     };
-    let windows = ring::open_windows(opts.engine, &cfg.model, &head_ranges, cfg.ctx_size as usize, head_threads)?;
-    let head = ring::open_head(opts.engine, &cfg.model)?;
+    let pool = Arc::new(ThreadPool::new(head_threads));
+    let windows = ring::open_windows(opts.engine, &cfg.model, &head_ranges, cfg.ctx_size as usize, &pool)?;
+    let head = ring::open_head(opts.engine, &cfg.model, &pool)?;
     p.line(format!(
         "load {} (head): layers {} in {:.2} s",
         cfg.devices[0].name,
@@ -366,6 +368,8 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
         batch_size: cfg.batch_size as usize,
         stats: HeadStats::default(),
         kv_len: 0,
+        n_ctx: cfg.ctx_size as usize,
+        logits: Vec::new(),
     })
 }
 

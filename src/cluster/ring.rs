@@ -10,13 +10,15 @@
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use super::messages::{EngineKind, KvOp, Msg, WorkerStats};
 use super::transport::{Receiver, Sender};
+use crate::cpu::ThreadPool;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::model::{Head, LayerWindow, Model};
 
 /// Layers `[a, b)` of a model, with their slice of the KV cache.
 pub trait Window: Send {
@@ -30,7 +32,7 @@ pub trait Window: Send {
 pub trait HeadCompute: Send {
     fn n_embd(&self) -> usize;
     fn n_vocab(&self) -> usize;
-    fn embed(&self, tokens: &[u32], out: &mut [f32]);
+    fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<()>;
     fn logits(&mut self, hidden_last_row: &[f32], out: &mut [f32]);
 }
 
@@ -112,16 +114,61 @@ impl HeadCompute for FakeHead {
     fn n_vocab(&self) -> usize {
         self.n_vocab
     }
-    fn embed(&self, tokens: &[u32], out: &mut [f32]) {
+    fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
         out.fill(0.0);
         for (row, &t) in out.chunks_exact_mut(self.n_embd).zip(tokens) {
             row[0] = (t % FAKE_MOD) as f32;
         }
+        Ok(())
     }
     fn logits(&mut self, h: &[f32], out: &mut [f32]) {
         out.fill(0.0);
         out[(h[0] as usize * 7 + 3) % self.n_vocab] = 1.0;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real engine.
+
+impl Window for LayerWindow {
+    fn forward(&mut self, hidden: &mut [f32], n_tokens: usize, pos: usize) -> Result<()> {
+        LayerWindow::forward(self, hidden, n_tokens, pos)
+    }
+    fn kv_truncate(&mut self, len: usize) {
+        LayerWindow::kv_truncate(self, len)
+    }
+}
+
+struct RealHead {
+    head: Head,
+    n_embd: usize,
+}
+
+impl HeadCompute for RealHead {
+    fn n_embd(&self) -> usize {
+        self.n_embd
+    }
+    fn n_vocab(&self) -> usize {
+        self.head.n_vocab()
+    }
+    fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
+        self.head.embed(tokens, out)
+    }
+    fn logits(&mut self, h: &[f32], out: &mut [f32]) {
+        self.head.logits(h, out)
+    }
+}
+
+/// Tensors a device running `ranges` needs (each once, in file order of first use).
+pub fn window_tensor_names(f: &GgufFile, ranges: &[Range<usize>]) -> Result<Vec<String>> {
+    let m = Model::from_gguf(f.clone())?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(ranges
+        .iter()
+        .flat_map(|r| r.clone())
+        .flat_map(|l| m.layer_tensor_names(l))
+        .filter(|n| seen.insert(n.clone()))
+        .collect())
 }
 
 /// Open windows over `model` (a full model or a device's cached share).
@@ -130,14 +177,13 @@ pub fn open_windows(
     model: &Path,
     ranges: &[Range<usize>],
     n_ctx: usize,
-    threads: usize,
+    pool: &Arc<ThreadPool>,
 ) -> Result<Vec<Box<dyn Window>>> {
     let f = GgufFile::open(model)?;
     let (n_layer, n_embd, _) = dims(&f)?;
     if let Some(r) = ranges.iter().find(|r| r.end > n_layer || r.start > r.end) {
         return Err(Error::msg(format!("window {r:?} is outside the model's {n_layer} layers")));
     }
-    let _ = threads;
     let delay =
         Duration::from_millis(std::env::var("PRIMA_FAKE_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
     match kind {
@@ -145,16 +191,32 @@ pub fn open_windows(
             .iter()
             .map(|r| Box::new(FakeWindow { layers: r.clone(), n_embd, kv_len: 0, n_ctx, delay }) as Box<dyn Window>)
             .collect()),
-        EngineKind::Real => Err(Error::msg("this build of prima has no model engine yet")),
+        EngineKind::Real => {
+            let m = Model::from_gguf(f)?;
+            ranges
+                .iter()
+                .map(|r| {
+                    Ok(if r.is_empty() {
+                        Box::new(EmptyWindow) as Box<dyn Window>
+                    } else {
+                        Box::new(LayerWindow::new(&m, r.clone(), n_ctx, pool.clone())?) as Box<dyn Window>
+                    })
+                })
+                .collect()
+        }
     }
 }
 
-pub fn open_head(kind: EngineKind, model: &Path) -> Result<Box<dyn HeadCompute>> {
+pub fn open_head(kind: EngineKind, model: &Path, pool: &Arc<ThreadPool>) -> Result<Box<dyn HeadCompute>> {
     let f = GgufFile::open(model)?;
     let (_, n_embd, n_vocab) = dims(&f)?;
     match kind {
         EngineKind::Fake => Ok(Box::new(FakeHead { n_embd, n_vocab })),
-        EngineKind::Real => Err(Error::msg("this build of prima has no model engine yet")),
+        EngineKind::Real => {
+            let m = Model::from_gguf(f)?;
+            let head = Head::new(&m, pool.clone())?;
+            Ok(Box::new(RealHead { head, n_embd }))
+        }
     }
 }
 
@@ -285,6 +347,8 @@ pub struct Ring {
     pub stats: HeadStats,
     /// Positions held in every device's KV cache.
     pub kv_len: usize,
+    pub n_ctx: usize,
+    pub logits: Vec<f32>,
 }
 
 impl Ring {
@@ -405,7 +469,7 @@ impl Ring {
         for chunk in tokens.chunks(self.batch_size.max(1)) {
             let t = Instant::now();
             hidden.resize(chunk.len() * e, 0.0);
-            self.head.embed(chunk, &mut hidden);
+            self.head.embed(chunk, &mut hidden)?;
             if chunk.len() == 1 {
                 self.stats.compute_ns += t.elapsed().as_nanos() as u64;
             }
@@ -420,6 +484,37 @@ impl Ring {
             self.stats.compute_ns += t.elapsed().as_nanos() as u64;
         }
         Ok(())
+    }
+
+    /// Append `tokens` at the end of the sequence and return the next-token logits
+    /// (the shape of `generate::Decoder::decode`).
+    pub fn decode(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        if tokens.is_empty() {
+            return Err(Error::msg("nothing to decode: empty token list"));
+        }
+        if self.kv_len + tokens.len() > self.n_ctx {
+            return Err(Error::msg(format!(
+                "the context holds {} positions; {} needed",
+                self.n_ctx,
+                self.kv_len + tokens.len()
+            )));
+        }
+        let mut logits = std::mem::take(&mut self.logits);
+        logits.resize(self.head.n_vocab(), 0.0);
+        let r = self.eval(tokens, self.kv_len, &mut logits);
+        self.logits = logits;
+        r?;
+        Ok(&self.logits)
+    }
+
+    /// Tokens in every device's KV cache.
+    pub fn pos(&self) -> usize {
+        self.kv_len
+    }
+
+    /// Forget positions from `pos` on, on every device.
+    pub fn truncate(&mut self, pos: usize) -> Result<()> {
+        self.kv(KvOp::Truncate(pos as u32))
     }
 
     /// Apply a KV operation on every device (relayed around the ring).

@@ -50,7 +50,12 @@ impl GgufWriter {
         let specs: Vec<TensorSpec> = self
             .tensors
             .iter()
-            .map(|(name, dims, ty, data)| TensorSpec { name: name.clone(), dims: dims.clone(), ty: *ty, bytes: data.len() as u64 })
+            .map(|(name, dims, ty, data)| TensorSpec {
+                name: name.clone(),
+                dims: dims.clone(),
+                ty: *ty,
+                bytes: data.len() as u64,
+            })
             .collect();
         write_streaming(&self.metadata, &specs, self.alignment, out, |i, out| Ok(out.write_all(&self.tensors[i].3)?))
     }

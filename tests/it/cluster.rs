@@ -144,12 +144,15 @@ fn write_config(
     rounds: Option<usize>,
     devices: &[(&str, &str, Option<usize>)],
 ) -> PathBuf {
-    let mut s = format!("model = {:?}\nsecret_file = \"cluster.secret\"\nbatch_size = 3\ntimeout_secs = 3\n", model);
+    let mut s = format!(
+        "model = {:?}\nsecret_file = \"cluster.secret\"\nbatch_size = 3\nctx_size = 256\ntimeout_secs = 3\n",
+        model
+    );
     if let Some(k) = rounds {
         s.push_str(&format!("rounds = {k}\n"));
     }
     for (name, addr, window) in devices {
-        s.push_str(&format!("\n[[device]]\nname = \"{name}\"\naddr = \"{addr}\"\n"));
+        s.push_str(&format!("\n[[device]]\nname = \"{name}\"\naddr = \"{addr}\"\nthreads = 1\n"));
         if let Some(w) = window {
             s.push_str(&format!("window = {w}\n"));
         }
@@ -411,4 +414,62 @@ fn killed_worker_mid_generation_is_reported_within_seconds() {
         write_config(&dir, "c2.toml", &model, None, &[("head", "127.0.0.1:1", Some(1)), ("second", &a1.addr, Some(2))]);
     let o = up(&cfg, &["-p", "x", "-n", "2", "--temp", "0"], &[FAKE]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+/// Greedy continuation of `prompt` on one device, through the library.
+fn single_device_greedy(model: &Path, prompt: &[u32], n: usize) -> prima::Result<Vec<u32>> {
+    let m = prima::model::Model::open(model)?;
+    let mut s = prima::model::Session::new(&m, 256, 1)?;
+    let mut next = prima::sampler::argmax(s.decode(prompt).unwrap());
+    let mut out = vec![next];
+    while out.len() < n {
+        next = prima::sampler::argmax(s.decode(&[next]).unwrap());
+        out.push(next);
+    }
+    Ok(out)
+}
+
+#[test]
+fn real_ring_is_token_for_token_single_device_llama_and_qwen2() {
+    let dir = Scratch::new("real");
+    let a1 = Agent::start(&dir, "a1", &[]);
+    let a2 = Agent::start(&dir, "a2", &[]);
+    let prompt = [1u32, 415, 2001, 77, 9, 1500, 300, 12, 640, 1024, 5];
+    let ids = prompt.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
+    let n = 10;
+    // The Q4_K_M fixtures once the engine has Q4_K kernels; until then their f16/f32 sources.
+    for (fixture, fallback) in
+        [("c-llama-q4_k_m.gguf", "c-llama-f16.gguf"), ("c-qwen2-q4_k_m.gguf", "c-qwen2-f32.gguf")]
+    {
+        let mut model = deep_model(&dir, fixture, 6);
+        let mut fixture = fixture;
+        let want = match single_device_greedy(&model, &prompt, n) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("{fixture}: {e}; using {fallback}");
+                fixture = fallback;
+                model = deep_model(&dir, fixture, 6);
+                single_device_greedy(&model, &prompt, n).unwrap()
+            }
+        };
+        let want: Vec<String> = want.iter().map(|t| t.to_string()).collect();
+        for (k, w) in [(1, [1, 3, 2]), (2, [1, 0, 2]), (3, [0, 1, 1])] {
+            let cfg = write_config(
+                &dir,
+                &format!("real-{fixture}-{k}.toml"),
+                &model,
+                Some(k),
+                &[
+                    ("head", "127.0.0.1:1", Some(w[0])),
+                    ("second", &a1.addr, Some(w[1])),
+                    ("third", &a2.addr, Some(w[2])),
+                ],
+            );
+            let o = up(&cfg, &["--ids", "-p", &ids, "-n", &n.to_string(), "--temp", "0"], &[]);
+            let err = text(&o.stderr);
+            assert!(o.status.success(), "{fixture} k={k} {w:?}: {err}");
+            let got: Vec<String> = text(&o.stdout).split_whitespace().map(String::from).collect();
+            assert_eq!(got, want, "{fixture} k={k} windows {w:?}: {err}");
+        }
+    }
 }
