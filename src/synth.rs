@@ -24,9 +24,36 @@ pub struct Shape {
 }
 
 pub const SHAPES: &[Shape] = &[
-    Shape { name: "llama3-8b", n_layer: 32, n_embd: 4096, n_ff: 14336, n_head: 32, n_head_kv: 8, n_vocab: 128256, rope_base: 500000.0 },
-    Shape { name: "llama3-70b", n_layer: 80, n_embd: 8192, n_ff: 28672, n_head: 64, n_head_kv: 8, n_vocab: 128256, rope_base: 500000.0 },
-    Shape { name: "qwen25-32b", n_layer: 64, n_embd: 5120, n_ff: 27648, n_head: 40, n_head_kv: 8, n_vocab: 152064, rope_base: 1000000.0 },
+    Shape {
+        name: "llama3-8b",
+        n_layer: 32,
+        n_embd: 4096,
+        n_ff: 14336,
+        n_head: 32,
+        n_head_kv: 8,
+        n_vocab: 128256,
+        rope_base: 500000.0,
+    },
+    Shape {
+        name: "llama3-70b",
+        n_layer: 80,
+        n_embd: 8192,
+        n_ff: 28672,
+        n_head: 64,
+        n_head_kv: 8,
+        n_vocab: 128256,
+        rope_base: 500000.0,
+    },
+    Shape {
+        name: "qwen25-32b",
+        n_layer: 64,
+        n_embd: 5120,
+        n_ff: 27648,
+        n_head: 40,
+        n_head_kv: 8,
+        n_vocab: 152064,
+        rope_base: 1000000.0,
+    },
 ];
 
 /// The weight format of each tensor, by llama.cpp's file-type recipes.
@@ -42,11 +69,9 @@ impl Mix {
         if s.eq_ignore_ascii_case("q4_k_m") {
             return Ok(Mix::Q4KM);
         }
-        GgmlType::ALL
-            .iter()
-            .find(|t| t.name().eq_ignore_ascii_case(s))
-            .map(|&t| Mix::Pure(t))
-            .ok_or_else(|| Error::msg(format!("unknown weight format `{s}` (try q4_k_m, q4_0, q8_0, q6_k, iq4_xs, f16)")))
+        GgmlType::ALL.iter().find(|t| t.name().eq_ignore_ascii_case(s)).map(|&t| Mix::Pure(t)).ok_or_else(|| {
+            Error::msg(format!("unknown weight format `{s}` (try q4_k_m, q4_0, q8_0, q6_k, iq4_xs, f16)"))
+        })
     }
 
     fn type_for(self, name: &str, layer: Option<usize>, n_layer: usize) -> GgmlType {
@@ -57,7 +82,9 @@ impl Mix {
                 let more_bits = |i: usize| i < n_layer / 8 || i >= 7 * n_layer / 8 || (i - n_layer / 8) % 3 == 2;
                 match (name, layer) {
                     ("output.weight", _) => GgmlType::Q6_K,
-                    (n, Some(i)) if (n.ends_with("attn_v.weight") || n.ends_with("ffn_down.weight")) && more_bits(i) => {
+                    (n, Some(i))
+                        if (n.ends_with("attn_v.weight") || n.ends_with("ffn_down.weight")) && more_bits(i) =>
+                    {
                         GgmlType::Q6_K
                     }
                     _ => GgmlType::Q4_K,
@@ -143,7 +170,7 @@ pub fn write_model(shape: &Shape, n_layer: usize, mix: Mix, vocab_from: &GgufFil
             bytes
         });
         let row_bytes = t.ty.row_bytes(row_len).unwrap();
-        for r in 0..rows {
+        for _ in 0..rows {
             let k = (rng.next_u64() as usize) % POOL_ROWS;
             w.write_all(&pool[k * row_bytes..(k + 1) * row_bytes])?;
         }

