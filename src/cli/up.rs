@@ -6,12 +6,17 @@ use std::time::Instant;
 
 use argh::FromArgs;
 
+use crate::chat::ChatTemplate;
+use crate::chat_loop::ChatSession;
 use crate::cluster::bootstrap::{UpOptions, up};
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::messages::{EngineKind, WorkerStats};
 use crate::cluster::ring::{Ring, fmt_ranges};
 use crate::error::{Error, Result};
+use crate::generate::GenParams;
+use crate::gguf::GgufFile;
 use crate::sampler::{Sampler, SamplerConfig};
+use crate::tokenizer::Tokenizer;
 
 /// bring up the cluster described by a cluster.toml (connect, upgrade, send layers, form the
 /// ring) and generate: with -p, print the continuation of PROMPT; without, chat
@@ -47,48 +52,78 @@ fn engine() -> EngineKind {
 pub fn run(a: UpArgs) -> Result<()> {
     let cfg = ClusterConfig::load(&a.config)?;
     let kind = engine();
-    let mut ring = up(&cfg, &UpOptions { engine: kind, ..UpOptions::default() })?;
-    let Some(prompt) = a.prompt else {
-        return Err(Error::msg("chat is not available yet: pass -p PROMPT"));
-    };
     let n = a.n_predict.unwrap_or(cfg.generate.n_predict) as usize;
-    let temp = a.temp.unwrap_or(cfg.generate.temperature);
     let seed = match a.seed.unwrap_or(cfg.generate.seed) {
         0 => u64::from_le_bytes(crate::cluster::auth::nonce()?[..8].try_into().expect("8 bytes")),
         s => s,
     };
-    let tokens: Vec<u32> = if a.ids {
-        prompt
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().map_err(|_| Error::msg(format!("--ids: `{s}` is not a token id"))))
-            .collect::<Result<_>>()?
-    } else {
-        match kind {
-            EngineKind::Fake => prompt.bytes().map(u32::from).collect(),
-            EngineKind::Real => return Err(Error::msg("this build of prima has no tokenizer yet: pass --ids")),
-        }
-    };
     let sampler = SamplerConfig {
-        temperature: temp,
+        temperature: a.temp.unwrap_or(cfg.generate.temperature),
         top_k: cfg.generate.top_k as usize,
         top_p: cfg.generate.top_p,
         seed,
         ..SamplerConfig::default()
     };
+    // Text in, text out with the real engine; token ids with --ids or the fake engine.
+    let text_mode = kind == EngineKind::Real && !a.ids;
+    let (tokenizer, gguf) = if text_mode {
+        let g = GgufFile::open(&cfg.model)?;
+        (Some(Tokenizer::from_gguf(&g)?), Some(g))
+    } else {
+        (None, None)
+    };
+    if a.prompt.is_none() && !text_mode {
+        return Err(Error::msg("chat needs text: pass -p with --ids or the fake engine"));
+    }
+
+    let mut ring = up(&cfg, &UpOptions { engine: kind, ..UpOptions::default() })?;
     let t0 = Instant::now();
-    let out = generate(&mut ring, &tokens, n, sampler, |tok| {
-        let mut so = std::io::stdout().lock();
-        let _ = write!(so, "{tok} ");
-        let _ = so.flush();
-    })?;
-    println!();
+    let n_out = match (&a.prompt, &tokenizer, &gguf) {
+        (None, Some(tok), Some(g)) => {
+            let template = ChatTemplate::from_gguf(g)?.unwrap_or_else(ChatTemplate::chatml);
+            let params = GenParams { n_predict: n, sampler, ignore_eog: false };
+            ChatSession::new(&mut ring, tok, template, params, None).repl()?;
+            0
+        }
+        (Some(p), Some(tok), _) => {
+            let prompt = tok.encode(p, true, false);
+            let params = GenParams { n_predict: n, sampler, ignore_eog: false };
+            let mut so = std::io::stdout().lock();
+            let (out, stats) = crate::generate::generate(&mut ring, tok, &prompt, &params, &mut |t| {
+                let _ = so.write_all(t.as_bytes());
+                let _ = so.flush();
+            })?;
+            let _ = writeln!(so);
+            eprintln!("up: {}", stats.summary());
+            out.len()
+        }
+        (Some(p), _, _) => {
+            let tokens: Vec<u32> = if a.ids {
+                p.split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().map_err(|_| Error::msg(format!("--ids: `{s}` is not a token id"))))
+                    .collect::<Result<_>>()?
+            } else {
+                p.bytes().map(u32::from).collect()
+            };
+            let out = generate_ids(&mut ring, &tokens, n, sampler, |tok| {
+                let mut so = std::io::stdout().lock();
+                let _ = write!(so, "{tok} ");
+                let _ = so.flush();
+            })?;
+            println!();
+            out.len()
+        }
+        (None, _, _) => unreachable!("checked above"),
+    };
     let secs = t0.elapsed().as_secs_f64();
     let head_stats = ring.stats;
     let members = ring.members.clone();
     let head_ranges = ring.head_ranges.clone();
     let stats = ring.stop()?;
-    eprintln!("up: {} tokens in {secs:.2} s ({:.1} tok/s)", out.len(), out.len() as f64 / secs.max(1e-9));
+    if n_out > 0 {
+        eprintln!("up: {n_out} tokens in {secs:.2} s; per device and generated token:");
+    }
     let head = WorkerStats {
         decode_steps: head_stats.decode_steps,
         compute_ns: head_stats.compute_ns,
@@ -114,7 +149,7 @@ fn print_stats(name: &str, addr: &str, layers: &str, s: &WorkerStats) {
 }
 
 /// Evaluate the prompt, then sample `n` tokens.
-pub fn generate(
+pub fn generate_ids(
     ring: &mut Ring,
     prompt: &[u32],
     n: usize,

@@ -563,6 +563,21 @@ impl Ring {
     }
 }
 
+impl crate::generate::Decoder for Ring {
+    fn decode(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        Ring::decode(self, tokens)
+    }
+    fn pos(&self) -> usize {
+        self.kv_len
+    }
+    fn truncate(&mut self, pos: usize) -> Result<()> {
+        Ring::truncate(self, pos)
+    }
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -471,5 +471,18 @@ fn real_ring_is_token_for_token_single_device_llama_and_qwen2() {
             let got: Vec<String> = text(&o.stdout).split_whitespace().map(String::from).collect();
             assert_eq!(got, want, "{fixture} k={k} windows {w:?}: {err}");
         }
+        // Text in, text out: `prima up` prints exactly what `prima run` prints.
+        let run = Command::new(BIN)
+            .args(["run", "-m"])
+            .arg(&model)
+            .args(["-p", "The quick brown fox", "-n", "12", "--temp", "0", "-t", "1", "-c", "256"])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let cfg = dir.path(&format!("real-{fixture}-2.toml"));
+        let o = up(&cfg, &["-p", "The quick brown fox", "-n", "12", "--temp", "0"], &[]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert_eq!(text(&o.stdout), text(&run.stdout), "{fixture}: {}", text(&o.stderr));
+        assert!(!text(&o.stdout).trim().is_empty());
     }
 }
