@@ -332,7 +332,19 @@ fn worker(
     });
     let r = ring::run_worker(windows, &events, &outbound.tx);
     let out = match r {
-        Ok(stats) => ctl.send(&Msg::Stopped { stats }),
+        Ok(stats) => {
+            let sent = ctl.send(&Msg::Stopped { stats });
+            // Keep our ring links open until the head has every device's answer and hangs up,
+            // so that no device mistakes a neighbour's orderly stop for a broken ring.
+            let deadline = Instant::now() + t.io;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match events.recv_timeout(left) {
+                    Ok(Event::ControlClosed(..)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            sent
+        }
         Err(e) => {
             let _ = ctl.send(&Msg::Error { msg: e.to_string() });
             Err(e)

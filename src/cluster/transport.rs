@@ -279,3 +279,42 @@ mod tests {
         assert!(read_frame(&mut &lie[..], MAX_FRAME, "t").is_err());
     }
 }
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Round trips of a decode-sized activation frame over loopback (run with --nocapture).
+    #[test]
+    fn loopback_round_trip() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = Timeouts::default();
+        let echo = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut c = Conn::new(s, "head", t).unwrap();
+            c.rx.max_frame = MAX_FRAME;
+            while let Ok(m) = c.recv() {
+                if c.send(&m).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut c = Conn::connect(&addr, "echo", t).unwrap();
+        c.rx.max_frame = MAX_FRAME;
+        let msg = Msg::Activations { round: 0, n_tokens: 1, pos: 0, data: vec![0.5; 576] };
+        let n = 300;
+        let (mut send, mut total) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..n {
+            let t0 = Instant::now();
+            c.send(&msg).unwrap();
+            send += t0.elapsed();
+            assert!(matches!(c.recv().unwrap(), Msg::Activations { .. }));
+            total += t0.elapsed();
+        }
+        eprintln!("loopback: send {:?}, round trip {:?} per 576-float frame", send / n, total / n);
+        c.tx.close();
+        echo.join().unwrap();
+    }
+}
