@@ -464,24 +464,90 @@ impl Ring {
     /// token into `logits`.
     pub fn eval(&mut self, tokens: &[u32], pos: usize, logits: &mut [f32]) -> Result<()> {
         let e = self.head.n_embd();
-        let mut p = pos;
-        let mut hidden = Vec::new();
-        for chunk in tokens.chunks(self.batch_size.max(1)) {
-            let t = Instant::now();
-            hidden.resize(chunk.len() * e, 0.0);
-            self.head.embed(chunk, &mut hidden)?;
-            if chunk.len() == 1 {
-                self.stats.compute_ns += t.elapsed().as_nanos() as u64;
+        let n_batches = tokens.len().div_ceil(self.batch_size.max(1));
+        let hidden = if self.out.is_some() && n_batches > 1 {
+            self.prefill_pipelined(tokens, pos)?
+        } else {
+            let mut p = pos;
+            let mut hidden = Vec::new();
+            for chunk in tokens.chunks(self.batch_size.max(1)) {
+                let t = Instant::now();
+                hidden.resize(chunk.len() * e, 0.0);
+                self.head.embed(chunk, &mut hidden)?;
+                if chunk.len() == 1 {
+                    self.stats.compute_ns += t.elapsed().as_nanos() as u64;
+                }
+                self.forward(&mut hidden, chunk.len(), p)?;
+                p += chunk.len();
+                self.kv_len = p;
             }
-            self.forward(&mut hidden, chunk.len(), p)?;
-            p += chunk.len();
-            self.kv_len = p;
-        }
+            hidden
+        };
         let t = Instant::now();
         let last = &hidden[hidden.len() - e..];
         self.head.logits(last, logits);
         if tokens.len() == 1 {
             self.stats.compute_ns += t.elapsed().as_nanos() as u64;
+        }
+        Ok(())
+    }
+
+    /// Prompt batches flow through the ring concurrently (one per device at most), instead of
+    /// one batch making all k laps before the next starts: every device works on some batch.
+    /// Links are FIFO and every batch takes the same path, so each window still sees its batches
+    /// in position order. Returns the last batch's hidden states.
+    fn prefill_pipelined(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        let e = self.head.n_embd();
+        let bs = self.batch_size.max(1);
+        let k = self.windows.len();
+        let batches: Vec<(usize, &[u32])> = tokens.chunks(bs).enumerate().map(|(i, c)| (pos + i * bs, c)).collect();
+        let max_in_flight = self.members.len() + 1;
+        let (mut next, mut in_flight, mut done) = (0, 0, 0);
+        // Position of the next batch expected back from the ring in each round.
+        let mut expect = vec![pos; k];
+        let mut last = Vec::new();
+        let end = pos + tokens.len();
+        while done < batches.len() {
+            while in_flight < max_in_flight && next < batches.len() {
+                let (p, chunk) = batches[next];
+                let mut hidden = vec![0f32; chunk.len() * e];
+                self.head.embed(chunk, &mut hidden)?;
+                self.send_round(0, chunk.len(), p, hidden)?;
+                in_flight += 1;
+                next += 1;
+            }
+            let doing = format!("the ring was reading the prompt (positions {pos}..{end})");
+            let (round, n, p, mut data) = match self.recv_ring(&|| doing.clone())? {
+                Msg::Activations { round, n_tokens, pos, data } => {
+                    (round as usize, n_tokens as usize, pos as usize, data)
+                }
+                m => return Err(Error::msg(format!("ring returned an unexpected {} during the prompt", m.name()))),
+            };
+            if round >= k || p != expect[round] || data.len() != n * e {
+                return Err(Error::msg(format!("ring returned batch at {p} in round {} out of order", round + 1)));
+            }
+            expect[round] = p + n;
+            self.windows[round].forward(&mut data, n, p)?;
+            if round + 1 < k {
+                self.send_round(round + 1, n, p, data)?;
+            } else {
+                done += 1;
+                in_flight -= 1;
+                self.kv_len = p + n;
+                if p + n == end {
+                    last = data;
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    fn send_round(&mut self, round: usize, n_tokens: usize, pos: usize, data: Vec<f32>) -> Result<()> {
+        let out = self.out.as_ref().expect("a ring");
+        let msg = Msg::Activations { round: round as u32, n_tokens: n_tokens as u32, pos: pos as u32, data };
+        if let Err(e) = out.send(&msg) {
+            let doing = self.what(round, n_tokens, pos);
+            return Err(self.failure(Event::RingClosed(e), &doing));
         }
         Ok(())
     }
