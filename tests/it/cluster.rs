@@ -486,3 +486,159 @@ fn real_ring_is_token_for_token_single_device_llama_and_qwen2() {
         assert!(!text(&o.stdout).trim().is_empty());
     }
 }
+
+/// Network namespaces joined by a bridge: each agent gets its own network stack and address.
+/// Needs root and iproute2; the test is skipped (with the reason printed) otherwise.
+struct Netns {
+    tag: String,
+    spaces: Vec<String>,
+    bridge: String,
+}
+
+fn sh(args: &[&str]) -> Result<(), String> {
+    let o = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if o.status.success() { Ok(()) } else { Err(format!("{}: {}", args.join(" "), text(&o.stderr).trim())) }
+}
+
+impl Netns {
+    /// `n` namespaces with addresses 10.213.S.11, .12, …; the root namespace is 10.213.S.1.
+    fn create(n: usize) -> Result<(Netns, Vec<String>), String> {
+        if unsafe_geteuid() != 0 {
+            return Err("not root".into());
+        }
+        let id = std::process::id() % 10000;
+        let subnet = 1 + std::process::id() % 250;
+        let mut ns = Netns { tag: format!("pit{id}"), spaces: Vec::new(), bridge: format!("pbr{id}") };
+        sh(&["ip", "link", "add", &ns.bridge, "type", "bridge"])?;
+        sh(&["ip", "addr", "add", &format!("10.213.{subnet}.1/24"), "dev", &ns.bridge])?;
+        sh(&["ip", "link", "set", &ns.bridge, "up"])?;
+        let mut addrs = Vec::new();
+        for i in 0..n {
+            let space = format!("{}n{i}", ns.tag);
+            sh(&["ip", "netns", "add", &space])?;
+            ns.spaces.push(space.clone());
+            let (host, inner) = (format!("{}h{i}", ns.tag), format!("{}c{i}", ns.tag));
+            sh(&["ip", "link", "add", &host, "type", "veth", "peer", "name", &inner])?;
+            sh(&["ip", "link", "set", &inner, "netns", &space])?;
+            sh(&["ip", "link", "set", &host, "master", &ns.bridge])?;
+            sh(&["ip", "link", "set", &host, "up"])?;
+            let addr = format!("10.213.{subnet}.{}", 11 + i);
+            sh(&["ip", "netns", "exec", &space, "ip", "addr", "add", &format!("{addr}/24"), "dev", &inner])?;
+            sh(&["ip", "netns", "exec", &space, "ip", "link", "set", &inner, "up"])?;
+            sh(&["ip", "netns", "exec", &space, "ip", "link", "set", "lo", "up"])?;
+            addrs.push(addr);
+        }
+        Ok((ns, addrs))
+    }
+
+    /// Cut device `i`'s cable (no FIN, no RST: only heartbeats can notice).
+    fn unplug(&self, i: usize) {
+        sh(&["ip", "link", "set", &format!("{}h{i}", self.tag), "down"]).unwrap();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for s in &self.spaces {
+            let _ = sh(&["ip", "netns", "del", s]);
+        }
+        let _ = sh(&["ip", "link", "del", &self.bridge]);
+    }
+}
+
+fn unsafe_geteuid() -> u32 {
+    // No libc dependency in the tests: the effective uid from /proc.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse().ok()))
+        .unwrap_or(u32::MAX)
+}
+
+/// An agent started inside a namespace.
+fn agent_in(dir: &Scratch, space: &str, ip: &str, name: &str, env: &[(&str, &str)]) -> Agent {
+    let addr = format!("{ip}:7700");
+    let secret_file = dir.path(&format!("{name}.secret"));
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let log = dir.path(&format!("{name}.log"));
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", space, BIN, "agent", "--listen", &addr, "--secret-file"])
+        .arg(&secret_file)
+        .arg("--cache-dir")
+        .arg(dir.path(&format!("{name}.cache")))
+        .args(["--timeout-secs", "3"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let a = Agent { child: cmd.spawn().unwrap(), addr, log };
+    a.wait_listening();
+    a
+}
+
+#[test]
+fn ring_across_network_namespaces_and_an_unplugged_cable() {
+    let (ns, ips) = match Netns::create(2) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("skipping the network-namespace test: {e}");
+            return;
+        }
+    };
+    let dir = Scratch::new("netns");
+    let model = deep_model(&dir, "c-llama-f16.gguf", 4);
+    let slow = [("PRIMA_FAKE_DELAY_MS", "20")];
+    let a1 = agent_in(&dir, &ns.spaces[0], &ips[0], "a1", &slow);
+    let a2 = agent_in(&dir, &ns.spaces[1], &ips[1], "a2", &slow);
+    let devices =
+        [("head", "127.0.0.1:1", Some(2)), ("second", a1.addr.as_str(), Some(1)), ("third", a2.addr.as_str(), Some(1))];
+
+    // Real engine across namespaces: same text as `prima run`.
+    let cfg = write_config(&dir, "c.toml", &model, Some(1), &devices);
+    let run = Command::new(BIN)
+        .args(["run", "-m"])
+        .arg(&model)
+        .args(["-p", "Once upon a time", "-n", "8", "--temp", "0", "-t", "1", "-c", "256"])
+        .output()
+        .unwrap();
+    let o = up(&cfg, &["-p", "Once upon a time", "-n", "8", "--temp", "0"], &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), text(&run.stdout), "{}", text(&o.stderr));
+
+    // Unplug the third device mid-generation: no FIN arrives, heartbeats must notice.
+    let mut head = Command::new(BIN)
+        .arg("up")
+        .arg(&cfg)
+        .args(["-p", "a prompt", "-n", "100000", "--temp", "0"])
+        .env("PRIMA_FAKE_ENGINE", "1")
+        .env("XDG_CACHE_HOME", dir.path("head-cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while a2.log().matches("loaded layers").count() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "ring never formed: {}", a2.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    ns.unplug(1);
+    let cut = Instant::now();
+    let status = loop {
+        if let Some(s) = head.try_wait().unwrap() {
+            break s;
+        }
+        if cut.elapsed() > Duration::from_secs(10) {
+            let _ = head.kill();
+            panic!("head still running 10 s after the cable was cut");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    head.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("device `third`") && err.contains("stopped answering"), "{err}");
+    eprintln!("cable cut detected after {:?}: {}", cut.elapsed(), err.lines().last().unwrap_or(""));
+    drop(a1);
+    drop(a2);
+}
