@@ -14,6 +14,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod cache;
 pub mod config;
+pub mod local;
 pub mod messages;
 pub mod ring;
 pub mod sha256;
