@@ -11,6 +11,8 @@ use super::agent::build_id;
 use super::auth::{self, Secret};
 use super::cache;
 use super::config::{ClusterConfig, DeviceConfig, Plan};
+use super::planning;
+use crate::sched::halda;
 use super::messages::{EngineKind, Msg, RingRole};
 use super::ring::{self, Event, HeadStats, Member, Ring};
 use super::transport::{CHUNK, Conn, Timeouts};
@@ -225,7 +227,45 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let t = cfg.timeouts;
     let f = GgufFile::open(&cfg.model).with_context(|| format!("the model of {}", cfg.path.display()))?;
     let (n_layer, _, _) = ring::dims(&f)?;
-    let plan: Plan = cfg.plan(n_layer)?;
+    let secret = if cfg.devices.len() > 1 { Some(Secret::load(&cfg.secret_file)?) } else { None };
+    let mut conns = Vec::new();
+    for d in &cfg.devices[1..] {
+        conns.push(Some(connect_current(d, secret.as_ref().expect("n > 1"), t, &p)?));
+    }
+
+    // The split: manual windows, an even split, or Halda over every device's profile.
+    let choice = planning::choose(cfg, &f, n_layer, || {
+        p.line("profiling the devices (cached per build; first run takes a few seconds each)");
+        let head_dir = opts.hash_memo.clone().unwrap_or_else(std::env::temp_dir).join("head-profile");
+        let mut profiles = vec![planning::cached_profile(&head_dir)?];
+        for (c, d) in conns.iter_mut().zip(&cfg.devices[1..]) {
+            profiles.push(planning::remote_profile(c.as_mut().expect("all connected"), &dev_label(d))?);
+        }
+        Ok(profiles)
+    })?;
+    if let Some(hp) = &choice.halda {
+        p.line(format!("plan (Halda):\n{}", halda::render(hp).trim_end()));
+    }
+    // Devices the plan drops leave the ring: keep the others, in ring order.
+    let mut kept = Vec::new();
+    let mut active_conns = Vec::new();
+    for (i, (d, keep)) in cfg.devices.iter().zip(&choice.active).enumerate() {
+        if *keep {
+            kept.push(d.clone());
+            if i > 0 {
+                active_conns.push(conns[i - 1].take());
+            }
+        } else {
+            p.line(format!("{} gets no layers and stays idle", dev_label(d)));
+        }
+    }
+    let mut conns: Vec<Conn> = active_conns.into_iter().flatten().collect();
+    let cfg = &{
+        let mut c = cfg.clone();
+        c.devices = kept;
+        c
+    };
+    let plan: Plan = choice.plan;
     let n = cfg.devices.len();
     p.line(format!(
         "{}: {n_layer} layers, {n} device(s), {} round(s), windows {:?}",
@@ -233,12 +273,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
         plan.rounds,
         plan.windows
     ));
-    let secret = if n > 1 { Some(Secret::load(&cfg.secret_file)?) } else { None };
 
-    let mut conns = Vec::new();
-    for d in &cfg.devices[1..] {
-        conns.push(connect_current(d, secret.as_ref().expect("n > 1"), t, &p)?);
-    }
     for (i, c) in conns.iter_mut().enumerate() {
         let d = &cfg.devices[i + 1];
         let names: Vec<String> =

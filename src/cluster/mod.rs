@@ -16,6 +16,7 @@ pub mod cache;
 pub mod config;
 pub mod local;
 pub mod messages;
+pub mod planning;
 pub mod ring;
 pub mod sha256;
 pub mod transport;
