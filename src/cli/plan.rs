@@ -122,7 +122,11 @@ pub fn synthetic_devices(n: usize) -> Vec<DeviceProfile> {
             p.kv_append = KvAppend { fixed_us: 2.0, gbps: 10.0 };
             p.disk.seq_gbps = [3.0, 2.5, 1.4, 3.2][kind];
             p.disk.rnd_gbps = [0.4, 0.7, 0.2, 0.5][kind];
-            p.memory = Memory { total: gib(16.0), available: gib([4.1, 2.4, 1.9, 9.7][kind] + (i % 3) as f64), ..Memory::default() };
+            p.memory = Memory {
+                total: gib(16.0),
+                available: gib([4.1, 2.4, 1.9, 9.7][kind] + (i % 3) as f64),
+                ..Memory::default()
+            };
             p.link = Some(Link { rtt_ms: 3.0 + (i % 5) as f64, gbps: 0.05 });
             if kind == 0 || kind == 3 || kind == 1 {
                 let uma = kind == 1;

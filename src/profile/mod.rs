@@ -409,7 +409,11 @@ pub fn render(p: &DeviceProfile) -> String {
     use std::fmt::Write;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let mut s = String::new();
-    let _ = writeln!(s, "device {} ({} {}, {}), {} cores, kernels: {}", p.name, p.os, p.arch, p.cpu_model, p.cores, p.kernels);
+    let _ = writeln!(
+        s,
+        "device {} ({} {}, {}), {} cores, kernels: {}",
+        p.name, p.os, p.arch, p.cpu_model, p.cores, p.kernels
+    );
     let m = &p.memory;
     let _ = writeln!(
         s,
@@ -421,8 +425,16 @@ pub fn render(p: &DeviceProfile) -> String {
         gib(m.swap_total),
         gib(m.can_swap)
     );
-    let _ = writeln!(s, "RAM read: {:.2} GB/s; KV append: {:.2} µs + {:.2} GB/s", p.ram_read_gbps, p.kv_append.fixed_us, p.kv_append.gbps);
-    let _ = writeln!(s, "disk: sequential {:.2} GB/s, random {:.3} GB/s ({})", p.disk.seq_gbps, p.disk.rnd_gbps, p.disk.method);
+    let _ = writeln!(
+        s,
+        "RAM read: {:.2} GB/s; KV append: {:.2} µs + {:.2} GB/s",
+        p.ram_read_gbps, p.kv_append.fixed_us, p.kv_append.gbps
+    );
+    let _ = writeln!(
+        s,
+        "disk: sequential {:.2} GB/s, random {:.3} GB/s ({})",
+        p.disk.seq_gbps, p.disk.rnd_gbps, p.disk.method
+    );
     let _ = writeln!(s, "CPU matvec GFLOPS:");
     for t in &p.cpu {
         let _ = writeln!(s, "  {:>8} × {:>2} threads  {:9.2}", t.format, t.threads, t.gflops);

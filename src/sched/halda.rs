@@ -405,71 +405,77 @@ impl Ctx<'_> {
 
     /// Build and solve the ILP for one k and one case assignment.
     fn solve_k(&self, s: &Set, cases: &[Case], k: u32) -> Result<Option<(Vec<u32>, Vec<u32>)>> {
+        // Variables per device: g = GPU layers and c = CPU layers of its window (w = g + c).
+        // In these variables the memory rows of §1.5 are plain bounds; only Σw = W and the
+        // window-size ranges of GPU devices stay rows, so the relaxation is nearly integral.
         let l = self.cost.n_layer;
         let wt = (l / k) as f64;
         let kf = k as f64;
         let mut p = Problem::new();
         let mm = s.devs.len();
-        let mut wv = Vec::with_capacity(mm);
-        let mut nv = Vec::with_capacity(mm);
-        let mut rows: Vec<(usize, f64, f64)> = Vec::new(); // lo ≤ w_m − n_m ≤ hi
+        let mut gv = Vec::with_capacity(mm);
+        let mut cv = Vec::with_capacity(mm);
+        let mut wrows = Vec::new();
         for m in 0..mm {
             let d = s.devs[m];
             let out_gpu = m == s.head && output_on_gpu(d, self.cost);
             let fixed = self.fixed_bytes(s, m, out_gpu);
             let bf = kf * self.b_full;
             let disk_ms_per_byte = if d.disk > 0.0 { 1.0 / (d.disk * 1e6) } else { 0.0 };
-            let alpha = d.cpu_comp + d.cpu_mem;
-            let beta = d.gpu_comp + d.gpu_mem - alpha;
-            let (mut a, mut b) = (alpha, if d.has_gpu { beta } else { 0.0 });
+            // Cost per CPU layer and per GPU layer (α and α + β of the paper).
+            let mut cpu = d.cpu_comp + d.cpu_mem;
+            let mut gpu = d.gpu_comp + d.gpu_mem;
             let (mut w_lo, mut w_hi) = (1.0f64, wt);
-            let mut n_hi = if d.has_gpu { (self.vram_cap(s, m) / bf + 1e-9).floor().min(wt) } else { 0.0 };
+            let (mut c_lo, mut c_hi) = (0.0f64, wt);
+            let mut g_hi = if d.has_gpu { (self.vram_cap(s, m) / bf + 1e-9).floor().min(wt) } else { 0.0 };
             let ram = if d.uma && d.has_gpu { d.vram_budget } else { d.ram_budget } - fixed;
+            let fit = |x: f64| (x + 1e-9).floor();
+            let over = |x: f64| (x - 1e-9).ceil().max(0.0);
             match (cases[m], d.uma) {
-                (Case::M4, true) => w_hi = w_hi.min((ram / bf + 1e-9).floor()),
-                (Case::M4, false) if !d.has_gpu => w_hi = w_hi.min((ram / bf + 1e-9).floor()),
-                (Case::M4, false) => rows.push((m, f64::NEG_INFINITY, ram / bf)),
+                (Case::M4, true) => w_hi = w_hi.min(fit(ram / bf)),
+                (Case::M4, false) => c_hi = c_hi.min(fit(ram / bf)),
                 (Case::M1 | Case::M2, _) => {
-                    // Must really be overloaded; the share (weights) is reloaded.
-                    a += self.b_w * disk_ms_per_byte;
-                    w_lo = w_lo.max((ram / bf - 1e-9).ceil());
+                    // Must really be overloaded; the whole share (weights) is reloaded.
+                    cpu += self.b_w * disk_ms_per_byte;
+                    gpu += self.b_w * disk_ms_per_byte;
+                    w_lo = w_lo.max(over(ram / bf));
                     if cases[m] == Case::M1 {
-                        n_hi = 0.0;
+                        g_hi = 0.0;
                     }
                 }
                 (Case::M3, _) => {
-                    a += self.b_full * disk_ms_per_byte;
-                    b -= self.b_full * disk_ms_per_byte;
-                    if d.has_gpu {
-                        rows.push((m, ram / bf, f64::INFINITY));
-                    } else {
-                        w_lo = w_lo.max((ram / bf - 1e-9).ceil());
-                    }
+                    // CPU layers beyond the budget are re-read from disk; GPU layers are not.
+                    cpu += self.b_full * disk_ms_per_byte;
+                    c_lo = c_lo.max(over(ram / bf));
                 }
             }
             if m == s.head {
-                a /= self.opt.head_priority;
-                b /= self.opt.head_priority;
+                cpu /= self.opt.head_priority;
+                gpu /= self.opt.head_priority;
             }
-            if w_lo > w_hi || n_hi < 0.0 {
+            if !d.has_gpu {
+                // c is the window: fold the window range into its bounds.
+                c_lo = c_lo.max(w_lo);
+                c_hi = c_hi.min(w_hi);
+                g_hi = 0.0;
+            } else {
+                wrows.push((m, w_lo, w_hi));
+            }
+            if c_lo > c_hi || g_hi < 0.0 || w_lo > w_hi || c_lo > w_hi {
                 return Ok(None);
             }
-            wv.push(p.int_var(kf * a, w_lo, w_hi));
-            nv.push(p.int_var(kf * b, 0.0, n_hi.max(0.0)));
+            gv.push(p.int_var(kf * gpu, 0.0, g_hi));
+            cv.push(p.int_var(kf * cpu, c_lo, c_hi));
         }
-        p.equal(&wv.iter().map(|&j| (j, 1.0)).collect::<Vec<_>>(), wt);
-        for m in 0..mm {
-            if s.devs[m].has_gpu {
-                p.le(&[(nv[m], 1.0), (wv[m], -1.0)], 0.0);
-            }
-        }
-        for (m, lo, hi) in rows {
-            p.row(&[(wv[m], 1.0), (nv[m], -1.0)], lo, hi);
+        let all: Vec<(usize, f64)> = gv.iter().chain(&cv).map(|&j| (j, 1.0)).collect();
+        p.equal(&all, wt);
+        for (m, lo, hi) in wrows {
+            p.row(&[(gv[m], 1.0), (cv[m], 1.0)], lo, hi);
         }
         match ilp::solve(&p, &self.opt.ilp)? {
             Solution::Optimal { x, .. } | Solution::Limit { best: Some((x, _)) } => {
-                let w = wv.iter().map(|&j| x[j].round() as u32).collect();
-                let n = nv.iter().map(|&j| x[j].round() as u32).collect();
+                let n: Vec<u32> = gv.iter().map(|&j| x[j].round() as u32).collect();
+                let w = cv.iter().zip(&n).map(|(&j, &g)| x[j].round() as u32 + g).collect();
                 Ok(Some((w, n)))
             }
             _ => Ok(None),
