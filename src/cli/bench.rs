@@ -1,5 +1,5 @@
-//! `prima bench --profile [--json]`: measure this device for the scheduler. (Model benchmarks,
-//! `-m MODEL` pp/tg, will join this subcommand.)
+//! `prima bench`: `-m MODEL` measures prompt (pp) and generation (tg) throughput like
+//! llama-bench; `--profile` measures this device for the scheduler.
 
 use argh::FromArgs;
 
@@ -7,10 +7,22 @@ use crate::error::{Context, Error, Result};
 use crate::profile::{self, measure};
 use crate::quant::GgmlType;
 
-/// benchmark this device: `--profile` measures what the scheduler needs
+/// benchmark a model (-m: llama-bench-style pp/tg tok/s) or this device (--profile: what the scheduler needs)
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
 pub struct BenchArgs {
+    /// the GGUF model to benchmark
+    #[argh(option, short = 'm')]
+    pub model: Option<String>,
+    /// prompt tokens for the pp test (default 64; 0 skips it)
+    #[argh(option, short = 'p', default = "64")]
+    pub n_prompt: usize,
+    /// generated tokens for the tg test (default 32; 0 skips it)
+    #[argh(option, short = 'n', default = "32")]
+    pub n_gen: usize,
+    /// repetitions (default 5)
+    #[argh(option, short = 'r', default = "5")]
+    pub reps: usize,
     /// measure this device's profile: CPU kernels per weight format, RAM bandwidth, KV append,
     /// disk reads, memory and swap (a few seconds; progress on stderr)
     #[argh(switch)]
@@ -24,7 +36,8 @@ pub struct BenchArgs {
     /// directory for the temporary disk-test file: the filesystem holding the models (default .)
     #[argh(option)]
     pub disk_dir: Option<String>,
-    /// thread counts for the CPU kernels, comma-separated (default: 1 and all cores)
+    /// threads: for -m one count (default: physical cores); for --profile a comma-separated
+    /// list (default: 1 and all cores)
     #[argh(option, short = 't')]
     pub threads: Option<String>,
     /// weight formats to measure, comma-separated ggml names such as q4_K,q6_K (default: all supported)
@@ -33,8 +46,13 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if let Some(model) = &a.model {
+        return run_model(&a, model);
+    }
     if !a.profile {
-        return Err(Error::msg("nothing to benchmark: pass --profile to measure this device for the scheduler"));
+        return Err(Error::msg(
+            "nothing to benchmark: pass -m MODEL for pp/tg throughput, or --profile to measure this device",
+        ));
     }
     let mut opt = measure::Options::default();
     if let Some(d) = &a.disk_dir {
@@ -70,6 +88,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("{}", p.to_json());
     } else {
         print!("{}", profile::render(&p));
+    }
+    Ok(())
+}
+
+fn run_model(a: &BenchArgs, model: &str) -> Result<()> {
+    let threads = match &a.threads {
+        None => crate::cpu::default_threads(),
+        Some(t) => t
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .ok_or_else(|| Error::msg(format!("-t {t}: with -m, give one thread count")))?,
+    };
+    let params = crate::bench::BenchParams { n_prompt: a.n_prompt, n_gen: a.n_gen, threads, reps: a.reps.max(1) };
+    eprintln!("kernels: {}", crate::cpu::kernel_summary());
+    let results = crate::bench::run(model, &params, |line| eprintln!("{line}"))?;
+    if a.json {
+        println!("{}", crate::bench::render_json(&results));
+    } else {
+        print!("{}", crate::bench::render_table(&results));
     }
     Ok(())
 }

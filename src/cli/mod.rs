@@ -1,9 +1,14 @@
 //! The `prima` command line: one file per subcommand, each with its argh struct and `run`.
 
 mod bench;
+mod chat;
+mod common;
 mod fetch;
 mod inspect;
+mod perplexity;
 mod plan;
+mod run;
+mod tokenize;
 
 use argh::FromArgs;
 
@@ -19,9 +24,13 @@ pub struct Cli {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 pub enum Command {
-    Bench(bench::BenchArgs),
-    Fetch(fetch::FetchArgs),
+    Run(run::RunArgs),
+    Chat(chat::ChatArgs),
+    Tokenize(tokenize::TokenizeArgs),
+    Perplexity(perplexity::PerplexityArgs),
     Inspect(inspect::InspectArgs),
+    Fetch(fetch::FetchArgs),
+    Bench(bench::BenchArgs),
     Plan(plan::PlanArgs),
 }
 
@@ -29,6 +38,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bench(a) => bench::run(a),
         Command::Fetch(a) => fetch::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),
     }

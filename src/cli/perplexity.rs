@@ -32,7 +32,11 @@ pub fn run(a: PerplexityArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let r = crate::perplexity::perplexity(&mut l.session, &tokens, a.ctx, bos, |i, p| eprint!("[{i}]{p:.4},"))?;
     eprintln!();
-    eprintln!("{:.2} s, {:.1} tokens/s", t0.elapsed().as_secs_f64(), (r.n_chunks * a.ctx) as f64 / t0.elapsed().as_secs_f64());
+    eprintln!(
+        "{:.2} s, {:.1} tokens/s",
+        t0.elapsed().as_secs_f64(),
+        (r.n_chunks * a.ctx) as f64 / t0.elapsed().as_secs_f64()
+    );
     println!("Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, r.plus_minus);
     Ok(())
 }

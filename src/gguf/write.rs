@@ -47,40 +47,71 @@ impl GgufWriter {
     }
 
     pub fn write_to(&self, out: &mut impl Write) -> Result<()> {
-        let mut head = Vec::new();
-        head.extend_from_slice(GGUF_MAGIC);
-        head.extend_from_slice(&3u32.to_le_bytes());
-        head.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        head.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (k, v) in &self.metadata {
-            put_str(&mut head, k);
-            head.extend_from_slice(&(v.value_type() as u32).to_le_bytes());
-            put_value(&mut head, v);
-        }
-        let mut offset = 0u64;
-        let mut offsets = Vec::new();
-        for (name, dims, ty, data) in &self.tensors {
-            put_str(&mut head, name);
-            head.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
-                head.extend_from_slice(&d.to_le_bytes());
-            }
-            head.extend_from_slice(&(*ty as u32).to_le_bytes());
-            head.extend_from_slice(&offset.to_le_bytes());
-            offsets.push(offset);
-            offset = (offset + data.len() as u64).div_ceil(self.alignment) * self.alignment;
-        }
-        let pad = (head.len() as u64).div_ceil(self.alignment) * self.alignment - head.len() as u64;
-        head.resize(head.len() + pad as usize, 0);
-        out.write_all(&head)?;
-        let mut written = 0u64;
-        for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
-            out.write_all(&vec![0u8; (off - written) as usize])?;
-            out.write_all(data)?;
-            written = off + data.len() as u64;
-        }
-        Ok(())
+        let specs: Vec<TensorSpec> = self
+            .tensors
+            .iter()
+            .map(|(name, dims, ty, data)| TensorSpec {
+                name: name.clone(),
+                dims: dims.clone(),
+                ty: *ty,
+                bytes: data.len() as u64,
+            })
+            .collect();
+        write_streaming(&self.metadata, &specs, self.alignment, out, |i, out| Ok(out.write_all(&self.tensors[i].3)?))
     }
+}
+
+/// A tensor to be written: its data comes later, from a callback.
+#[derive(Clone, Debug)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+    pub bytes: u64,
+}
+
+/// Write a GGUF whose tensor data is produced one tensor at a time by `data(i, out)` (which
+/// must write exactly `specs[i].bytes` bytes), so multi-GB files never sit in memory.
+pub fn write_streaming<W: Write>(
+    metadata: &[(String, Value)],
+    specs: &[TensorSpec],
+    alignment: u64,
+    out: &mut W,
+    mut data: impl FnMut(usize, &mut W) -> Result<()>,
+) -> Result<()> {
+    let mut head = Vec::new();
+    head.extend_from_slice(GGUF_MAGIC);
+    head.extend_from_slice(&3u32.to_le_bytes());
+    head.extend_from_slice(&(specs.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        put_str(&mut head, k);
+        head.extend_from_slice(&(v.value_type() as u32).to_le_bytes());
+        put_value(&mut head, v);
+    }
+    let mut offset = 0u64;
+    let mut offsets = Vec::new();
+    for t in specs {
+        put_str(&mut head, &t.name);
+        head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for d in &t.dims {
+            head.extend_from_slice(&d.to_le_bytes());
+        }
+        head.extend_from_slice(&(t.ty as u32).to_le_bytes());
+        head.extend_from_slice(&offset.to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + t.bytes).div_ceil(alignment) * alignment;
+    }
+    let pad = (head.len() as u64).div_ceil(alignment) * alignment - head.len() as u64;
+    head.resize(head.len() + pad as usize, 0);
+    out.write_all(&head)?;
+    let mut written = 0u64;
+    for (i, off) in offsets.into_iter().enumerate() {
+        out.write_all(&vec![0u8; (off - written) as usize])?;
+        data(i, out)?;
+        written = off + specs[i].bytes;
+    }
+    Ok(())
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {

@@ -121,7 +121,7 @@ impl GgmlType {
     }
 
     /// Elements per block and bytes per block (`ggml_blck_size`, `ggml_type_size`).
-    pub fn block_layout(self) -> (usize, usize) {
+    pub const fn block_layout(self) -> (usize, usize) {
         use GgmlType::*;
         match self {
             F32 | I32 => (1, 4),
@@ -155,18 +155,18 @@ impl GgmlType {
         }
     }
 
-    pub fn block_size(self) -> usize {
+    pub const fn block_size(self) -> usize {
         self.block_layout().0
     }
 
-    pub fn type_size(self) -> usize {
+    pub const fn type_size(self) -> usize {
         self.block_layout().1
     }
 
     /// Bytes of a row of `n` elements, or None when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         let (bs, ts) = self.block_layout();
-        (n % bs == 0).then(|| n / bs * ts)
+        n.is_multiple_of(bs).then(|| n / bs * ts)
     }
 
     /// Bits per weight, for display.

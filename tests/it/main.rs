@@ -3,4 +3,6 @@
 mod common;
 mod gguf;
 mod model;
+mod quant;
 mod sched;
+mod tokenizer;

