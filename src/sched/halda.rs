@@ -192,7 +192,6 @@ struct Ctx<'a> {
     /// Layer bytes with its KV (b'), and weights only (b).
     b_full: f64,
     b_w: f64,
-    head_io: f64,
     warnings: Vec<String>,
 }
 
@@ -804,9 +803,8 @@ pub fn plan(profiles: &[DeviceProfile], cost: &ModelCost, opt: &Options) -> Resu
     }
     let b_w = cost.layer_bytes;
     let b_full = b_w + cost.kv_bytes_per_layer(opt.n_ctx, opt.kv_ty);
-    let mut ctx = Ctx { cost, opt, b_full, b_w, head_io: cost.head_io_bytes(), warnings: Vec::new() };
+    let mut ctx = Ctx { cost, opt, b_full, b_w, warnings: Vec::new() };
     let devs: Vec<Dev> = profiles.iter().enumerate().map(|(i, p)| ctx.dev(i, p)).collect::<Result<_>>()?;
-    let _ = ctx.head_io;
 
     let solve = |active: &[usize]| -> Result<Option<(Solved, usize, bool)>> {
         let set: Vec<&Dev> = active.iter().map(|&i| &devs[i]).collect();
