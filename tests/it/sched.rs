@@ -255,6 +255,11 @@ fn ilp_prima_shaped_vs_oracle() {
         let wt = l / k;
         let (p, a, b, cap, gcap) = prima_shaped(&mut rng, m, wt);
         let got = solve(&p);
+        if m == 2 && wt <= 10 {
+            // Small enough for plain brute force over all 4 variables too.
+            let bf = ilp::brute_force(&p, 1 << 20).unwrap();
+            assert!(same(&got, &bf, &p), "case {case}: {got:?} vs brute force {bf:?}");
+        }
         match prima_oracle(&a, &b, &cap, &gcap, wt) {
             None => assert_eq!(got, Solution::Infeasible, "case {case}"),
             Some(want) => {
@@ -452,24 +457,38 @@ fn link_probe_over_loopback() {
 
 #[test]
 fn measurements_are_sane_and_quick() {
+    // The whole profiler, shrunk: one format, one thread, small buffers.
     let t = std::time::Instant::now();
-    let g =
-        profile::measure::cpu_gflops(GgmlType::F32, 1, std::time::Duration::from_millis(30), &prima::quant::vec_dot);
-    assert!(g > 0.01 && g.is_finite(), "{g}");
-    let bw = profile::measure::ram_read_gbps(32 << 20, 2);
-    assert!(bw > 0.1 && bw.is_finite(), "{bw}");
-    let kv = profile::measure::kv_append();
-    assert!(kv.gbps > 0.0 && kv.fixed_us >= 0.0, "{kv:?}");
     let dir = std::env::temp_dir();
-    let d = profile::measure::disk(&dir, 16 << 20).unwrap();
-    assert!(d.seq_gbps > 0.0 && d.rnd_gbps > 0.0, "{d:?}");
-    // The test file is gone.
-    let left = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy() == format!(".prima-disk-test-{}", std::process::id()));
-    assert!(!left);
+    let opt = profile::measure::Options {
+        disk_dir: dir.clone(),
+        disk_file_mib: 16,
+        ram_buffer_mib: 32,
+        threads: vec![1],
+        formats: vec![GgmlType::Q4_K, GgmlType::F32],
+    };
+    let mut lines = Vec::new();
+    let p = profile::measure::measure(&opt, &mut |l| lines.push(l.to_string())).unwrap();
+    p.validate().unwrap();
+    assert!(lines.len() >= 5, "{lines:?}");
+    assert!(p.cores >= 1 && p.memory.total > 0 && p.memory.available > 0, "{p:?}");
+    assert!(p.memory.available <= p.memory.total);
+    assert!(!p.cpu.is_empty() && p.cpu.iter().all(|t| t.gflops > 0.0 && t.gflops.is_finite()), "{:?}", p.cpu);
+    assert!(p.ram_read_gbps > 0.1, "{}", p.ram_read_gbps);
+    assert!(p.kv_append.gbps > 0.0 && p.kv_append.fixed_us >= 0.0, "{:?}", p.kv_append);
+    assert!(p.disk.seq_gbps > 0.0 && p.disk.rnd_gbps > 0.0, "{:?}", p.disk);
+    assert_eq!(p.os, profile::sys::os());
+    // The disk test file is gone.
+    let name = format!(".prima-disk-test-{}", std::process::id());
+    assert!(!std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy() == name));
+    // Round-trips through both encodings.
+    assert_eq!(DeviceProfile::from_postcard(&p.to_postcard().unwrap()).unwrap(), p);
+    assert_eq!(DeviceProfile::from_json(&p.to_json()).unwrap(), p);
     assert!(t.elapsed().as_secs() < 10);
+    // The generic kernel benchmark accepts any dot-product function.
+    let g =
+        profile::measure::cpu_gflops(GgmlType::F32, 1, std::time::Duration::from_millis(10), &|_, n, _, _| n as f32);
+    assert!(g > 0.0);
 }
 
 // ---------------------------------------------------------------------------------------------
