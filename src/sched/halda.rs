@@ -156,6 +156,30 @@ impl Plan {
     pub fn active(&self) -> Vec<usize> {
         (0..self.devices.len()).filter(|&i| self.devices[i].w > 0).collect()
     }
+
+    /// The ring order of active devices: input order, rotated so the head comes last (it owns
+    /// the last window of every round, so it can run the LM head without another hop).
+    pub fn ring(&self) -> Vec<usize> {
+        let active = self.active();
+        let h = active.iter().position(|&i| i == self.head).unwrap_or(0);
+        active[h + 1..].iter().chain(&active[..=h]).copied().collect()
+    }
+
+    /// Layers of each device (input order), one range per round; dropped devices get none.
+    /// Within a window the last `n` layers run on the GPU.
+    pub fn layer_ranges(&self) -> Vec<Vec<std::ops::Range<u32>>> {
+        let mut out = vec![Vec::new(); self.devices.len()];
+        let w_total: u32 = self.windows().iter().sum();
+        let ring = self.ring();
+        for round in 0..self.k {
+            let mut at = round * w_total;
+            for &i in &ring {
+                out[i].push(at..at + self.devices[i].w);
+                at += self.devices[i].w;
+            }
+        }
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -751,3 +751,21 @@ fn sched_bench_32_devices() {
         println!("32 devices, 70B, {what}: median {:.1} ms (min {:.1})", t[2], t[0]);
     }
 }
+
+#[test]
+fn plan_layer_ranges_follow_the_ring() {
+    let profiles = seed();
+    let cost = ModelShape::llama3_70b_q4k().cost().unwrap();
+    let p = halda::plan(&profiles, &cost, &HaldaOptions::default()).unwrap();
+    let ranges = p.layer_ranges();
+    // The head is last in the ring and owns the model's last layer.
+    assert_eq!(*p.ring().last().unwrap(), p.head);
+    assert_eq!(ranges[p.head].last().unwrap().end, p.n_layer);
+    // Every layer exactly once.
+    let mut all: Vec<u32> = ranges.iter().flatten().flat_map(|r| r.clone()).collect();
+    all.sort();
+    assert_eq!(all, (0..p.n_layer).collect::<Vec<_>>());
+    for (d, r) in p.devices.iter().zip(&ranges) {
+        assert_eq!(r.len(), if d.w > 0 { p.k as usize } else { 0 });
+    }
+}
