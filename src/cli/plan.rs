@@ -13,6 +13,9 @@ use crate::sched::{self, ModelCost, ModelShape, halda};
 #[derive(FromArgs)]
 #[argh(subcommand, name = "plan")]
 pub struct PlanArgs {
+    /// a cluster.toml: profile its devices (agents must be running) and plan for its model
+    #[argh(positional)]
+    pub cluster: Option<String>,
     /// the GGUF model (only its header is read), or a built-in shape: llama3-8b, qwen2.5-32b,
     /// llama3-70b (Q4_K)
     #[argh(option, short = 'm')]
@@ -56,7 +59,7 @@ fn model_cost(m: Option<&str>) -> Result<ModelCost> {
 }
 
 pub fn run(a: PlanArgs) -> Result<()> {
-    let cost = model_cost(a.model.as_deref())?;
+    let mut cost = model_cost(a.model.as_deref())?;
     let kv_ty = match a.kv_type.to_ascii_lowercase().as_str() {
         "f16" => GgmlType::F16,
         "f32" => GgmlType::F32,
@@ -66,8 +69,26 @@ pub fn run(a: PlanArgs) -> Result<()> {
     if a.bench {
         return bench(&cost, &opt);
     }
-    let dir = a.profiles.as_deref().ok_or_else(|| Error::msg("--profiles DIR is required (or --bench)"))?;
-    let profiles = crate::profile::read_dir(dir)?;
+    let profiles = match (&a.cluster, a.profiles.as_deref()) {
+        (Some(path), None) => {
+            let cfg = crate::cluster::config::ClusterConfig::load(path)?;
+            if a.model.is_none() {
+                cost = ModelCost::from_gguf(&GgufFile::open(&cfg.model)?)?;
+                opt.n_ctx = cfg.ctx_size as u64;
+                // prima's KV cache is f32; the head (first device) runs embedding and output.
+                opt.kv_ty = GgmlType::F32;
+                opt.head = Some(0);
+            }
+            if cfg.devices.iter().any(|d| d.window.is_some()) {
+                eprintln!("note: {path} sets manual windows, so `prima up` runs those instead of this plan");
+            } else if cfg.schedule == crate::cluster::config::Schedule::Even {
+                eprintln!("note: {path} sets schedule = \"even\", so `prima up` splits evenly instead of this plan");
+            }
+            crate::cluster::bootstrap::gather_profiles(&cfg, &Default::default())?
+        }
+        (None, Some(dir)) => crate::profile::read_dir(dir)?,
+        _ => return Err(Error::msg("give either a cluster.toml or --profiles DIR (or --bench)")),
+    };
     if let Some(h) = &a.head {
         opt.head = Some(
             profiles

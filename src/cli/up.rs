@@ -133,6 +133,7 @@ pub fn run(a: UpArgs) -> Result<()> {
     let head_stats = ring.stats;
     let members = ring.members.clone();
     let head_ranges = ring.head_ranges.clone();
+    let plan = ring.plan.clone();
     let stats = ring.stop()?;
     if n_out > 0 {
         eprintln!("up: {n_out} tokens in {secs:.2} s; per device and generated token:");
@@ -147,6 +148,22 @@ pub fn run(a: UpArgs) -> Result<()> {
     print_stats(&cfg.devices[0].name, "head", &fmt_ranges(&head_ranges), &head);
     for (m, s) in members.iter().zip(&stats) {
         print_stats(&m.name, &m.addr, &fmt_ranges(&m.ranges), s);
+    }
+    if let Some(hp) = plan.filter(|_| head.decode_steps > 0) {
+        let measured = |s: &WorkerStats| (s.compute_ns + s.send_ns) as f64 / 1e6 / s.decode_steps.max(1) as f64;
+        eprintln!("up: predicted vs measured (computing + sending, ms per token):");
+        let names = std::iter::once((cfg.devices[0].name.as_str(), &head))
+            .chain(members.iter().map(|m| m.name.as_str()).zip(&stats));
+        for (name, s) in names {
+            if let Some(d) = hp.devices.iter().find(|d| d.name == name) {
+                eprintln!("  {name:12} predicted {:8.2}  measured {:8.2}", d.ms.total(), measured(s));
+            }
+        }
+        let per_token = secs * 1e3 / n_out.max(1) as f64;
+        eprintln!(
+            "  {:12} predicted {:8.2}  measured {:8.2} (whole ring, incl. prompt)",
+            "total", hp.ms_per_token, per_token
+        );
     }
     Ok(())
 }
