@@ -769,3 +769,13 @@ fn plan_layer_ranges_follow_the_ring() {
         assert_eq!(r.len(), if d.w > 0 { p.k as usize } else { 0 });
     }
 }
+
+#[test]
+fn profile_render_and_json_format() {
+    let mut p = laptop();
+    p.arch = "x86_64".into();
+    p.cpu_model = "Intel Core i9".into();
+    p.kernels = "avx2".into();
+    snap("profile_laptop", &profile::render(&p));
+    snap("profile_laptop_json", &p.to_json());
+}
