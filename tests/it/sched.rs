@@ -779,3 +779,32 @@ fn profile_render_and_json_format() {
     snap("profile_laptop", &profile::render(&p));
     snap("profile_laptop_json", &p.to_json());
 }
+
+#[test]
+fn halda_memory_cases_on_one_device() {
+    let cost = ModelShape::qwen25_32b_q4k().cost().unwrap();
+    let opt = HaldaOptions::default();
+    let case_of = |p: DeviceProfile| {
+        let plan = halda::plan(std::slice::from_ref(&p), &cost, &opt).unwrap();
+        check(&plan, &[p]);
+        assert!(plan.devices[0].disk_bytes > 0, "{}", render(&plan));
+        plan.devices[0].case
+    };
+    // Mac with Metal over its working set: M2; without a GPU: M1; Linux and Android: M3.
+    assert_eq!(case_of(mac_m1()), Case::M2);
+    let mut cpu_mac = mac_m1();
+    cpu_mac.gpu = None;
+    assert_eq!(case_of(cpu_mac), Case::M1);
+    assert_eq!(case_of(laptop()), Case::M3);
+    assert_eq!(case_of(phone()), Case::M3);
+    // Fits: M4. A disk too slow to stream forces M4, so the model must fit or planning fails.
+    let small = ModelShape::llama3_8b_q4k().cost().unwrap();
+    let p = halda::plan(&[desktop()], &small, &opt).unwrap();
+    assert_eq!(p.devices[0].case, Case::M4);
+    // Android's budget includes what the OS can swap out of other apps.
+    let mut ph = phone();
+    let before = halda::plan(std::slice::from_ref(&ph), &small, &opt).unwrap().devices[0].ram_budget;
+    ph.memory.can_swap = 1 << 30;
+    let after = halda::plan(std::slice::from_ref(&ph), &small, &opt).unwrap().devices[0].ram_budget;
+    assert_eq!(after - before, 1 << 30);
+}
