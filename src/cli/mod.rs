@@ -1,5 +1,6 @@
 //! The `prima` command line: one file per subcommand, each with its argh struct and `run`.
 
+mod agent;
 mod bench;
 mod chat;
 mod common;
@@ -9,6 +10,7 @@ mod perplexity;
 mod plan;
 mod run;
 mod tokenize;
+mod up;
 
 use argh::FromArgs;
 
@@ -32,10 +34,13 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     Bench(bench::BenchArgs),
     Plan(plan::PlanArgs),
+    Agent(agent::AgentArgs),
+    Up(up::UpArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Agent(a) => agent::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Fetch(a) => fetch::run(a),
         Command::Run(a) => run::run(a),
@@ -44,5 +49,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Up(a) => up::run(a),
     }
 }
