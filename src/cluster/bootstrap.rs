@@ -11,14 +11,14 @@ use super::agent::build_id;
 use super::auth::{self, Secret};
 use super::cache;
 use super::config::{ClusterConfig, DeviceConfig, Plan};
-use super::planning;
-use crate::sched::halda;
 use super::messages::{EngineKind, Msg, RingRole};
+use super::planning;
 use super::ring::{self, Event, HeadStats, Member, Ring};
 use super::transport::{CHUNK, Conn, Timeouts};
 use crate::cpu::ThreadPool;
 use crate::error::{Context, Error, Result};
 use crate::gguf::GgufFile;
+use crate::sched::halda;
 
 pub struct UpOptions {
     pub engine: EngineKind,

@@ -78,7 +78,10 @@ pub fn choose(
     let hp = halda::plan(&profiles, &cost, &opts).context("planning the split (Halda)")?;
     let windows = hp.windows();
     let active: Vec<bool> = windows.iter().enumerate().map(|(i, &w)| i == 0 || w > 0).collect();
-    let plan = Plan { rounds: hp.k as usize, windows: windows.iter().zip(&active).filter(|(_, a)| **a).map(|(&w, _)| w as usize).collect() };
+    let plan = Plan {
+        rounds: hp.k as usize,
+        windows: windows.iter().zip(&active).filter(|(_, a)| **a).map(|(&w, _)| w as usize).collect(),
+    };
     if plan.n_layer() != n_layer {
         return Err(Error::msg(format!(
             "the planner's split {:?} × {} rounds does not cover the model's {n_layer} layers",

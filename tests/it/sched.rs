@@ -160,7 +160,9 @@ fn same(a: &Solution, b: &Solution, p: &Problem) -> bool {
 fn ilp_random_small_vs_brute_force() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let (mut optimal, mut infeasible) = (0, 0);
-    for case in 0..600 {
+    // PRIMA_ILP_CASES=20000 for a longer soak.
+    let cases: usize = std::env::var("PRIMA_ILP_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+    for case in 0..cases {
         let n = rng.int(1, 4) as usize;
         let mut p = Problem::new();
         for _ in 0..n {
@@ -247,7 +249,8 @@ fn prima_oracle(a: &[f64], b: &[f64], cap: &[f64], gcap: &[f64], w_total: usize)
 #[test]
 fn ilp_prima_shaped_vs_oracle() {
     let mut rng = Rng(0xda7a_5eed);
-    for case in 0..150 {
+    let cases: usize = std::env::var("PRIMA_ILP_CASES").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(600) / 4;
+    for case in 0..cases {
         let m = rng.int(2, 4) as usize;
         let l = [16usize, 32, 40][rng.int(0, 2) as usize];
         let divisors: Vec<usize> = (1..=l).filter(|k| l % k == 0 && l / k >= m).collect();
