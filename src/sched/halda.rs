@@ -41,8 +41,9 @@ pub struct Options {
     pub default_link: Link,
     /// Per-device CPU memory for compute buffers and the runtime, bytes.
     pub cpu_reserve: u64,
-    /// Per-GPU reserve (context, compute buffers), bytes.
+    /// Per-GPU reserve (context, compute buffers), bytes: discrete GPUs, and unified memory.
     pub gpu_reserve: u64,
+    pub uma_reserve: u64,
     /// Below this disk speed (GB/s) a device never streams layers (case M4 forced).
     pub min_disk_gbps: f64,
     /// Try dropping devices.
@@ -62,6 +63,7 @@ impl Default for Options {
             default_link: Link { rtt_ms: 5.0, gbps: 0.05 },
             cpu_reserve: 256 << 20,
             gpu_reserve: 700 << 20,
+            uma_reserve: 300 << 20,
             min_disk_gbps: 0.1,
             allow_removal: true,
             ilp: ilp::Options { max_nodes: 20_000, max_pivots: 20_000 },
@@ -273,7 +275,8 @@ impl Ctx<'_> {
             gpu_mem = g.kv_append.ms(kv_row) + self.b_full / (g.read_gbps * 1e6);
             uma = g.uma;
             copy = if uma { 0.0 } else { g.upload_ms + g.download_ms };
-            vram = (g.mem_free as f64 - self.opt.gpu_reserve as f64).max(0.0);
+            let reserve = if g.uma { self.opt.uma_reserve } else { self.opt.gpu_reserve };
+            vram = (g.mem_free as f64 - reserve as f64).max(0.0);
             out_ms_gpu = Some((flops_ms(&out, &gtp, gslow), cost.output_bytes as f64 / (g.read_gbps * 1e6)));
         }
         let mut ram = p.memory.available as f64 - self.opt.cpu_reserve as f64;

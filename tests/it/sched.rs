@@ -160,7 +160,9 @@ fn same(a: &Solution, b: &Solution, p: &Problem) -> bool {
 fn ilp_random_small_vs_brute_force() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let (mut optimal, mut infeasible) = (0, 0);
-    for case in 0..600 {
+    // PRIMA_ILP_CASES=20000 for a longer soak.
+    let cases: usize = std::env::var("PRIMA_ILP_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+    for case in 0..cases {
         let n = rng.int(1, 4) as usize;
         let mut p = Problem::new();
         for _ in 0..n {
@@ -247,7 +249,8 @@ fn prima_oracle(a: &[f64], b: &[f64], cap: &[f64], gcap: &[f64], w_total: usize)
 #[test]
 fn ilp_prima_shaped_vs_oracle() {
     let mut rng = Rng(0xda7a_5eed);
-    for case in 0..150 {
+    let cases: usize = std::env::var("PRIMA_ILP_CASES").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(600) / 4;
+    for case in 0..cases {
         let m = rng.int(2, 4) as usize;
         let l = [16usize, 32, 40][rng.int(0, 2) as usize];
         let divisors: Vec<usize> = (1..=l).filter(|k| l % k == 0 && l / k >= m).collect();
@@ -768,4 +771,43 @@ fn plan_layer_ranges_follow_the_ring() {
     for (d, r) in p.devices.iter().zip(&ranges) {
         assert_eq!(r.len(), if d.w > 0 { p.k as usize } else { 0 });
     }
+}
+
+#[test]
+fn profile_render_and_json_format() {
+    let mut p = laptop();
+    p.arch = "x86_64".into();
+    p.cpu_model = "Intel Core i9".into();
+    p.kernels = "avx2".into();
+    snap("profile_laptop", &profile::render(&p));
+    snap("profile_laptop_json", &p.to_json());
+}
+
+#[test]
+fn halda_memory_cases_on_one_device() {
+    let cost = ModelShape::qwen25_32b_q4k().cost().unwrap();
+    let opt = HaldaOptions::default();
+    let case_of = |p: DeviceProfile| {
+        let plan = halda::plan(std::slice::from_ref(&p), &cost, &opt).unwrap();
+        check(&plan, &[p]);
+        assert!(plan.devices[0].disk_bytes > 0, "{}", render(&plan));
+        plan.devices[0].case
+    };
+    // Mac with Metal over its working set: M2; without a GPU: M1; Linux and Android: M3.
+    assert_eq!(case_of(mac_m1()), Case::M2);
+    let mut cpu_mac = mac_m1();
+    cpu_mac.gpu = None;
+    assert_eq!(case_of(cpu_mac), Case::M1);
+    assert_eq!(case_of(laptop()), Case::M3);
+    assert_eq!(case_of(phone()), Case::M3);
+    // Fits: M4. A disk too slow to stream forces M4, so the model must fit or planning fails.
+    let small = ModelShape::llama3_8b_q4k().cost().unwrap();
+    let p = halda::plan(&[desktop()], &small, &opt).unwrap();
+    assert_eq!(p.devices[0].case, Case::M4);
+    // Android's budget includes what the OS can swap out of other apps.
+    let mut ph = phone();
+    let before = halda::plan(std::slice::from_ref(&ph), &small, &opt).unwrap().devices[0].ram_budget;
+    ph.memory.can_swap = 1 << 30;
+    let after = halda::plan(std::slice::from_ref(&ph), &small, &opt).unwrap().devices[0].ram_budget;
+    assert_eq!(after - before, 1 << 30);
 }
