@@ -5,7 +5,7 @@ mod bench;
 mod chat;
 mod common;
 mod fetch;
-mod inspect;
+pub mod inspect;
 mod perplexity;
 mod plan;
 mod run;
