@@ -225,24 +225,48 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let t = cfg.timeouts;
     let f = GgufFile::open(&cfg.model).with_context(|| format!("the model of {}", cfg.path.display()))?;
     let (n_layer, _, _) = ring::dims(&f)?;
-    let plan: Plan = cfg.plan(n_layer)?;
-    let n = cfg.devices.len();
+    let manual = cfg.devices.len() == 1 || cfg.devices.iter().all(|d| d.window.is_some());
+    // Manual windows are checked before connecting to anything.
+    let manual_plan = if manual { Some(cfg.plan(n_layer)?) } else { None };
+    let secret = if cfg.devices.len() > 1 { Some(Secret::load(&cfg.secret_file)?) } else { None };
+
+    let mut conns = Vec::new();
+    for d in &cfg.devices[1..] {
+        conns.push(connect_current(d, secret.as_ref().expect("n > 1"), t, &p)?);
+    }
+    let mut devices: Vec<DeviceConfig> = cfg.devices.clone();
+    let plan: Plan = match manual_plan {
+        Some(plan) => plan,
+        None => match auto_plan(cfg, &f, &mut conns, opts, &p) {
+            Ok((plan, text)) => {
+                for l in text.lines() {
+                    p.line(format!("plan: {l}"));
+                }
+                // Leave out the devices the plan drops (never the head).
+                let keep: Vec<bool> = plan.windows.iter().enumerate().map(|(i, &w)| i == 0 || w > 0).collect();
+                let mut it = keep.iter();
+                devices.retain(|_| *it.next().expect("one per device"));
+                let mut it = keep[1..].iter();
+                conns.retain(|_| *it.next().expect("one per worker"));
+                let windows = plan.windows.iter().zip(&keep).filter(|(_, k)| **k).map(|(w, _)| *w).collect();
+                Plan { rounds: plan.rounds, windows }
+            }
+            Err(e) => {
+                p.line(format!("plan: no Halda plan ({e}); splitting the layers evenly"));
+                cfg.plan(n_layer)?
+            }
+        },
+    };
+    let n = devices.len();
     p.line(format!(
         "{}: {n_layer} layers, {n} device(s), {} round(s), windows {:?}",
         cfg.model.display(),
         plan.rounds,
         plan.windows
     ));
-    let secret = if n > 1 { Some(Secret::load(&cfg.secret_file)?) } else { None };
-
-    let mut conns = Vec::new();
-    for d in &cfg.devices[1..] {
-        conns.push(connect_current(d, secret.as_ref().expect("n > 1"), t, &p)?);
-    }
     for (i, c) in conns.iter_mut().enumerate() {
-        let d = &cfg.devices[i + 1];
-        let names: Vec<String> =
-            plan.ranges(i + 1).into_iter().flatten().flat_map(|l| cache::layer_tensor_names(&f, l)).collect();
+        let d = &devices[i + 1];
+        let names = ring::window_tensor_names(&f, &plan.ranges(i + 1))?;
         let th = Instant::now();
         let hashes = cache::tensor_hashes(&f, &names, opts.hash_memo.as_deref())?;
         if th.elapsed() > Duration::from_secs(1) {
@@ -261,7 +285,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let model_id = cache::model_id(&f);
     let threads = |d: &DeviceConfig| d.threads.unwrap_or(0);
     for (i, c) in conns.iter().enumerate() {
-        let d = &cfg.devices[i + 1];
+        let d = &devices[i + 1];
         let windows = plan.ranges(i + 1).iter().map(|r| (r.start as u32, r.end as u32)).collect();
         c.send(&Msg::Assign {
             session,
@@ -274,7 +298,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     }
     let t0 = Instant::now();
     let head_ranges = plan.ranges(0);
-    let head_threads = match threads(&cfg.devices[0]) {
+    let head_threads = match threads(&devices[0]) {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n as usize,
     };
@@ -283,12 +307,12 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let head = ring::open_head(opts.engine, &cfg.model, &pool)?;
     p.line(format!(
         "load {} (head): layers {} in {:.2} s",
-        cfg.devices[0].name,
+        devices[0].name,
         ring::fmt_ranges(&head_ranges),
         t0.elapsed().as_secs_f64()
     ));
     for (i, c) in conns.iter_mut().enumerate() {
-        let d = &cfg.devices[i + 1];
+        let d = &devices[i + 1];
         match c.recv_ok().with_context(|| format!("loading layers on {}", dev_label(d)))? {
             Msg::Assigned { load_ms } => p.line(format!(
                 "load {}: layers {} in {:.2} s",
@@ -309,7 +333,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     if n > 1 {
         let secret = secret.as_ref().expect("n > 1");
         for (i, c) in conns.iter().enumerate() {
-            let next = if i + 2 < n { Some(cfg.devices[i + 2].addr.clone()) } else { None };
+            let next = if i + 2 < n { Some(devices[i + 2].addr.clone()) } else { None };
             c.send(&Msg::Connect { next })?;
         }
         let link = |d: &DeviceConfig, role| -> Result<Conn> {
@@ -318,12 +342,12 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
             c.send(&Msg::RingJoin { session, role })?;
             Ok(c)
         };
-        let first = link(&cfg.devices[1], RingRole::Inbound)
-            .with_context(|| format!("ring link to {}", dev_label(&cfg.devices[1])))?;
-        let last = link(&cfg.devices[n - 1], RingRole::Outbound)
-            .with_context(|| format!("ring link from {}", dev_label(&cfg.devices[n - 1])))?;
+        let first =
+            link(&devices[1], RingRole::Inbound).with_context(|| format!("ring link to {}", dev_label(&devices[1])))?;
+        let last = link(&devices[n - 1], RingRole::Outbound)
+            .with_context(|| format!("ring link from {}", dev_label(&devices[n - 1])))?;
         for (i, c) in conns.iter_mut().enumerate() {
-            let d = &cfg.devices[i + 1];
+            let d = &devices[i + 1];
             match c.recv_ok().with_context(|| format!("forming the ring at {}", dev_label(d)))? {
                 Msg::RingReady => {}
                 m => return Err(Error::msg(format!("{}: expected RingReady, got {}", dev_label(d), m.name()))),
@@ -347,10 +371,10 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
                 Err(e) => Event::ControlClosed(i, e),
             });
         }
-        p.line(format!("ring ready: {}", cfg.devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" → ")));
+        p.line(format!("ring ready: {}", devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" → ")));
     }
     drop(etx);
-    let members = cfg.devices[1..]
+    let members = devices[1..]
         .iter()
         .enumerate()
         .map(|(i, d)| Member { name: d.name.clone(), addr: d.addr.clone(), ranges: plan.ranges(i + 1) })
@@ -385,4 +409,56 @@ pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
         }
         h.update(&buf[..n]);
     }
+}
+
+/// Gather every device's profile and run Halda.
+fn auto_plan(
+    cfg: &ClusterConfig,
+    f: &GgufFile,
+    conns: &mut [Conn],
+    opts: &UpOptions,
+    p: &Progress,
+) -> Result<(Plan, String)> {
+    // Link latency: the best of a few pings on each control connection.
+    let mut rtts = Vec::new();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = Instant::now();
+            c.send(&Msg::Hello)?;
+            c.recv_ok().with_context(|| dev_label(&cfg.devices[i + 1]))?;
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        rtts.push(best);
+    }
+    let t0 = Instant::now();
+    for c in conns.iter() {
+        c.send(&Msg::ProfileRequest)?;
+    }
+    let mut profiles = Vec::new();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let d = &cfg.devices[i + 1];
+        match c.recv_ok().with_context(|| format!("profiling {}", dev_label(d)))? {
+            Msg::ProfileReply { profile } => {
+                let mut pr = crate::profile::DeviceProfile::from_postcard(&profile).with_context(|| dev_label(d))?;
+                pr.name = d.name.clone();
+                // Bandwidth is not probed yet: Halda's default (home Wi-Fi) stands in for it.
+                let gbps = halda_default_gbps();
+                pr.link = Some(crate::profile::Link { rtt_ms: rtts[i], gbps });
+                profiles.push(pr);
+            }
+            m => return Err(Error::msg(format!("{}: expected ProfileReply, got {}", dev_label(d), m.name()))),
+        }
+    }
+    // Our own profile last, so no reply is left unread if measuring fails.
+    let memo = opts.hash_memo.clone().unwrap_or_else(|| std::env::temp_dir().join("prima"));
+    let mut head = super::plan::local_profile(&memo, &mut |l| p.line(format!("profile (head): {l}")))?;
+    head.name = cfg.devices[0].name.clone();
+    profiles.insert(0, head);
+    p.line(format!("profiles of {} devices in {:.1} s", profiles.len(), t0.elapsed().as_secs_f64()));
+    super::plan::halda_plan(f, &profiles, cfg.ctx_size, cfg.rounds)
+}
+
+fn halda_default_gbps() -> f64 {
+    crate::sched::halda::Options::default().default_link.gbps
 }

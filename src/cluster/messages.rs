@@ -7,7 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped on every incompatible change of [`Msg`].
+/// Bumped on every incompatible change of [`Msg`]. The authentication, `Hello` and `Ship*`
+/// variants (the first ten) never change shape or index, so any agent can be upgraded by a newer
+/// head; new variants are appended.
 pub const PROTOCOL_VERSION: u8 = 1;
 
 /// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go
@@ -156,6 +158,14 @@ pub enum Msg {
     Error {
         msg: String,
     },
+
+    // --- control connection, planning (appended: earlier variants keep their indices) ---
+    /// Ask the agent for its device profile (measured once, cached in its cache directory).
+    ProfileRequest,
+    /// A `profile::DeviceProfile` in its own versioned postcard encoding.
+    ProfileReply {
+        profile: Vec<u8>,
+    },
 }
 
 impl Msg {
@@ -187,6 +197,8 @@ impl Msg {
             Msg::Kv(_) => "Kv",
             Msg::Heartbeat => "Heartbeat",
             Msg::Error { .. } => "Error",
+            Msg::ProfileRequest => "ProfileRequest",
+            Msg::ProfileReply { .. } => "ProfileReply",
         }
     }
 }

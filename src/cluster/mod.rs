@@ -15,6 +15,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod config;
 pub mod messages;
+pub mod plan;
 pub mod ring;
 pub mod sha256;
 pub mod transport;

@@ -642,3 +642,35 @@ fn ring_across_network_namespaces_and_an_unplugged_cable() {
     drop(a1);
     drop(a2);
 }
+
+#[test]
+fn without_windows_the_halda_plan_splits_the_layers() {
+    let dir = Scratch::new("halda");
+    let model = deep_model(&dir, "c-llama-f16.gguf", 6);
+    let a1 = Agent::start(&dir, "a1", &[]);
+    let a2 = Agent::start(&dir, "a2", &[]);
+    let cfg = write_config(
+        &dir,
+        "c.toml",
+        &model,
+        None,
+        &[("head", "127.0.0.1:1", None), ("second", &a1.addr, None), ("third", &a2.addr, None)],
+    );
+    let args = ["-p", "Once upon a time", "-n", "8", "--temp", "0"];
+    let o = up(&cfg, &args, &[]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("plan: "), "{err}");
+    let run = Command::new(BIN)
+        .args(["run", "-m"])
+        .arg(&model)
+        .args(["-p", "Once upon a time", "-n", "8", "--temp", "0", "-t", "1", "-c", "256"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&o.stdout), text(&run.stdout), "{err}");
+    // Profiles are cached: the second run measures nothing.
+    let o = up(&cfg, &args, &[]);
+    let err = text(&o.stderr);
+    assert!(o.status.success() && !err.contains("measuring"), "{err}");
+    assert!(!a1.log().contains("measuring") || a1.log().matches("measuring").count() == 1, "{}", a1.log());
+}
