@@ -53,6 +53,8 @@ struct Shared {
     opts: AgentOptions,
     /// Sessions waiting for (or holding) ring links, by session id.
     joins: Joins,
+    /// Links of running ring sessions, closed by `Down`.
+    active: Mutex<HashMap<u64, Vec<super::transport::Sender>>>,
     open: AtomicUsize,
 }
 
@@ -72,7 +74,12 @@ pub fn serve_on(listener: TcpListener, opts: AgentOptions) -> Result<()> {
         .with_context(|| format!("creating cache dir {}", opts.cache_dir.display()))?;
     log(&opts.listen, format!("listening (prima {}, cache {})", env!("CARGO_PKG_VERSION"), opts.cache_dir.display()));
     let _ = build_id();
-    let shared = Arc::new(Shared { opts, joins: Mutex::new(HashMap::new()), open: AtomicUsize::new(0) });
+    let shared = Arc::new(Shared {
+        opts,
+        joins: Mutex::new(HashMap::new()),
+        active: Mutex::new(HashMap::new()),
+        open: AtomicUsize::new(0),
+    });
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -136,6 +143,16 @@ fn handle(sh: &Shared, stream: TcpStream, peer: &str) -> Result<()> {
                     Err(Error::msg(format!("ring link for unknown session {session:x}")))
                 }
             }
+        }
+        Msg::Down => {
+            let sessions: Vec<_> = sh.active.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+            for (_, links) in &sessions {
+                for l in links {
+                    l.close();
+                }
+            }
+            log(&sh.opts.listen, format!("{peer}: down: stopped {} ring session(s)", sessions.len()));
+            conn.send(&Msg::DownReply { sessions: sessions.len() as u32 })
         }
         m => Err(Error::msg(format!("expected Hello or RingJoin, got {}", m.name()))),
     }
@@ -342,7 +359,12 @@ fn worker(
         Ok(m) => Event::Ring(Msg::Error { msg: format!("unexpected {} from the next device", m.name()) }),
         Err(e) => Event::RingClosed(e.context("link to the next device")),
     });
+    sh.active
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(session, vec![ctl.clone(), inbound.tx.clone(), outbound.tx.clone()]);
     let r = ring::run_worker(windows, &events, &outbound.tx);
+    sh.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&session);
     let out = match r {
         Ok(stats) => {
             let sent = ctl.send(&Msg::Stopped { stats });

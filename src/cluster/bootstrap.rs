@@ -462,3 +462,29 @@ fn auto_plan(
 fn halda_default_gbps() -> f64 {
     crate::sched::halda::Options::default().default_link.gbps
 }
+
+/// `prima down`: ask every agent to stop its ring sessions (agents stay up).
+pub fn down(cfg: &ClusterConfig) -> Result<()> {
+    let secret = Secret::load(&cfg.secret_file)?;
+    let t = cfg.timeouts;
+    let mut failed = Vec::new();
+    for d in &cfg.devices[1..] {
+        let r = (|| -> Result<u32> {
+            let mut c = Conn::connect(&d.addr, d.name.clone(), t)?;
+            auth::client(&mut c, &secret, t)?;
+            c.send(&Msg::Down)?;
+            match c.recv_ok()? {
+                Msg::DownReply { sessions } => Ok(sessions),
+                m => Err(Error::msg(format!("expected DownReply, got {}", m.name()))),
+            }
+        })();
+        match r {
+            Ok(n) => eprintln!("down: {}: stopped {n} ring session(s)", dev_label(d)),
+            Err(e) => {
+                eprintln!("down: {}: {e}", dev_label(d));
+                failed.push(d.name.clone());
+            }
+        }
+    }
+    if failed.is_empty() { Ok(()) } else { Err(Error::msg(format!("could not reach {}", failed.join(", ")))) }
+}

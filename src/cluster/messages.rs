@@ -166,6 +166,11 @@ pub enum Msg {
     ProfileReply {
         profile: Vec<u8>,
     },
+    /// `prima down`: stop every ring session this agent serves (the agent stays up).
+    Down,
+    DownReply {
+        sessions: u32,
+    },
 }
 
 impl Msg {
@@ -199,6 +204,8 @@ impl Msg {
             Msg::Error { .. } => "Error",
             Msg::ProfileRequest => "ProfileRequest",
             Msg::ProfileReply { .. } => "ProfileReply",
+            Msg::Down => "Down",
+            Msg::DownReply { .. } => "DownReply",
         }
     }
 }

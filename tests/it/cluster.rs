@@ -674,3 +674,89 @@ fn without_windows_the_halda_plan_splits_the_layers() {
     assert!(o.status.success() && !err.contains("measuring"), "{err}");
     assert!(!a1.log().contains("measuring") || a1.log().matches("measuring").count() == 1, "{}", a1.log());
 }
+
+#[test]
+fn head_killed_mid_generation_sends_workers_back_to_idle() {
+    let dir = Scratch::new("headkill");
+    let model = deep_model(&dir, "c-llama-q4_k_m.gguf", 3);
+    let slow = [("PRIMA_FAKE_DELAY_MS", "10")];
+    let mut a1 = Agent::start(&dir, "a1", &slow);
+    let mut a2 = Agent::start(&dir, "a2", &slow);
+    let cfg = write_config(
+        &dir,
+        "c.toml",
+        &model,
+        None,
+        &[("head", "127.0.0.1:1", Some(1)), ("second", &a1.addr, Some(1)), ("third", &a2.addr, Some(1))],
+    );
+    let mut head = Command::new(BIN)
+        .arg("up")
+        .arg(&cfg)
+        .args(["-p", "prompt", "-n", "100000", "--temp", "0"])
+        .env("PRIMA_FAKE_ENGINE", "1")
+        .env("XDG_CACHE_HOME", dir.path("head-cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !a2.log().contains("loaded layers") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "ring never formed: {}", a2.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    head.kill().unwrap();
+    head.wait().unwrap();
+    let killed = Instant::now();
+    for a in [&a1, &a2] {
+        while !a.log().contains("idle") {
+            assert!(killed.elapsed() < Duration::from_secs(8), "agent not idle after the head died: {}", a.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(a1.alive() && a2.alive());
+    // And both serve the next head.
+    let o = up(&cfg, &["-p", "x", "-n", "3", "--temp", "0"], &[FAKE]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn prima_down_stops_a_running_ring_and_agents_stay_up() {
+    let dir = Scratch::new("down");
+    let model = deep_model(&dir, "c-llama-q4_k_m.gguf", 2);
+    let slow = [("PRIMA_FAKE_DELAY_MS", "10")];
+    let mut a1 = Agent::start(&dir, "a1", &slow);
+    let cfg =
+        write_config(&dir, "c.toml", &model, None, &[("head", "127.0.0.1:1", Some(1)), ("second", &a1.addr, Some(1))]);
+    let mut head = Command::new(BIN)
+        .arg("up")
+        .arg(&cfg)
+        .args(["-p", "prompt", "-n", "100000", "--temp", "0"])
+        .env("PRIMA_FAKE_ENGINE", "1")
+        .env("XDG_CACHE_HOME", dir.path("head-cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !a1.log().contains("loaded layers") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "ring never formed: {}", a1.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let o = Command::new(BIN).arg("down").arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("stopped 1 ring session"), "{}", text(&o.stderr));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = head.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "head still running after prima down");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    assert!(a1.alive());
+    let o = up(&cfg, &["-p", "x", "-n", "3", "--temp", "0"], &[FAKE]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
