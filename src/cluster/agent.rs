@@ -55,6 +55,8 @@ struct Shared {
     joins: Joins,
     /// Links of running ring sessions, closed by `Down`.
     active: Mutex<HashMap<u64, Vec<super::transport::Sender>>>,
+    /// Models being streamed in by some session.
+    streaming: Mutex<std::collections::HashSet<String>>,
     open: AtomicUsize,
 }
 
@@ -78,6 +80,7 @@ pub fn serve_on(listener: TcpListener, opts: AgentOptions) -> Result<()> {
         opts,
         joins: Mutex::new(HashMap::new()),
         active: Mutex::new(HashMap::new()),
+        streaming: Mutex::default(),
         open: AtomicUsize::new(0),
     });
     for stream in listener.incoming() {
@@ -120,7 +123,11 @@ fn handle(sh: &Shared, stream: TcpStream, peer: &str) -> Result<()> {
         Msg::Hello => {
             log(&sh.opts.listen, format!("{peer}: head connected"));
             let tx = conn.tx.clone();
-            let r = control(sh, conn);
+            let mut streaming = None;
+            let r = control(sh, conn, &mut streaming);
+            if let Some(m) = streaming {
+                sh.streaming.lock().unwrap_or_else(|p| p.into_inner()).remove(&m);
+            }
             tx.close();
             match &r {
                 Ok(()) => log(&sh.opts.listen, format!("{peer}: session ended, idle")),
@@ -158,7 +165,7 @@ fn handle(sh: &Shared, stream: TcpStream, peer: &str) -> Result<()> {
     }
 }
 
-fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
+fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> Result<()> {
     conn.send(&Msg::HelloReply {
         version: env!("CARGO_PKG_VERSION").to_string(),
         build_id: build_id(),
@@ -166,6 +173,8 @@ fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
         arch: std::env::consts::ARCH.to_string(),
     })?;
     let mut rx: Option<cache::Receiver> = None;
+    // The model this session streams: its entry in `sh.streaming`, released by the caller.
+    let streaming = streaming_slot;
     // The cache file verified in this session: what `Assign` loads.
     let mut model: Option<PathBuf> = None;
     let mut stream_err: Option<String> = None;
@@ -186,6 +195,19 @@ fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
             }
             Msg::ModelCheck { model_id, header, tensors } => {
                 stream_err = None;
+                // One stream per model at a time: a second head waits for its turn, briefly.
+                let t0 = Instant::now();
+                while !sh.streaming.lock().unwrap_or_else(|p| p.into_inner()).insert(model_id.clone()) {
+                    if t0.elapsed() > sh.opts.timeouts.io {
+                        let msg = "another head is sending this model to this device right now; try again later";
+                        conn.send(&Msg::Error { msg: msg.into() })?;
+                        return Err(Error::msg(msg));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if let Some(old) = streaming.replace(model_id.clone()) {
+                    sh.streaming.lock().unwrap_or_else(|p| p.into_inner()).remove(&old);
+                }
                 let r = cache::Receiver::open(&sh.opts.cache_dir, &model_id, &header, tensors);
                 match r {
                     Ok(r) => {
@@ -215,6 +237,9 @@ fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
                 match r.finish() {
                     Ok(p) => {
                         model = Some(p);
+                        if let Some(m) = streaming.take() {
+                            sh.streaming.lock().unwrap_or_else(|p| p.into_inner()).remove(&m);
+                        }
                         conn.send(&Msg::ModelStatus { have: r.have().to_vec() })?
                     }
                     Err(e) => {

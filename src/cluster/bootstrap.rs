@@ -224,7 +224,18 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let p = Progress(opts.verbose);
     let t = cfg.timeouts;
     let f = GgufFile::open(&cfg.model).with_context(|| format!("the model of {}", cfg.path.display()))?;
-    let (n_layer, _, _) = ring::dims(&f)?;
+    let (n_layer, n_embd, _) = ring::dims(&f)?;
+    let batch_bytes = cfg.batch_size as usize * n_embd * 4;
+    if batch_bytes + 4096 > super::transport::MAX_FRAME {
+        return Err(Error::msg(format!(
+            "{}: batch_size = {} makes {} MiB activation messages, above the {} MiB limit; use batch_size = {} or less",
+            cfg.path.display(),
+            cfg.batch_size,
+            batch_bytes >> 20,
+            super::transport::MAX_FRAME >> 20,
+            (super::transport::MAX_FRAME - 4096) / (n_embd * 4)
+        )));
+    }
     let manual = cfg.devices.len() == 1 || cfg.devices.iter().all(|d| d.window.is_some());
     // Manual windows are checked before connecting to anything.
     let manual_plan = if manual { Some(cfg.plan(n_layer)?) } else { None };
