@@ -23,9 +23,13 @@ use crate::tokenizer::Tokenizer;
 #[derive(FromArgs)]
 #[argh(subcommand, name = "up")]
 pub struct UpArgs {
-    /// the cluster file (see cluster.example.toml)
+    /// the cluster file (see cluster.example.toml); without it, the built-in example: three
+    /// devices on this machine running the demo model (fetched into models/ if absent)
     #[argh(positional)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    /// start agents for loopback devices that nothing is serving (implied without a cluster file)
+    #[argh(switch)]
+    pub local_agents: bool,
     /// prompt to continue
     #[argh(option, short = 'p')]
     pub prompt: Option<String>,
@@ -50,7 +54,16 @@ fn engine() -> EngineKind {
 }
 
 pub fn run(a: UpArgs) -> Result<()> {
-    let cfg = ClusterConfig::load(&a.config)?;
+    let cfg = match &a.config {
+        Some(path) => ClusterConfig::load(path)?,
+        None => crate::cluster::local::default_cluster(&std::env::current_dir()?)?,
+    };
+    let _local_agents = if a.local_agents || a.config.is_none() {
+        let root = cfg.path.parent().unwrap_or(std::path::Path::new(".")).join(".prima-local");
+        Some(crate::cluster::local::start_missing_agents(&cfg, &root)?)
+    } else {
+        None
+    };
     let kind = engine();
     let n = a.n_predict.unwrap_or(cfg.generate.n_predict) as usize;
     let seed = match a.seed.unwrap_or(cfg.generate.seed) {

@@ -181,18 +181,10 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
     loop {
         match conn.recv_ok()? {
             Msg::ShipBegin { size, sha256 } => return ship(sh, &mut conn, size, sha256),
-            // A Hello after the first one is a ping (the head measures link latency with it).
-            Msg::Hello => conn.send(&Msg::HelloReply {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                build_id: build_id(),
-                os: std::env::consts::OS.to_string(),
-                arch: std::env::consts::ARCH.to_string(),
-            })?,
-            Msg::ProfileRequest => {
-                let listen = sh.opts.listen.clone();
-                let p = super::plan::local_profile(&sh.opts.cache_dir, &mut |l| log(&listen, l))?;
-                conn.send(&Msg::ProfileReply { profile: p.to_postcard()? })?;
-            }
+            Msg::ProfileRequest => match super::planning::cached_profile(&sh.opts.cache_dir) {
+                Ok(p) => conn.send(&Msg::ProfileReply { json: p.to_json() })?,
+                Err(e) => conn.send(&Msg::Error { msg: format!("profiling: {e}") })?,
+            },
             Msg::ModelCheck { model_id, header, tensors } => {
                 stream_err = None;
                 // One stream per model at a time: a second head waits for its turn, briefly.

@@ -12,11 +12,13 @@ use super::auth::{self, Secret};
 use super::cache;
 use super::config::{ClusterConfig, DeviceConfig, Plan};
 use super::messages::{EngineKind, Msg, RingRole};
+use super::planning;
 use super::ring::{self, Event, HeadStats, Member, Ring};
 use super::transport::{CHUNK, Conn, Timeouts};
 use crate::cpu::ThreadPool;
 use crate::error::{Context, Error, Result};
 use crate::gguf::GgufFile;
+use crate::sched::halda;
 
 pub struct UpOptions {
     pub engine: EngineKind,
@@ -236,39 +238,47 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
             (super::transport::MAX_FRAME - 4096) / (n_embd * 4)
         )));
     }
-    let manual = cfg.devices.len() == 1 || cfg.devices.iter().all(|d| d.window.is_some());
-    // Manual windows are checked before connecting to anything.
-    let manual_plan = if manual { Some(cfg.plan(n_layer)?) } else { None };
     let secret = if cfg.devices.len() > 1 { Some(Secret::load(&cfg.secret_file)?) } else { None };
-
     let mut conns = Vec::new();
     for d in &cfg.devices[1..] {
-        conns.push(connect_current(d, secret.as_ref().expect("n > 1"), t, &p)?);
+        conns.push(Some(connect_current(d, secret.as_ref().expect("n > 1"), t, &p)?));
     }
-    let mut devices: Vec<DeviceConfig> = cfg.devices.clone();
-    let plan: Plan = match manual_plan {
-        Some(plan) => plan,
-        None => match auto_plan(cfg, &f, &mut conns, opts, &p) {
-            Ok((plan, text)) => {
-                for l in text.lines() {
-                    p.line(format!("plan: {l}"));
-                }
-                // Leave out the devices the plan drops (never the head).
-                let keep: Vec<bool> = plan.windows.iter().enumerate().map(|(i, &w)| i == 0 || w > 0).collect();
-                let mut it = keep.iter();
-                devices.retain(|_| *it.next().expect("one per device"));
-                let mut it = keep[1..].iter();
-                conns.retain(|_| *it.next().expect("one per worker"));
-                let windows = plan.windows.iter().zip(&keep).filter(|(_, k)| **k).map(|(w, _)| *w).collect();
-                Plan { rounds: plan.rounds, windows }
+
+    // The split: manual windows, an even split, or Halda over every device's profile.
+    let choice = planning::choose(cfg, &f, n_layer, || {
+        p.line("profiling the devices (cached per build; first run takes a few seconds each)");
+        let head_dir = opts.hash_memo.clone().unwrap_or_else(std::env::temp_dir).join("head-profile");
+        let mut profiles = vec![planning::cached_profile(&head_dir)?];
+        for (c, d) in conns.iter_mut().zip(&cfg.devices[1..]) {
+            profiles.push(planning::remote_profile(c.as_mut().expect("all connected"), &dev_label(d))?);
+        }
+        Ok(profiles)
+    })?;
+    if let Some(hp) = &choice.halda {
+        p.line(format!("plan (Halda):\n{}", halda::render(hp).trim_end()));
+    }
+    // Devices the plan drops leave the ring: keep the others, in ring order.
+    let mut kept = Vec::new();
+    let mut active_conns = Vec::new();
+    for (i, (d, keep)) in cfg.devices.iter().zip(&choice.active).enumerate() {
+        if *keep {
+            kept.push(d.clone());
+            if i > 0 {
+                active_conns.push(conns[i - 1].take());
             }
-            Err(e) => {
-                p.line(format!("plan: no Halda plan ({e}); splitting the layers evenly"));
-                cfg.plan(n_layer)?
-            }
-        },
+        } else {
+            p.line(format!("{} gets no layers and stays idle", dev_label(d)));
+        }
+    }
+    let mut conns: Vec<Conn> = active_conns.into_iter().flatten().collect();
+    let cfg = &{
+        let mut c = cfg.clone();
+        c.devices = kept;
+        c
     };
-    let n = devices.len();
+    let plan: Plan = choice.plan;
+    let n = cfg.devices.len();
+    let devices = &cfg.devices;
     p.line(format!(
         "{}: {n_layer} layers, {n} device(s), {} round(s), windows {:?}",
         cfg.model.display(),
@@ -420,58 +430,6 @@ pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
         }
         h.update(&buf[..n]);
     }
-}
-
-/// Gather every device's profile and run Halda.
-fn auto_plan(
-    cfg: &ClusterConfig,
-    f: &GgufFile,
-    conns: &mut [Conn],
-    opts: &UpOptions,
-    p: &Progress,
-) -> Result<(Plan, String)> {
-    // Link latency: the best of a few pings on each control connection.
-    let mut rtts = Vec::new();
-    for (i, c) in conns.iter_mut().enumerate() {
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let t = Instant::now();
-            c.send(&Msg::Hello)?;
-            c.recv_ok().with_context(|| dev_label(&cfg.devices[i + 1]))?;
-            best = best.min(t.elapsed().as_secs_f64() * 1e3);
-        }
-        rtts.push(best);
-    }
-    let t0 = Instant::now();
-    for c in conns.iter() {
-        c.send(&Msg::ProfileRequest)?;
-    }
-    let mut profiles = Vec::new();
-    for (i, c) in conns.iter_mut().enumerate() {
-        let d = &cfg.devices[i + 1];
-        match c.recv_ok().with_context(|| format!("profiling {}", dev_label(d)))? {
-            Msg::ProfileReply { profile } => {
-                let mut pr = crate::profile::DeviceProfile::from_postcard(&profile).with_context(|| dev_label(d))?;
-                pr.name = d.name.clone();
-                // Bandwidth is not probed yet: Halda's default (home Wi-Fi) stands in for it.
-                let gbps = halda_default_gbps();
-                pr.link = Some(crate::profile::Link { rtt_ms: rtts[i], gbps });
-                profiles.push(pr);
-            }
-            m => return Err(Error::msg(format!("{}: expected ProfileReply, got {}", dev_label(d), m.name()))),
-        }
-    }
-    // Our own profile last, so no reply is left unread if measuring fails.
-    let memo = opts.hash_memo.clone().unwrap_or_else(|| std::env::temp_dir().join("prima"));
-    let mut head = super::plan::local_profile(&memo, &mut |l| p.line(format!("profile (head): {l}")))?;
-    head.name = cfg.devices[0].name.clone();
-    profiles.insert(0, head);
-    p.line(format!("profiles of {} devices in {:.1} s", profiles.len(), t0.elapsed().as_secs_f64()));
-    super::plan::halda_plan(f, &profiles, cfg.ctx_size, cfg.rounds)
-}
-
-fn halda_default_gbps() -> f64 {
-    crate::sched::halda::Options::default().default_link.gbps
 }
 
 /// `prima down`: ask every agent to stop its ring sessions (agents stay up).

@@ -1,16 +1,18 @@
 //! Everything that travels between the head and the agents, as one postcard enum.
 //!
 //! A frame on the wire is `[u32 LE length][u8 PROTOCOL_VERSION][postcard(Msg)]`, where the length
-//! counts the version byte and the payload. Postcard is not self-describing, so the version byte
-//! is checked before decoding: peers built from different protocol versions fail loudly instead
-//! of misreading each other.
+//! counts the version byte and the payload (a heartbeat is a frame without payload). Postcard is
+//! not self-describing, so the version byte is checked: peers built from different protocol
+//! versions understand each other only for the frozen bootstrap messages ([`Msg::is_frozen`]:
+//! authentication, hello, binary shipping — enough for a head to upgrade an agent) and fail
+//! loudly on anything else instead of misreading it.
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped on every incompatible change of [`Msg`]. The authentication, `Hello` and `Ship*`
-/// variants (the first ten) never change shape or index, so any agent can be upgraded by a newer
-/// head; new variants are appended.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Bumped on every incompatible change of [`Msg`]. The first ten variants (authentication,
+/// `Hello`, `Ship*`, `Restarting`) never change shape or index, so any agent can be upgraded by a
+/// newer head.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go
 /// in the device's cache file (offset from the start of that file).
@@ -93,6 +95,12 @@ pub enum Msg {
     ShipEnd,
     /// Sent by the agent right before it re-executes.
     Restarting,
+    /// Measure this device for the scheduler (or reuse the measurement cached for this build).
+    ProfileRequest,
+    /// A `DeviceProfile` as JSON (the format `prima bench --profile --json` prints).
+    ProfileReply {
+        json: String,
+    },
     /// Does the device hold these tensors of model `model_id`? `header` is the GGUF header of the
     /// device's cache file (every metadata key, the listed tensors' infos).
     ModelCheck {
@@ -159,13 +167,7 @@ pub enum Msg {
         msg: String,
     },
 
-    // --- control connection, planning (appended: earlier variants keep their indices) ---
-    /// Ask the agent for its device profile (measured once, cached in its cache directory).
-    ProfileRequest,
-    /// A `profile::DeviceProfile` in its own versioned postcard encoding.
-    ProfileReply {
-        profile: Vec<u8>,
-    },
+    // --- appended (earlier variants keep their indices) ---
     /// `prima down`: stop every ring session this agent serves (the agent stays up).
     Down,
     DownReply {
@@ -174,6 +176,24 @@ pub enum Msg {
 }
 
 impl Msg {
+    /// Messages whose index and shape never change, so that any two versions of prima can
+    /// authenticate, say hello and ship a binary (the upgrade path).
+    pub fn is_frozen(&self) -> bool {
+        matches!(
+            self,
+            Msg::AuthInit { .. }
+                | Msg::AuthChallenge { .. }
+                | Msg::AuthResponse { .. }
+                | Msg::AuthOk
+                | Msg::Hello
+                | Msg::HelloReply { .. }
+                | Msg::ShipBegin { .. }
+                | Msg::ShipChunk { .. }
+                | Msg::ShipEnd
+                | Msg::Restarting
+        )
+    }
+
     /// Short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
@@ -187,6 +207,8 @@ impl Msg {
             Msg::ShipChunk { .. } => "ShipChunk",
             Msg::ShipEnd => "ShipEnd",
             Msg::Restarting => "Restarting",
+            Msg::ProfileRequest => "ProfileRequest",
+            Msg::ProfileReply { .. } => "ProfileReply",
             Msg::ModelCheck { .. } => "ModelCheck",
             Msg::ModelStatus { .. } => "ModelStatus",
             Msg::TensorChunk { .. } => "TensorChunk",
@@ -202,8 +224,6 @@ impl Msg {
             Msg::Kv(_) => "Kv",
             Msg::Heartbeat => "Heartbeat",
             Msg::Error { .. } => "Error",
-            Msg::ProfileRequest => "ProfileRequest",
-            Msg::ProfileReply { .. } => "ProfileReply",
             Msg::Down => "Down",
             Msg::DownReply { .. } => "DownReply",
         }

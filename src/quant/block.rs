@@ -83,8 +83,12 @@ pub(crate) fn bf16_bits_to_f32(b: [u8; 2]) -> f32 {
     f32::from_bits((u16::from_le_bytes(b) as u32) << 16)
 }
 
-/// ggml's `nearest_int`: round half to even (valid for |x| < 2^22, as in ggml).
+/// ggml's `nearest_int`: round half to even by adding 1.5·2^23 (valid for |x| < 2^22, as in
+/// ggml). Also what `_mm256_round_ps(.., _MM_ROUND_NEAREST)` gives in that range, and much
+/// cheaper than `round_ties_even` without SSE4.1.
 #[inline]
 pub(crate) fn nearest_int(x: f32) -> i32 {
-    x.round_ties_even() as i32
+    debug_assert!(x.abs() <= 4_194_303.0 || x.is_nan());
+    let v = x + 12_582_912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }

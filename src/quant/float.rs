@@ -2,7 +2,9 @@
 //! (`from_float` of F16/BF16), so products are of two rounded values; sums go to f64 like
 //! ggml's scalar `ggml_float` accumulator.
 
-use super::block::{bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
+use half::{f16, slice::HalfFloatSliceExt};
+
+use super::block::{bf16_bits_to_f32, f32_to_bf16_bits};
 use super::{GgmlType, WeightFormat};
 
 pub struct F32;
@@ -36,21 +38,38 @@ impl WeightFormat for F32 {
     }
 }
 
+/// Chunk for bulk f16 conversion: `half` picks F16C once per slice, not per element.
+const CHUNK: usize = 64;
+
+/// Convert up to CHUNK little-endian f16s to f32 (bulk, so F16C is used when present).
+fn f16_chunk_to_f32(src: &[u8], dst: &mut [f32]) {
+    let mut h = [f16::ZERO; CHUNK];
+    let h = &mut h[..dst.len()];
+    for (o, b) in h.iter_mut().zip(src.chunks_exact(2)) {
+        *o = f16::from_bits(u16::from_le_bytes(pair(b)));
+    }
+    h.convert_to_f32_slice(dst);
+}
+
 impl WeightFormat for F16 {
     const TYPE: GgmlType = GgmlType::F16;
     const PARTNER: GgmlType = GgmlType::F16;
 
     fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-        for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-            *d = f16_bits_to_f32(pair(s));
+        for (d, s) in dst.chunks_mut(CHUNK).zip(src.chunks(2 * CHUNK)) {
+            f16_chunk_to_f32(s, d);
         }
     }
 
     fn vec_dot(n: usize, w: &[u8], act: &[u8]) -> f32 {
         let mut sum = 0f64;
-        for (a, b) in w[..2 * n].chunks_exact(2).zip(act[..2 * n].chunks_exact(2)) {
-            // Exact in f32: two 11-bit significands.
-            sum += (f16_bits_to_f32(pair(a)) * f16_bits_to_f32(pair(b))) as f64;
+        let (mut a, mut b) = ([0f32; CHUNK], [0f32; CHUNK]);
+        for (wc, ac) in w[..2 * n].chunks(2 * CHUNK).zip(act[..2 * n].chunks(2 * CHUNK)) {
+            let m = wc.len() / 2;
+            f16_chunk_to_f32(wc, &mut a[..m]);
+            f16_chunk_to_f32(ac, &mut b[..m]);
+            // Products are exact in f32 (two 11-bit significands).
+            sum += a[..m].iter().zip(&b[..m]).map(|(x, y)| (x * y) as f64).sum::<f64>();
         }
         sum as f32
     }
@@ -88,8 +107,13 @@ pub fn quantize_row_f32(x: &[f32], dst: &mut [u8]) {
 
 pub fn quantize_row_f16(x: &[f32], dst: &mut [u8]) {
     check_len(x, dst, 2);
-    for (d, v) in dst.chunks_exact_mut(2).zip(x) {
-        d.copy_from_slice(&f32_to_f16_bits(*v));
+    let mut h = [f16::ZERO; CHUNK];
+    for (d, xc) in dst.chunks_mut(2 * CHUNK).zip(x.chunks(CHUNK)) {
+        let h = &mut h[..xc.len()];
+        h.convert_from_f32_slice(xc);
+        for (o, v) in d.chunks_exact_mut(2).zip(h.iter()) {
+            o.copy_from_slice(&v.to_bits().to_le_bytes());
+        }
     }
 }
 

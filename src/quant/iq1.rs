@@ -2,7 +2,7 @@
 //! `IQ1S_GRID` (values in {-1, 0, 1}) shifted by ±`IQ1_DELTA`; groups of 32 (IQ1_S) or 16
 //! (IQ1_M) share a 3-bit odd scale `2s + 1`. Both pair with Q8_K, whose `bsums` carry the shift.
 
-use super::block::{Block, assert_block, f16_bits_to_f32, row_blocks};
+use super::block::{Block, assert_block, blocks_mut, f16_bits_to_f32, f32_to_f16_bits, nearest_int, row_blocks};
 use super::iq_tables::IQ1S_GRID;
 use super::q8::BlockQ8K;
 use super::{GgmlType, WeightFormat};
@@ -179,5 +179,95 @@ impl WeightFormat for IQ1M {
             sumf += x.d() * y.d() * (sumi1 as f32 + IQ1_DELTA * sumi2 as f32);
         }
         sumf
+    }
+}
+
+/// Best grid entry and delta sign for 8 values at scale `dl`: (index, negative delta, error).
+fn best_group(x: &[f32], dl: f32, deltas: &[bool]) -> (usize, bool, f32) {
+    let mut best = (0, false, f32::INFINITY);
+    for &neg in deltas {
+        let delta = if neg { -IQ1_DELTA } else { IQ1_DELTA };
+        for idx in 0..IQ1S_GRID.len() {
+            let err: f32 = (0..8).map(|j| (dl * (grid(idx, j) as f32 + delta) - x[j]).powi(2)).sum();
+            if err < best.2 {
+                best = (idx, neg, err);
+            }
+        }
+    }
+    best
+}
+
+/// Max |x| over `x`, scaled so that it maps to grid value 1 + delta.
+fn ideal_scale(x: &[f32]) -> f32 {
+    x.iter().fold(0f32, |m, v| m.max(v.abs())) / (1.0 + IQ1_DELTA)
+}
+
+/// A simple IQ1_S quantizer (brute-force grid search per group of 8, both delta signs per 32).
+/// Not ggml's imatrix-driven quantizer: valid blocks close to `x`, for synthesising test models.
+pub fn quantize_row_iq1_s_simple(x: &[f32], dst: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(256).zip(blocks_mut::<BlockIQ1S>(dst)) {
+        let sub: [f32; 8] = std::array::from_fn(|i| ideal_scale(&xb[32 * i..32 * i + 32]));
+        let max_sub = sub.iter().fold(0f32, |m, &v| m.max(v));
+        *yb = BlockIQ1S { d: f32_to_f16_bits(max_sub / 15.0), qs: [0; 32], qh: [0; 16] };
+        let d = f16_bits_to_f32(yb.d);
+        if d == 0.0 {
+            continue;
+        }
+        for (ib, xs) in xb.chunks_exact(32).enumerate() {
+            let ls = nearest_int((sub[ib] / d - 1.0) / 2.0).clamp(0, 7) as u16;
+            let dl = d * (2 * ls + 1) as f32;
+            // One delta sign for all 4 groups: keep the sign with the smaller total error.
+            let mut best: Option<(f32, [usize; 4], bool)> = None;
+            for neg in [false, true] {
+                let picks: [(usize, bool, f32); 4] =
+                    std::array::from_fn(|l| best_group(&xs[8 * l..8 * l + 8], dl, &[neg]));
+                let err: f32 = picks.iter().map(|p| p.2).sum();
+                if best.is_none_or(|b| err < b.0) {
+                    best = Some((err, picks.map(|p| p.0), neg));
+                }
+            }
+            let (_, idx, neg) = best.unwrap();
+            let mut qh = (ls << 12) | if neg { 0x8000 } else { 0 };
+            for (l, &i) in idx.iter().enumerate() {
+                yb.qs[4 * ib + l] = i as u8;
+                qh |= ((i >> 8) as u16) << (3 * l);
+            }
+            yb.qh[2 * ib..2 * ib + 2].copy_from_slice(&qh.to_le_bytes());
+        }
+    }
+}
+
+/// A simple IQ1_M quantizer (brute-force grid search, delta sign per group of 8, scale per 16).
+/// Not ggml's imatrix-driven quantizer: valid blocks close to `x`, for synthesising test models.
+pub fn quantize_row_iq1_m_simple(x: &[f32], dst: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(256).zip(blocks_mut::<BlockIQ1M>(dst)) {
+        let sub: [f32; 16] = std::array::from_fn(|i| ideal_scale(&xb[16 * i..16 * i + 16]));
+        let max_sub = sub.iter().fold(0f32, |m, &v| m.max(v));
+        let d_bits = u16::from_le_bytes(f32_to_f16_bits(max_sub / 7.0));
+        let d = f16_bits_to_f32(d_bits.to_le_bytes());
+        let mut sc = [0u16; 4];
+        for (i, s) in sc.iter_mut().enumerate() {
+            *s = ((d_bits >> (4 * i)) & 0x0f) << 12;
+        }
+        *yb = BlockIQ1M { qs: [0; 32], qh: [0; 16], scales: [0; 8] };
+        if d != 0.0 {
+            for (h, xs) in xb.chunks_exact(16).enumerate() {
+                // Sub-block ib = h/2 holds two 3-bit scales at bits 6*(ib%2) (+3 for the second half).
+                let s = nearest_int((sub[h] / d - 1.0) / 2.0).clamp(0, 7) as u16;
+                let dl = d * (2 * s + 1) as f32;
+                let ib = h / 2;
+                sc[ib / 2] |= s << (6 * (ib % 2) + 3 * (h % 2));
+                for (k, g) in xs.chunks_exact(8).enumerate() {
+                    let l = 2 * (h % 2) + k; // group within the sub-block
+                    let (idx, neg, _) = best_group(g, dl, &[false, true]);
+                    yb.qs[4 * ib + l] = idx as u8;
+                    let nib = ((idx >> 8) as u8) | if neg { 8 } else { 0 };
+                    yb.qh[2 * ib + l / 2] |= nib << (4 * (l % 2));
+                }
+            }
+        }
+        for (i, s) in sc.iter().enumerate() {
+            yb.scales[2 * i..2 * i + 2].copy_from_slice(&s.to_le_bytes());
+        }
     }
 }

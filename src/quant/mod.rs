@@ -7,13 +7,14 @@
 //! the same integer block sums as ggml (only the float accumulation order may differ).
 //! SIMD kernels live elsewhere and are tested against these.
 
-mod block;
+pub(crate) mod block;
 mod float;
 mod iq1;
 mod iq2_xxs;
 mod iq4;
 mod iq_tables;
 mod k_quants;
+pub mod oracle;
 mod q4_0;
 mod q4_1;
 mod q5_0;
@@ -25,6 +26,28 @@ mod types;
 pub use block::{f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
 pub use q8::{BlockQ8_0, BlockQ8_1, BlockQ8K};
 pub use types::GgmlType;
+
+/// Block layouts (`#[repr(C)]`, alignment 1) and the [`WeightFormat`] of every type, for SIMD
+/// kernels that want the scalar pieces. Byte slices become block slices with
+/// `block::blocks` inside the crate.
+pub mod formats {
+    pub use super::float::{BF16, F16, F32};
+    pub use super::iq1::{BlockIQ1M, BlockIQ1S, IQ1M, IQ1S};
+    pub use super::iq2_xxs::{BlockIQ2XXS, IQ2XXS};
+    pub use super::iq4::{BlockIQ4NL, BlockIQ4XS, IQ4NL, IQ4XS};
+    pub use super::k_quants::q2_k::BlockQ2K;
+    pub use super::k_quants::q3_k::BlockQ3K;
+    pub use super::k_quants::q4_k::BlockQ4K;
+    pub use super::k_quants::q5_k::BlockQ5K;
+    pub use super::k_quants::q6_k::BlockQ6K;
+    pub use super::k_quants::{Q2K, Q3K, Q4K, Q5K, Q6K};
+    pub use super::q4_0::{BlockQ4_0, Q4_0};
+    pub use super::q4_1::{BlockQ4_1, Q4_1};
+    pub use super::q5_0::{BlockQ5_0, Q5_0};
+    pub use super::q5_1::{BlockQ5_1, Q5_1};
+    pub use super::q8::{BlockQ8_0, BlockQ8_1, BlockQ8K};
+    pub use super::q8_0::Q8_0;
+}
 
 /// One weight format: its block layout and scalar kernels.
 pub trait WeightFormat {
@@ -167,7 +190,19 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
 /// Quantize an f32 activation row into `partner` layout (dst.len() = partner.row_bytes(x.len())),
 /// exactly as ggml-cpu does on x86.
 pub fn quantize_row(partner: GgmlType, x: &[f32], dst: &mut [u8]) {
-    partner_quantizer(partner)(x, dst)
+    use GgmlType as T;
+    match partner {
+        T::Q8_0 | T::Q8_1 | T::Q8_K | T::F16 | T::BF16 | T::F32 => partner_quantizer(partner)(x, dst),
+        _ => panic!("quant: {partner} is not an activation type"),
+    }
+}
+
+/// Q8_K activation rows as ggml-cpu quantizes them in groups of 4 for its repacked x86 kernels
+/// (Q4_K, and Q2_K with AVX-512, on batches of 4+ tokens); differs from `quantize_row` only in
+/// the sign of the scale of a block holding both +amax and -amax. Q8_0 needs no such variant
+/// (`ggml_quantize_mat_q8_0_4x8` matches `quantize_row_q8_0`).
+pub fn quantize_row_q8_k_repacked(x: &[f32], dst: &mut [u8]) {
+    q8::quantize_row_q8_k_repacked(x, dst)
 }
 
 /// Dot product of a weight row of type `ty` (n elements) with an activation row already in
@@ -176,8 +211,10 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 {
     (kernels_or_panic(ty).vec_dot)(n, w, act)
 }
 
-/// ggml's reference weight quantizer for `ty` (`quantize_row_*_ref`, what `llama-quantize`
-/// uses without an importance matrix), if we have one.
+/// The weight quantizer for `ty`: for every type but the IQ1/IQ2 ones, ggml's own
+/// (`quantize_row_*_ref` / `quantize_iq4_*`, what `llama-quantize` runs without an importance
+/// matrix), bit for bit. IQ1_S, IQ1_M and IQ2_XXS get simple grid searches (ggml requires an
+/// importance matrix for them): valid, reasonably close blocks for synthesising test models.
 pub fn weight_quantizer(ty: GgmlType) -> Option<QuantizeFn> {
     use GgmlType as T;
     Some(match ty {
@@ -194,13 +231,18 @@ pub fn weight_quantizer(ty: GgmlType) -> Option<QuantizeFn> {
         T::Q4_K => k_quants::q4_k::quantize_row_ref,
         T::Q5_K => k_quants::q5_k::quantize_row_ref,
         T::Q6_K => k_quants::q6_k::quantize_row_ref,
+        T::IQ4_NL => iq4::quantize_row_iq4_nl,
+        T::IQ4_XS => iq4::quantize_row_iq4_xs,
+        // Not ggml's (imatrix-driven) quantizers: simple grid searches, for test models.
+        T::IQ1_S => iq1::quantize_row_iq1_s_simple,
+        T::IQ1_M => iq1::quantize_row_iq1_m_simple,
+        T::IQ2_XXS => iq2_xxs::quantize_row_simple,
         _ => return None,
     })
 }
 
-/// Quantize weights (whole blocks) with ggml's reference quantizer; bit-exact with
-/// `llama-quantize` without an importance matrix. Panics for types without one
-/// (see [`can_quantize_weights`]).
+/// Quantize weights (whole blocks) with [`weight_quantizer`]. Panics for types without one
+/// (see [`can_quantize_weights`]); every supported type has one.
 pub fn quantize_weights(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
     match weight_quantizer(ty) {
         Some(f) => f(x, dst),

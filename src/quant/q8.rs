@@ -93,7 +93,7 @@ fn quantize_block_x86(x: &[f32], qs: &mut [i8; 32]) -> f32 {
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     for (q, v) in qs.iter_mut().zip(x) {
-        *q = (v * id).round_ties_even() as i8;
+        *q = nearest_int(v * id) as i8;
     }
     d
 }
@@ -120,8 +120,7 @@ pub fn quantize_row_q8_1(x: &[f32], dst: &mut [u8]) {
 
 /// `quantize_row_q8_K_ref` (what ggml-cpu uses on x86).
 pub fn quantize_row_q8_k(x: &[f32], dst: &mut [u8]) {
-    check_len(x, dst, GgmlType::Q8_K);
-    for (xb, yb) in x.chunks_exact(256).zip(blocks_mut::<BlockQ8K>(dst)) {
+    quantize_q8_k_with(x, dst, |xb| {
         // First element of largest magnitude, keeping its sign.
         let (mut amax, mut max) = (0f32, 0f32);
         for &v in xb {
@@ -130,7 +129,27 @@ pub fn quantize_row_q8_k(x: &[f32], dst: &mut [u8]) {
                 max = v;
             }
         }
-        if amax == 0.0 {
+        max
+    })
+}
+
+/// Q8_K as ggml-cpu quantizes groups of 4 activation rows for its repacked x86 kernels
+/// (`ggml_quantize_mat_q8_K_4x8`: Q4_K and, with AVX-512, Q2_K prompt batches). Identical to
+/// [`quantize_row_q8_k`] except when both +amax and -amax occur in a block: the scale then
+/// takes the positive one's sign (the row version takes the first one's).
+pub fn quantize_row_q8_k_repacked(x: &[f32], dst: &mut [u8]) {
+    quantize_q8_k_with(x, dst, |xb| {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if xb.contains(&amax) { amax } else { -amax }
+    })
+}
+
+/// Q8_K with the signed block maximum chosen by `signed_max`.
+fn quantize_q8_k_with(x: &[f32], dst: &mut [u8], signed_max: impl Fn(&[f32]) -> f32) {
+    check_len(x, dst, GgmlType::Q8_K);
+    for (xb, yb) in x.chunks_exact(256).zip(blocks_mut::<BlockQ8K>(dst)) {
+        let max = signed_max(xb);
+        if max == 0.0 {
             // ggml leaves bsums untouched here; zero them so the block is fully defined.
             *yb = BlockQ8K { d: [0; 4], qs: [0; 256], bsums: [[0; 2]; 16] };
             continue;

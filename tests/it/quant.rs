@@ -430,6 +430,28 @@ fn q8_k_structure() {
 }
 
 #[test]
+fn q8_k_repacked_differs_only_on_sign_ties() {
+    let mut rng = Rng(3);
+    let mut x: Vec<f32> = (0..512).map(|_| rng.next_f32()).collect();
+    let (mut a, mut b) = (vec![0u8; 584], vec![0u8; 584]);
+    quant::quantize_row(GgmlType::Q8_K, &x, &mut a);
+    quant::quantize_row_q8_k_repacked(&x, &mut b);
+    assert_eq!(a, b, "no ±amax tie: identical");
+
+    // Block 1 holds -2 then +2: the row version takes the first (negative) maximum.
+    x[256 + 3] = -2.0;
+    x[256 + 9] = 2.0;
+    quant::quantize_row(GgmlType::Q8_K, &x, &mut a);
+    quant::quantize_row_q8_k_repacked(&x, &mut b);
+    assert_eq!(a[..292], b[..292]);
+    let d = |blk: &[u8]| f32::from_le_bytes(blk[..4].try_into().unwrap());
+    assert_eq!(d(&a[292..]), 2.0 / 127.0);
+    assert_eq!(d(&b[292..]), -2.0 / 127.0);
+    assert_eq!((a[292 + 4 + 3] as i8, a[292 + 4 + 9] as i8), (-127, 127));
+    assert_eq!((b[292 + 4 + 3] as i8, b[292 + 4 + 9] as i8), (127, -127));
+}
+
+#[test]
 fn float_activations_round_to_nearest_even() {
     let one = 1.0f32;
     let tie16 = f32::from_bits(one.to_bits() + (1 << 12)); // 1 + 2^-11: halfway between f16s
@@ -478,7 +500,7 @@ fn smooth_data(n: usize, offset: f32) -> Vec<f32> {
     (0..n).map(|i| 0.1 + 2.0 * (i as f32 + offset).cos()).collect()
 }
 
-const QUANTIZERS: [GgmlType; 13] = [
+const QUANTIZERS: [GgmlType; 18] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -492,7 +514,23 @@ const QUANTIZERS: [GgmlType; 13] = [
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+    GgmlType::IQ1_S,
+    GgmlType::IQ1_M,
+    GgmlType::IQ2_XXS,
 ];
+
+/// The quantizers that are not ggml's (ggml needs an importance matrix for these types).
+const SIMPLE_QUANTIZERS: [GgmlType; 3] = [GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_XXS];
+
+#[test]
+fn every_supported_type_can_be_quantized() {
+    for ty in GgmlType::ALL {
+        assert_eq!(quant::can_quantize_weights(ty), quant::is_supported(ty), "{ty}");
+        assert_eq!(quant::can_quantize_weights(ty), QUANTIZERS.contains(&ty), "{ty}");
+    }
+}
 
 #[test]
 fn reference_quantizers_round_trip() {
@@ -516,19 +554,22 @@ fn reference_quantizers_round_trip() {
             GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5_K => 0.06,
             GgmlType::Q3_K => 0.25,
             GgmlType::Q2_K => 0.45,
+            GgmlType::IQ2_XXS => 0.55,
+            GgmlType::IQ1_S | GgmlType::IQ1_M => 0.75,
             _ => 0.12,
         };
         // ggml's test-quantize-fns thresholds.
         let max_total = match ty {
             GgmlType::Q2_K => 0.0075,
             GgmlType::Q3_K => 0.0040,
+            GgmlType::IQ2_XXS | GgmlType::IQ1_S | GgmlType::IQ1_M => 0.02,
             _ => 0.002,
         };
         eprintln!("{ty}: ggml total error {total:.2e}, rmse {rmse:.2e}");
         assert!(total <= max_total, "{ty}: total error {total}");
         assert!(rmse <= max_rmse, "{ty}: rmse {rmse}");
         // Quantizing the dequantized values again is stable for the block formats.
-        if ty.block_size() == 32 {
+        if ty.block_size() == 32 && ty != GgmlType::IQ4_NL {
             let mut q2 = vec![0u8; q.len()];
             quant::quantize_weights(ty, &y, &mut q2);
             let y2 = dequantize(ty, &q2, n);
@@ -542,9 +583,9 @@ fn reference_quantizers_round_trip() {
 #[test]
 fn reference_quantizers_match_llama_quantize() {
     let src = GgufFile::open(common::model("c-llama-f32.gguf")).unwrap();
-    for ty in
-        [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K]
-    {
+    let exact = QUANTIZERS.into_iter().filter(|t| t.block_size() > 1 && !SIMPLE_QUANTIZERS.contains(t));
+    assert_eq!(exact.clone().count(), 12);
+    for ty in exact {
         let model = format!("c-llama-pure-{}.gguf", ty.name().to_lowercase());
         let dst = GgufFile::open(common::model(&model)).unwrap();
         for name in ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "output.weight"] {
@@ -567,4 +608,71 @@ fn reference_quantizers_match_llama_quantize() {
             assert_eq!(bad_rows, 0, "{model} {name}: {bad_rows} of {} rows differ", s.n_rows());
         }
     }
+}
+
+/// Rough scalar throughput, for the record: `cargo test --test it quant::scalar_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn scalar_speed() {
+    for ty in WEIGHT_TYPES {
+        let (n, rows) = weight_rows(ty);
+        let x = &activations(n)[1];
+        let act = quantize_act(ty, x);
+        let mut out = vec![0f32; n];
+        let reps = 2000;
+        let t = std::time::Instant::now();
+        let mut s = 0f32;
+        for r in 0..reps {
+            s += quant::vec_dot(ty, n, &rows[r % rows.len()], &act);
+        }
+        let dot_ns = t.elapsed().as_nanos() as f64 / (reps * n) as f64;
+        let t = std::time::Instant::now();
+        for r in 0..reps {
+            quant::dequantize_row(ty, &rows[r % rows.len()], &mut out);
+        }
+        let deq_ns = t.elapsed().as_nanos() as f64 / (reps * n) as f64;
+        let t = std::time::Instant::now();
+        let mut a2 = act.clone();
+        for _ in 0..reps {
+            quant::quantize_row(quant::vec_dot_type(ty), x, &mut a2);
+        }
+        let q_ns = t.elapsed().as_nanos() as f64 / (reps * n) as f64;
+        eprintln!("{ty:>8}: vec_dot {dot_ns:.2} ns/elem, dequantize {deq_ns:.2}, quantize act {q_ns:.2} ({s:.1})");
+    }
+}
+
+#[test]
+fn oracle_accepts_scalar_and_catches_broken_kernels() {
+    for ty in WEIGHT_TYPES {
+        let k = quant::scalar_kernels(ty).unwrap();
+        quant::oracle::compare_with_scalar(k, 512, 3, 11).unwrap();
+    }
+    // A vec_dot that drops the last block, a dequantizer off by one ulp, a sloppy quantizer.
+    fn short_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        quant::vec_dot(GgmlType::Q4_K, n - 256, w, a)
+    }
+    fn nudged(src: &[u8], dst: &mut [f32]) {
+        quant::dequantize_row(GgmlType::Q4_K, src, dst);
+        dst[5] = f32::from_bits(dst[5].to_bits() + 1);
+    }
+    fn ref_q8_0(x: &[f32], dst: &mut [u8]) {
+        // ggml's scalar reference (1/d, round half away): not what x86 runs.
+        for (xb, b) in x.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b[..2].copy_from_slice(&quant::f32_to_f16_bits(d));
+            for (q, v) in b[2..].iter_mut().zip(xb) {
+                *q = (v * id).round() as i8 as u8;
+            }
+        }
+    }
+    let good = *quant::scalar_kernels(GgmlType::Q4_K).unwrap();
+    let bad_dot = quant::Kernels { vec_dot: short_dot, ..good };
+    assert!(quant::oracle::compare_with_scalar(&bad_dot, 512, 3, 1).unwrap_err().contains("vec_dot"));
+    let bad_deq = quant::Kernels { dequantize_row: nudged, ..good };
+    assert!(quant::oracle::compare_with_scalar(&bad_deq, 512, 3, 1).unwrap_err().contains("dequantize"));
+    let q8 = *quant::scalar_kernels(GgmlType::Q8_0).unwrap();
+    let bad_act = quant::Kernels { quantize_partner: ref_q8_0, ..q8 };
+    assert!(quant::oracle::compare_with_scalar(&bad_act, 4096, 8, 1).unwrap_err().contains("activation"));
 }

@@ -44,11 +44,14 @@ fn unpack_scales(s: &[u8; 12]) -> [i32; 16] {
 /// The 256 signed 3-bit quants (-4..=3) of a block, in element order.
 fn unpack_quants(x: &BlockQ3K) -> [i8; QK_K] {
     let mut a = [0i8; QK_K];
-    for (e, v) in a.iter_mut().enumerate() {
-        let (half, k, l) = (e / 128, (e % 128) / 32, e % 32);
-        let low = (x.qs[32 * half + l] >> (2 * k)) & 3;
-        let high_bit = 1u8 << (4 * half + k);
-        *v = low as i8 - if x.hmask[l] & high_bit != 0 { 0 } else { 4 };
+    for (g, out) in a.chunks_exact_mut(32).enumerate() {
+        // Group g: bits 2(g%4) of qs[32(g/4)..], high bit g of hmask.
+        let (half, k) = (g / 4, g % 4);
+        let qs = &x.qs[32 * half..32 * half + 32];
+        for ((o, &q), &h) in out.iter_mut().zip(qs).zip(&x.hmask) {
+            let low = ((q >> (2 * k)) & 3) as i8;
+            *o = low - if h & (1 << g) != 0 { 0 } else { 4 };
+        }
     }
     a
 }

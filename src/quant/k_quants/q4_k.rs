@@ -22,11 +22,12 @@ unsafe impl Block for BlockQ4K {
 }
 assert_block!(BlockQ4K, GgmlType::Q4_K);
 
-/// Quant of element `e` (0..256).
+/// The 8 sub-blocks of 32 quants: sub-block 2c is the low nibbles of bytes 32c..32c+32,
+/// sub-block 2c + 1 their high nibbles.
 #[inline]
-fn quant(qs: &[u8; 128], e: usize) -> u8 {
-    let b = qs[32 * (e / 64) + e % 32];
-    if e % 64 < 32 { b & 0x0f } else { b >> 4 }
+fn sub_block_quants(qs: &[u8; 128], j: usize) -> impl Iterator<Item = u8> + '_ {
+    let shift = 4 * (j % 2);
+    qs[32 * (j / 2)..32 * (j / 2) + 32].iter().map(move |&b| (b >> shift) & 0x0f)
 }
 
 pub struct Q4K;
@@ -43,8 +44,8 @@ impl WeightFormat for Q4K {
             for (j, out) in y.chunks_exact_mut(32).enumerate() {
                 let (sc, m) = scale_min_k4(j, &x.scales);
                 let (dl, ml) = (d * sc as f32, min * m as f32);
-                for (l, o) in out.iter_mut().enumerate() {
-                    *o = dl * quant(&x.qs, 32 * j + l) as f32 - ml;
+                for (o, q) in out.iter_mut().zip(sub_block_quants(&x.qs, j)) {
+                    *o = dl * q as f32 - ml;
                 }
             }
         }
@@ -58,7 +59,7 @@ impl WeightFormat for Q4K {
             let (mut isum, mut summs) = (0i32, 0i32);
             for (j, q8) in y.qs.chunks_exact(32).enumerate() {
                 let (sc, m) = scale_min_k4(j, &x.scales);
-                let s: i32 = q8.iter().enumerate().map(|(l, &a)| a as i32 * quant(&x.qs, 32 * j + l) as i32).sum();
+                let s: i32 = q8.iter().zip(sub_block_quants(&x.qs, j)).map(|(&a, q)| a as i32 * q as i32).sum();
                 isum += sc as i32 * s;
                 summs += m as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1));
             }

@@ -22,14 +22,12 @@ unsafe impl Block for BlockQ5K {
 }
 assert_block!(BlockQ5K, GgmlType::Q5_K);
 
-/// Quant of element `e` (0..256), 0..32.
+/// The 32 quants (0..32) of sub-block `j` (0..8): nibble as in Q4_K plus bit j of `qh[l]`.
 #[inline]
-fn quant(x: &BlockQ5K, e: usize) -> u8 {
-    let (l, sub) = (e % 32, e / 32);
-    let b = x.qs[32 * (sub / 2) + l];
-    let low = if sub % 2 == 0 { b & 0x0f } else { b >> 4 };
-    let high = if x.qh[l] & (1 << sub) != 0 { 16 } else { 0 };
-    low + high
+fn sub_block_quants(x: &BlockQ5K, j: usize) -> impl Iterator<Item = u8> + '_ {
+    let shift = 4 * (j % 2);
+    let low = x.qs[32 * (j / 2)..32 * (j / 2) + 32].iter();
+    low.zip(&x.qh).map(move |(&b, &h)| ((b >> shift) & 0x0f) | (((h >> j) & 1) << 4))
 }
 
 pub struct Q5K;
@@ -46,8 +44,8 @@ impl WeightFormat for Q5K {
             for (j, out) in y.chunks_exact_mut(32).enumerate() {
                 let (sc, m) = scale_min_k4(j, &x.scales);
                 let (dl, ml) = (d * sc as f32, min * m as f32);
-                for (l, o) in out.iter_mut().enumerate() {
-                    *o = dl * quant(x, 32 * j + l) as f32 - ml;
+                for (o, q) in out.iter_mut().zip(sub_block_quants(x, j)) {
+                    *o = dl * q as f32 - ml;
                 }
             }
         }
@@ -61,7 +59,7 @@ impl WeightFormat for Q5K {
             let (mut isum, mut summs) = (0i32, 0i32);
             for (j, q8) in y.qs.chunks_exact(32).enumerate() {
                 let (sc, m) = scale_min_k4(j, &x.scales);
-                let s: i32 = q8.iter().enumerate().map(|(l, &a)| a as i32 * quant(x, 32 * j + l) as i32).sum();
+                let s: i32 = q8.iter().zip(sub_block_quants(x, j)).map(|(&a, q)| a as i32 * q as i32).sum();
                 isum += sc as i32 * s;
                 summs += m as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1));
             }

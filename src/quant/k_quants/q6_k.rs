@@ -26,12 +26,16 @@ assert_block!(BlockQ6K, GgmlType::Q6_K);
 /// The 256 quants of a block minus 32 (-32..=31), in element order.
 fn unpack_quants(x: &BlockQ6K) -> [i8; QK_K] {
     let mut a = [0i8; QK_K];
-    for (e, v) in a.iter_mut().enumerate() {
-        let (half, k, l) = (e / 128, (e % 128) / 32, e % 32);
-        let ql = x.ql[64 * half + 32 * (k % 2) + l];
-        let low = if k < 2 { ql & 0x0f } else { ql >> 4 };
-        let high = (x.qh[32 * half + l] >> (2 * k)) & 3;
-        *v = (low | (high << 4)) as i8 - 32;
+    for half in 0..2 {
+        let (ql, qh) = (&x.ql[64 * half..64 * half + 64], &x.qh[32 * half..32 * half + 32]);
+        let out = &mut a[128 * half..128 * half + 128];
+        for l in 0..32 {
+            let h = qh[l];
+            out[l] = ((ql[l] & 0x0f) | ((h & 3) << 4)) as i8 - 32;
+            out[l + 32] = ((ql[l + 32] & 0x0f) | (((h >> 2) & 3) << 4)) as i8 - 32;
+            out[l + 64] = ((ql[l] >> 4) | (((h >> 4) & 3) << 4)) as i8 - 32;
+            out[l + 96] = ((ql[l + 32] >> 4) | (((h >> 6) & 3) << 4)) as i8 - 32;
+        }
     }
     a
 }
