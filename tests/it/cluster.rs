@@ -764,3 +764,29 @@ fn prima_down_stops_a_running_ring_and_agents_stay_up() {
     let o = up(&cfg, &["-p", "x", "-n", "3", "--temp", "0"], &[FAKE]);
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
+
+#[test]
+fn chat_over_the_ring_reads_turns_from_stdin() {
+    let dir = Scratch::new("chat");
+    let model = deep_model(&dir, "c-qwen2-q4_k_m.gguf", 2);
+    let a1 = Agent::start(&dir, "a1", &[]);
+    let cfg =
+        write_config(&dir, "c.toml", &model, None, &[("head", "127.0.0.1:1", Some(1)), ("second", &a1.addr, Some(1))]);
+    let mut head = Command::new(BIN)
+        .arg("up")
+        .arg(&cfg)
+        .args(["-n", "5", "--temp", "0"])
+        .env("XDG_CACHE_HOME", dir.path("head-cache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    head.stdin.take().unwrap().write_all(b"Hello there\nAnd again\n").unwrap();
+    let o = head.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // Two turns ran (each reports its timing line), and the ring stopped cleanly afterwards.
+    assert!(err.matches("generation:").count() >= 2, "{err}");
+    assert!(err.contains("second"), "{err}");
+}
