@@ -36,6 +36,7 @@ pub enum Command {
     Plan(plan::PlanArgs),
     Agent(agent::AgentArgs),
     Up(up::UpArgs),
+    Down(up::DownArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -50,5 +51,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Up(a) => up::run(a),
+        Command::Down(a) => up::down(a),
     }
 }
