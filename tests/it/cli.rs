@@ -58,7 +58,7 @@ fn chat_answers_each_turn() {
     // turn's prompt and reply, though its conversation contains them.
     assert!(prompts[1] < prompts[0], "{prompts:?}");
     // Each reply ends with a newline on stdout (the random model's words may be anything).
-    assert_eq!(String::from_utf8_lossy(&o.stdout).matches('\n').count(), 2);
+    assert!(String::from_utf8_lossy(&o.stdout).matches('\n').count() >= 2);
 }
 
 #[test]
