@@ -2,6 +2,7 @@
 
 mod common;
 mod gguf;
+mod kernels;
 mod model;
 mod quant;
 mod sched;
