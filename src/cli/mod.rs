@@ -8,6 +8,7 @@ mod inspect;
 mod perplexity;
 mod plan;
 mod run;
+mod synth;
 mod tokenize;
 
 use argh::FromArgs;
@@ -32,6 +33,7 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     Bench(bench::BenchArgs),
     Plan(plan::PlanArgs),
+    Synth(synth::SynthArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -44,5 +46,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }
