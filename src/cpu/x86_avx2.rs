@@ -72,6 +72,14 @@ fn mul_sum_us8(a: __m256i, b: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
 }
 
+/// `mul_sum_us8`, or one VNNI `vpdpbusd` when `VNNI` (only instantiated inside functions
+/// compiled with `avx512vnni,avx512vl`, see `x86_avx512`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
+    if VNNI { unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b) } } else { mul_sum_us8(a, b) }
+}
+
 /// 16 bytes of nibbles → 32 bytes: low nibbles in lanes 0..16, high nibbles in 16..32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -105,7 +113,7 @@ fn iq4_table() -> __m256i {
 /// Signed weights (i8 in `qx`, scale `dx`) against Q8_0 rows: the shared inner step.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn step_signed_q8_0<const NT: usize>(
+unsafe fn step_signed_q8_0<const NT: usize, const VNNI: bool>(
     dx: f32,
     qx: __m256i,
     y: *const u8,
@@ -117,60 +125,88 @@ unsafe fn step_signed_q8_0<const NT: usize>(
         let yb = unsafe { y.add(t * astride) };
         let d = _mm256_set1_ps(dx * unsafe { f16_at(yb) });
         let qy = unsafe { load256(yb.add(2)) };
-        let p = mul_sum_us8(ax, _mm256_sign_epi8(qy, qx));
+        let p = unsafe { dot_us8::<VNNI>(ax, _mm256_sign_epi8(qy, qx)) };
         *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), *a);
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+pub(super) unsafe fn q4_0<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
     let mut acc = [_mm256_setzero_ps(); NT];
     for i in 0..nb {
         let x = unsafe { w.add(i * 18) };
         let qx = _mm256_sub_epi8(unsafe { nibbles32(x.add(2)) }, _mm256_set1_epi8(8));
-        unsafe { step_signed_q8_0(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
     }
     for t in 0..NT {
         out[t] = hsum_f32(acc[t]);
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+pub(super) unsafe fn q5_0<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
     let mut acc = [_mm256_setzero_ps(); NT];
     for i in 0..nb {
         let x = unsafe { w.add(i * 22) };
         // q - 16: the nibble, with 0xf0 or'ed in where the fifth bit is clear.
         let hi = _mm256_andnot_si256(unsafe { bits32(x.add(2)) }, _mm256_set1_epi8(0xf0u8 as i8));
         let qx = _mm256_or_si256(unsafe { nibbles32(x.add(6)) }, hi);
-        unsafe { step_signed_q8_0(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
     }
     for t in 0..NT {
         out[t] = hsum_f32(acc[t]);
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+pub(super) unsafe fn q8_0<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
     let mut acc = [_mm256_setzero_ps(); NT];
     for i in 0..nb {
         let x = unsafe { w.add(i * 34) };
         let qx = unsafe { load256(x.add(2)) };
-        unsafe { step_signed_q8_0(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
     }
     for t in 0..NT {
         out[t] = hsum_f32(acc[t]);
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn iq4_nl<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+pub(super) unsafe fn iq4_nl<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
     let mut acc = [_mm256_setzero_ps(); NT];
     let table = iq4_table();
     for i in 0..nb {
         let x = unsafe { w.add(i * 18) };
         let qx = _mm256_shuffle_epi8(table, unsafe { nibbles32(x.add(2)) });
-        unsafe { step_signed_q8_0(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
     }
     for t in 0..NT {
         out[t] = hsum_f32(acc[t]);
@@ -180,7 +216,7 @@ unsafe fn iq4_nl<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride
 /// Unsigned weights with a min (`m`) against Q8_1 rows: `d·dy·Σq·y + m·s_y`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn step_unsigned_q8_1<const NT: usize>(
+unsafe fn step_unsigned_q8_1<const NT: usize, const VNNI: bool>(
     dx: f32,
     mx: f32,
     qx: __m256i,
@@ -193,34 +229,52 @@ unsafe fn step_unsigned_q8_1<const NT: usize>(
         let yb = unsafe { y.add(t * astride) };
         let d = _mm256_set1_ps(dx * unsafe { f16_at(yb) });
         accm[t] += mx * unsafe { f16_at(yb.add(2)) };
-        let p = mul_sum_us8(qx, unsafe { load256(yb.add(4)) });
+        let p = unsafe { dot_us8::<VNNI>(qx, load256(yb.add(4))) };
         acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[t]);
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+pub(super) unsafe fn q4_1<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
     let mut acc = [_mm256_setzero_ps(); NT];
     let mut accm = [0f32; NT];
     for i in 0..nb {
         let x = unsafe { w.add(i * 20) };
         let qx = unsafe { nibbles32(x.add(4)) };
-        unsafe { step_unsigned_q8_1(f16_at(x), f16_at(x.add(2)), qx, a.add(i * 36), astride, &mut acc, &mut accm) };
+        unsafe {
+            step_unsigned_q8_1::<NT, VNNI>(f16_at(x), f16_at(x.add(2)), qx, a.add(i * 36), astride, &mut acc, &mut accm)
+        };
     }
     for t in 0..NT {
         out[t] = hsum_f32(acc[t]) + accm[t];
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_1<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+pub(super) unsafe fn q5_1<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
     let mut acc = [_mm256_setzero_ps(); NT];
     let mut accm = [0f32; NT];
     for i in 0..nb {
         let x = unsafe { w.add(i * 24) };
         let hi = _mm256_and_si256(unsafe { bits32(x.add(4)) }, _mm256_set1_epi8(0x10));
         let qx = _mm256_or_si256(unsafe { nibbles32(x.add(8)) }, hi);
-        unsafe { step_unsigned_q8_1(f16_at(x), f16_at(x.add(2)), qx, a.add(i * 36), astride, &mut acc, &mut accm) };
+        unsafe {
+            step_unsigned_q8_1::<NT, VNNI>(f16_at(x), f16_at(x.add(2)), qx, a.add(i * 36), astride, &mut acc, &mut accm)
+        };
     }
     for t in 0..NT {
         out[t] = hsum_f32(acc[t]) + accm[t];
@@ -343,22 +397,12 @@ unsafe fn q6_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: 
             let b1 = unsafe { load256(ql) };
             let b2 = unsafe { load256(ql.add(32)) };
             let bh = unsafe { load256(x.add(128 + 32 * half)) };
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(b1, m4), _mm256_slli_epi16(_mm256_and_si256(bh, m3), 4)),
-                _mm256_or_si256(
-                    _mm256_and_si256(b2, m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 4), m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 6), m3), 4),
-                ),
-            ];
-            for (k, qk) in q.iter().enumerate() {
+            for k in 0..4 {
+                // Element 32k + l: nibble k/2 of ql[l + 32(k%2)], bits 2k..2k+2 of qh[l].
+                let b = if k % 2 == 0 { b1 } else { b2 };
+                let low = if k < 2 { b } else { _mm256_srli_epi16(b, 4) };
+                let high = _mm256_and_si256(_mm256_srl_epi16(bh, _mm_cvtsi32_si128(2 * k as i32)), m3);
+                let qk = _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_slli_epi16(high, 4));
                 // Scales of the two 16-element groups this vector covers: lanes 0..8, 8..16.
                 let g = (8 * half + 2 * k) as i8;
                 let mask =
@@ -366,7 +410,7 @@ unsafe fn q6_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: 
                 let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, mask));
                 for t in 0..NT {
                     let y = unsafe { a.add(t * astride + i * Q8K + Q8K_QS + 128 * half + 32 * k) };
-                    let p = _mm256_madd_epi16(s, _mm256_maddubs_epi16(*qk, unsafe { load256(y) }));
+                    let p = _mm256_madd_epi16(s, _mm256_maddubs_epi16(qk, unsafe { load256(y) }));
                     sumi[t] = _mm256_add_epi32(sumi[t], p);
                 }
             }
@@ -463,6 +507,24 @@ unsafe fn f32<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: u
 // ------------------------------------------------------------------------------------------
 // Safe entry points and the table.
 
+/// The AVX2 instantiations of the kernels shared with the VNNI table.
+macro_rules! plain {
+    ($($name:ident = $kernel:ident),*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const NT: usize>(nb: usize, w: *const u8, a: *const u8, s: usize, o: &mut [f32; NT]) {
+            unsafe { $kernel::<NT, false>(nb, w, a, s, o) }
+        }
+    )*};
+}
+plain!(
+    q4_0_plain = q4_0,
+    q5_0_plain = q5_0,
+    q8_0_plain = q8_0,
+    iq4_nl_plain = iq4_nl,
+    q4_1_plain = q4_1,
+    q5_1_plain = q5_1
+);
+
 /// Safe `vec_dot` and `vec_dot_x4` wrappers around one generic kernel: checks the slice
 /// lengths, then calls the kernel (sound only because [`table`] is built after [`detected`]).
 macro_rules! entry {
@@ -485,12 +547,14 @@ macro_rules! entry {
     };
 }
 
-entry!(vd_q4_0, vd4_q4_0, q4_0, 32, 18, 34);
-entry!(vd_q5_0, vd4_q5_0, q5_0, 32, 22, 34);
-entry!(vd_q8_0, vd4_q8_0, q8_0, 32, 34, 34);
-entry!(vd_iq4_nl, vd4_iq4_nl, iq4_nl, 32, 18, 34);
-entry!(vd_q4_1, vd4_q4_1, q4_1, 32, 20, 36);
-entry!(vd_q5_1, vd4_q5_1, q5_1, 32, 24, 36);
+pub(super) use entry;
+
+entry!(vd_q4_0, vd4_q4_0, q4_0_plain, 32, 18, 34);
+entry!(vd_q5_0, vd4_q5_0, q5_0_plain, 32, 22, 34);
+entry!(vd_q8_0, vd4_q8_0, q8_0_plain, 32, 34, 34);
+entry!(vd_iq4_nl, vd4_iq4_nl, iq4_nl_plain, 32, 18, 34);
+entry!(vd_q4_1, vd4_q4_1, q4_1_plain, 32, 20, 36);
+entry!(vd_q5_1, vd4_q5_1, q5_1_plain, 32, 24, 36);
 entry!(vd_q4_k, vd4_q4_k, q4_k, 256, 144, Q8K);
 entry!(vd_q5_k, vd4_q5_k, q5_k, 256, 176, Q8K);
 entry!(vd_q6_k, vd4_q6_k, q6_k, 256, 210, Q8K);

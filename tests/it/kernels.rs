@@ -157,3 +157,44 @@ fn dispatch_picks_a_simd_table_where_available() {
         assert_ne!(k.isa, "scalar", "{ty} runs scalar although SIMD is available ({summary})");
     }
 }
+
+/// Single-thread weight bytes per second of every kernel variant on cache-resident rows:
+/// `cargo test --test it kernels::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    let n = 4096;
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::IQ4_XS, GgmlType::Q5_0] {
+        let (w, act, _) = operands(ty, n, 64, 4, 9);
+        let wb = ty.row_bytes(n).unwrap();
+        let ab = quant::vec_dot_type(ty).row_bytes(n).unwrap();
+        for isa in kernels::available_isas() {
+            let Some(k) = (isa.table)(ty) else { continue };
+            for tile in [false, true] {
+                let start = std::time::Instant::now();
+                let mut sink = 0f32;
+                let mut bytes = 0usize;
+                while start.elapsed().as_millis() < 200 {
+                    for r in 0..64 {
+                        let wr = &w[r * wb..(r + 1) * wb];
+                        if tile {
+                            let mut o = [0f32; 4];
+                            k.dot_x4(n, wr, &act, ab, &mut o);
+                            sink += o[0];
+                        } else {
+                            sink += (k.k.vec_dot)(n, wr, &act[..ab]);
+                        }
+                        bytes += wb;
+                    }
+                }
+                let gbs = bytes as f64 / start.elapsed().as_secs_f64() / 1e9;
+                let per_token = if tile { gbs * 4.0 } else { gbs };
+                eprintln!(
+                    "{ty:7} {:12} {}: {gbs:6.2} GB/s of weights ({per_token:6.2} GB/s per token) {sink:e}",
+                    isa.name,
+                    if tile { "x4" } else { "x1" }
+                );
+            }
+        }
+    }
+}
