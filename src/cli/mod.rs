@@ -9,6 +9,7 @@ pub mod inspect;
 mod perplexity;
 mod plan;
 mod run;
+mod synth;
 mod tokenize;
 mod up;
 
@@ -37,6 +38,7 @@ pub enum Command {
     Agent(agent::AgentArgs),
     Up(up::UpArgs),
     Down(up::DownArgs),
+    Synth(synth::SynthArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -52,5 +54,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plan(a) => plan::run(a),
         Command::Up(a) => up::run(a),
         Command::Down(a) => up::down(a),
+        Command::Synth(a) => synth::run(a),
     }
 }

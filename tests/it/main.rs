@@ -4,6 +4,7 @@ mod cli;
 mod cluster;
 mod common;
 mod gguf;
+mod kernels;
 mod model;
 mod quant;
 mod sched;
