@@ -7,5 +7,6 @@ mod gguf;
 mod kernels;
 mod model;
 mod quant;
+mod sampler;
 mod sched;
 mod tokenizer;
