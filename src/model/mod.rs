@@ -95,3 +95,36 @@ pub fn file_type_name(m: &Model) -> String {
     }
     bytes.into_iter().max_by_key(|&(_, b)| b).map(|(t, _)| t.to_string()).unwrap_or_default()
 }
+
+impl Model {
+    /// The same model with every quantized tensor dequantized to F32, held in memory: what
+    /// `llama-quantize --allow-requantize … F32` makes, and what the deqf32 goldens ran on.
+    /// Multiplying dequantized weights by f32 activations isolates the dequantization from the
+    /// activation quantization (a reference for tests; small models only).
+    pub fn dequantized(&self) -> Result<Model> {
+        use crate::gguf::write::GgufWriter;
+        use crate::quant::{self, GgmlType};
+        let mut w = GgufWriter::new();
+        for (k, v) in &self.gguf.metadata {
+            w.kv(k, v.clone());
+        }
+        for t in &self.gguf.tensors {
+            let data = self.gguf.tensor_data(t);
+            if t.ty == GgmlType::F32 {
+                w.tensor(&t.name, &t.dims, t.ty, data.to_vec());
+                continue;
+            }
+            quant::check_supported(t.ty)?;
+            let row = t.row_len();
+            let row_bytes = t.ty.row_bytes(row).expect("checked by the reader");
+            let mut out = Vec::with_capacity(t.n_elements() as usize * 4);
+            let mut buf = vec![0f32; row];
+            for r in data.chunks_exact(row_bytes) {
+                quant::dequantize_row(t.ty, r, &mut buf);
+                out.extend(buf.iter().flat_map(|v| v.to_le_bytes()));
+            }
+            w.tensor(&t.name, &t.dims, GgmlType::F32, out);
+        }
+        Model::from_gguf(crate::gguf::GgufFile::from_bytes(w.to_bytes())?)
+    }
+}
