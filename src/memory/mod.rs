@@ -1,7 +1,14 @@
 //! Keeping weights in the page cache instead of the process: advice to the kernel about which
 //! ranges of the mapped model are needed next or no longer, and memory-pressure readings.
 
+pub mod pager;
+pub mod policy;
 pub mod prefetch;
+pub mod pressure;
+
+pub use pager::Pager;
+pub use policy::PrefetchMode;
+pub use pressure::PressureMonitor;
 
 use std::ops::Range;
 
