@@ -25,10 +25,10 @@ pub fn mode() -> PrefetchMode {
     })
 }
 
-/// Memory kept out of the weight budget: KV cache and scratch grow into it, and the kernel
-/// needs slack to reclaim without stalling.
+/// Memory kept out of the weight budget: KV cache and scratch grow into it (a few MiB at small
+/// contexts), and the kernel needs slack to reclaim without stalling.
 fn reserve(total: u64) -> u64 {
-    (64 << 20) + total / 20
+    (24 << 20) + total / 64
 }
 
 pub struct Pager {
@@ -78,11 +78,13 @@ impl Pager {
         let p = Pager { file: Some(f), windows, policy, budget, prefetcher, monitor, steps: 0 };
         eprintln!("memory: {}", p.describe());
         if p.policy.depth > 0 && !p.windows.is_empty() {
-            // The first window is needed first; the rest as `done` would have asked.
+            // Cold start: what the first token reads first (its resident windows too).
             let k = p.windows.len();
-            p.prefetch(0, 0);
-            for j in policy::ahead(0, k, p.policy.depth - 1) {
-                p.prefetch(j, (j + k) as u64);
+            for j in 0..k.min(p.policy.keep.max(1)) {
+                p.prefetch(j, j as u64 + 1);
+            }
+            for (j, d) in policy::ahead(k - 1, k, p.policy.keep, p.policy.depth) {
+                p.prefetch(j, d as u64);
             }
         }
         p
@@ -101,20 +103,22 @@ impl Pager {
             p.advance(self.steps);
         }
         let Some(f) = &self.file else { return };
-        if self.policy.release_done {
+        if self.policy.release_done && i >= self.policy.keep {
             super::release(f, &self.windows[i]);
         }
-        for (d, j) in policy::ahead(i, k, self.policy.depth).enumerate() {
-            // Window j runs after d + 1 more `done` calls; touching it after that is wasted.
-            self.prefetch(j, self.steps + d as u64 + 1);
+        for (j, d) in policy::ahead(i, k, self.policy.keep, self.policy.depth) {
+            // Window j runs after d more `done` calls; touching it after that is wasted.
+            self.prefetch(j, self.steps + d as u64);
         }
     }
 
     fn prefetch(&self, j: usize, stale_at: u64) {
         let Some(f) = &self.file else { return };
-        super::will_need(f, &self.windows[j]);
+        let cap = if j < self.policy.keep { u64::MAX } else { self.policy.cap };
+        let ranges = head_bytes(&self.windows[j], cap);
+        super::will_need(f, &ranges);
         if let Some(p) = &self.prefetcher {
-            p.request_until(self.windows[j].clone(), stale_at);
+            p.request_until(ranges, stale_at);
         }
     }
 
@@ -126,14 +130,33 @@ impl Pager {
     pub fn describe(&self) -> String {
         let p = &self.policy;
         format!(
-            "{} ({} MB budget): prefetch {} window(s) ahead{}{}",
+            "{} ({} MiB budget for {} window(s) of {} MiB): {} resident, prefetch {} ahead{}{}{}",
             if p.streams { "streams from disk" } else { "fits in memory" },
             self.budget >> 20,
+            self.windows.len(),
+            self.windows.iter().flatten().map(|r| r.len()).sum::<usize>() >> 20,
+            p.keep,
             p.depth,
+            if p.cap < u64::MAX { format!(" (first {} MiB)", p.cap >> 20) } else { String::new() },
             if p.touch { ", touched" } else { "" },
             if p.release_done { ", drops each window after use" } else { "" }
         )
     }
+}
+
+/// The first `cap` bytes of `ranges`.
+fn head_bytes(ranges: &[Range<usize>], cap: u64) -> Vec<Range<usize>> {
+    let mut left = cap.min(usize::MAX as u64) as usize;
+    let mut out = Vec::new();
+    for r in ranges {
+        if left == 0 {
+            break;
+        }
+        let n = r.len().min(left);
+        out.push(r.start..r.start + n);
+        left -= n;
+    }
+    out
 }
 
 /// The output matrix is read every token on the head (tied embeddings: the embedding).

@@ -2,10 +2,11 @@
 //! function of its windows' sizes and its memory budget (prima-reference §3.5–3.6).
 //!
 //! A device whose share fits (case M4) only needs the first token's reads hidden. A device that
-//! streams from disk (M1/M3) must not prefetch more than its budget holds: prefetched pages that
-//! have not been used yet are the kernel's first eviction candidates, so prefetching too far
-//! evicts the very window about to run (the prefetch-release conflict). It also drops each
-//! window right after use, so the kernel makes room from the window needed last.
+//! streams from disk (M1/M3) keeps as many windows resident as its budget allows (every resident
+//! byte is a byte not re-read per token) and streams the others through what is left: it drops
+//! each streamed window right after use and prefetches the next ones, as far as the room left. Under plain LRU a cyclic pass over more than the budget
+//! misses on every page, and prefetched-but-unused pages are the first eviction candidates, so
+//! prefetching too far evicts the window about to run (the prefetch-release conflict).
 
 use crate::error::{Error, Result};
 
@@ -40,11 +41,15 @@ impl PrefetchMode {
 pub struct Policy {
     /// The device's windows do not all fit in its budget: it re-reads them every token.
     pub streams: bool,
-    /// Prefetch windows i+1 ..= i+depth (cyclic; 0 = none).
+    /// Windows `0..keep` stay resident; the others are streamed (re-read every token).
+    pub keep: usize,
+    /// Prefetch this many upcoming streamed windows (or, when nothing streams, the next window).
     pub depth: usize,
+    /// Prefetch at most this many bytes of each (the room left beside the resident windows).
+    pub cap: u64,
     /// Touch the prefetched pages from a background thread (reads done before compute).
     pub touch: bool,
-    /// Drop window i from the page cache right after use.
+    /// Drop streamed windows from the page cache right after use.
     pub release_done: bool,
 }
 
@@ -55,28 +60,41 @@ pub fn plan(window_bytes: &[u64], budget: u64, mode: PrefetchMode) -> Policy {
     let total: u64 = window_bytes.iter().sum();
     let streams = total > budget;
     if k == 0 || mode == PrefetchMode::Off {
-        return Policy { streams, ..Policy::default() };
+        return Policy { streams, keep: k, ..Policy::default() };
     }
     if !streams {
         // Everything stays resident after the first token; advice warms the first one.
         let touch = matches!(mode, PrefetchMode::Touch);
-        return Policy { streams, depth: 1, touch, release_done: false };
+        return Policy { streams, keep: k, depth: 1, cap: u64::MAX, touch, release_done: false };
     }
-    // Deepest d such that any d consecutive upcoming windows fit together. Never the whole
-    // cycle: the window after those is the one just used.
-    let fits = |d: usize| (0..k).all(|i| (1..=d).map(|j| window_bytes[(i + j) % k]).sum::<u64>() <= budget);
-    let depth = (1..k).take_while(|&d| fits(d)).last().unwrap_or(0);
-    if depth == 0 {
-        // One window exceeds the budget (or k = 1): prefetching would evict its own start.
-        return Policy { streams, ..Policy::default() };
+    // Streamed windows in flight at once: the one running or just read, plus d - 1 ahead.
+    let inflight = |keep: usize, d: usize| {
+        let mut s: Vec<u64> = window_bytes[keep..].to_vec();
+        s.sort_unstable_by(|a, b| b.cmp(a));
+        s.iter().take(d).sum::<u64>()
+    };
+    let resident = |keep: usize| window_bytes[..keep].iter().sum::<u64>();
+    // Most resident windows that leave some room to stream the rest through.
+    let keep = (0..k).rev().find(|&r| resident(r) + MIN_ROOM <= budget).unwrap_or(0);
+    let room = budget.saturating_sub(resident(keep));
+    if room < MIN_ROOM || k == 1 {
+        // No room, or the only window is the one just used: the OS alone.
+        return Policy { streams, keep, ..Policy::default() };
     }
+    let depth = (1..=k - keep).take_while(|&d| inflight(keep, d) <= room).last().unwrap_or(1);
+    let cap = if inflight(keep, 1) <= room { u64::MAX } else { room };
     let touch = !matches!(mode, PrefetchMode::Advise);
-    Policy { streams, depth, touch, release_done: true }
+    Policy { streams, keep, depth, cap, touch, release_done: true }
 }
 
-/// Indices of the windows to prefetch after window `i` of `k`.
-pub fn ahead(i: usize, k: usize, depth: usize) -> impl Iterator<Item = usize> {
-    (1..=depth.min(k)).map(move |j| (i + j) % k.max(1))
+/// Less room than this beside the resident windows is not worth prefetching into.
+const MIN_ROOM: u64 = 8 << 20;
+
+/// Windows to prefetch after window `i` of `k`, with how many windows later each runs: the next
+/// `depth` streamed windows (`keep..k`), or the next window when none streams.
+pub fn ahead(i: usize, k: usize, keep: usize, depth: usize) -> Vec<(usize, usize)> {
+    let streamed = |j: usize| j >= keep || keep >= k;
+    (1..=k).map(|d| ((i + d) % k, d)).filter(|&(j, _)| streamed(j)).take(depth).collect()
 }
 
 #[cfg(test)]
@@ -88,41 +106,52 @@ mod tests {
     #[test]
     fn fitting_share_prefetches_one_window_and_keeps_everything() {
         let p = plan(&[100 * M; 4], 1000 * M, PrefetchMode::Auto);
-        assert_eq!(p, Policy { streams: false, depth: 1, touch: false, release_done: false });
+        assert_eq!(p, Policy { streams: false, keep: 4, depth: 1, cap: u64::MAX, touch: false, release_done: false });
         assert!(plan(&[100 * M; 4], 1000 * M, PrefetchMode::Touch).touch);
     }
 
     #[test]
-    fn streaming_share_prefetches_only_what_fits() {
-        // 4 windows of 100 MiB, 250 MiB budget: two upcoming windows fit, three do not.
+    fn streaming_share_keeps_most_and_streams_the_rest_through_the_room_left() {
+        // 4 windows of 100 MiB, 250 MiB budget: two resident, 50 MiB of room for the others.
         let p = plan(&[100 * M; 4], 250 * M, PrefetchMode::Auto);
-        assert_eq!(p, Policy { streams: true, depth: 2, touch: true, release_done: true });
-        // Uneven windows: the largest pair decides.
-        let p = plan(&[50 * M, 150 * M, 50 * M, 50 * M], 180 * M, PrefetchMode::Auto);
-        assert_eq!(p.depth, 1);
+        assert_eq!(p, Policy { streams: true, keep: 2, depth: 1, cap: 50 * M, touch: true, release_done: true });
+        let p = plan(&[100 * M; 4], 210 * M, PrefetchMode::Auto);
+        assert_eq!((p.keep, p.depth, p.cap), (2, 1, 10 * M));
+        let p = plan(&[100 * M; 4], 320 * M, PrefetchMode::Auto);
+        assert_eq!((p.keep, p.depth, p.cap), (3, 1, 20 * M));
+        // Two windows, the first resident: the second streams through what is left.
+        let p = plan(&[100 * M; 2], 150 * M, PrefetchMode::Auto);
+        assert_eq!((p.keep, p.depth, p.cap), (1, 1, 50 * M));
+        // Room for a whole streamed window.
+        let p = plan(&[100 * M, 10 * M, 10 * M, 10 * M], 125 * M, PrefetchMode::Auto);
+        assert_eq!((p.keep, p.depth, p.cap), (2, 1, u64::MAX));
         assert!(!plan(&[100 * M; 4], 250 * M, PrefetchMode::Advise).touch);
     }
 
     #[test]
-    fn never_prefetches_a_window_that_cannot_fit_or_the_whole_cycle() {
-        assert_eq!(plan(&[300 * M; 4], 250 * M, PrefetchMode::Auto).depth, 0);
+    fn no_prefetch_without_room() {
+        let p = plan(&[300 * M; 4], 4 * M, PrefetchMode::Auto);
+        assert_eq!((p.keep, p.depth), (0, 0));
         // k = 1 and streaming: the only window is the one just used.
-        assert_eq!(plan(&[300 * M], 250 * M, PrefetchMode::Auto).depth, 0);
-        // Budget for 3 of 4 windows but the share does not fit: at most k - 1 ahead.
-        assert_eq!(plan(&[100 * M; 4], 399 * M, PrefetchMode::Auto).depth, 3);
+        let p = plan(&[300 * M], 250 * M, PrefetchMode::Auto);
+        assert_eq!((p.depth, p.release_done), (0, false));
     }
 
     #[test]
     fn off_does_nothing() {
         let p = plan(&[100 * M; 4], 250 * M, PrefetchMode::Off);
-        assert_eq!(p, Policy { streams: true, ..Policy::default() });
+        assert_eq!(p, Policy { streams: true, keep: 4, ..Policy::default() });
     }
 
     #[test]
-    fn ahead_is_cyclic() {
-        assert_eq!(ahead(2, 4, 2).collect::<Vec<_>>(), vec![3, 0]);
-        assert_eq!(ahead(0, 1, 1).collect::<Vec<_>>(), vec![0]);
-        assert_eq!(ahead(1, 4, 0).count(), 0);
+    fn ahead_is_cyclic_and_skips_resident_windows() {
+        // Nothing streams: the next window.
+        assert_eq!(ahead(3, 4, 4, 1), vec![(0, 1)]);
+        assert_eq!(ahead(0, 1, 1, 1), vec![(0, 1)]);
+        // Windows 0, 1 resident: after 3 comes 2 (three windows later).
+        assert_eq!(ahead(3, 4, 2, 1), vec![(2, 3)]);
+        assert_eq!(ahead(2, 4, 2, 2), vec![(3, 1), (2, 4)]);
+        assert!(ahead(1, 4, 0, 0).is_empty());
     }
 
     #[test]
