@@ -53,6 +53,10 @@ PORT=7790
 [ -f "$MODEL" ] || { echo "no model at $MODEL" >&2; exit 1; }
 MODEL=$(readlink -f "$MODEL")
 mkdir -p "$WORK"
+# A private copy under another name: test suites on the same machine that clean up their own
+# `prima agent`s by name must not kill ours.
+cp "$PRIMA" "$WORK/phcd.new" && mv "$WORK/phcd.new" "$WORK/phcd"
+PRIMA=$WORK/phcd
 
 # cgroups v1: memory under our own memory cgroup (we may not own the root), cpu/blkio at root.
 MEMCG=/sys/fs/cgroup/memory$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)/$TAG

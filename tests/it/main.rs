@@ -3,6 +3,7 @@
 mod cluster;
 mod common;
 mod gguf;
+mod memory;
 mod model;
 mod quant;
 mod sched;
