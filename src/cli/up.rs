@@ -23,9 +23,13 @@ use crate::tokenizer::Tokenizer;
 #[derive(FromArgs)]
 #[argh(subcommand, name = "up")]
 pub struct UpArgs {
-    /// the cluster file (see cluster.example.toml)
+    /// the cluster file (see cluster.example.toml); without it, the built-in example: three
+    /// devices on this machine running the demo model (fetched into models/ if absent)
     #[argh(positional)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    /// start agents for loopback devices that nothing is serving (implied without a cluster file)
+    #[argh(switch)]
+    pub local_agents: bool,
     /// prompt to continue
     #[argh(option, short = 'p')]
     pub prompt: Option<String>,
@@ -54,7 +58,16 @@ fn engine() -> EngineKind {
 }
 
 pub fn run(a: UpArgs) -> Result<()> {
-    let cfg = ClusterConfig::load(&a.config)?;
+    let cfg = match &a.config {
+        Some(path) => ClusterConfig::load(path)?,
+        None => crate::cluster::local::default_cluster(&std::env::current_dir()?)?,
+    };
+    let _local_agents = if a.local_agents || a.config.is_none() {
+        let root = cfg.path.parent().unwrap_or(std::path::Path::new(".")).join(".prima-local");
+        Some(crate::cluster::local::start_missing_agents(&cfg, &root)?)
+    } else {
+        None
+    };
     if let Some(m) = &a.prefetch {
         crate::memory::pager::set_mode(crate::memory::PrefetchMode::parse(m)?);
     }
@@ -129,6 +142,7 @@ pub fn run(a: UpArgs) -> Result<()> {
     let head_stats = ring.stats;
     let members = ring.members.clone();
     let head_ranges = ring.head_ranges.clone();
+    let plan = ring.plan.clone();
     let stats = ring.stop()?;
     if n_out > 0 {
         eprintln!("up: {n_out} tokens in {secs:.2} s; per device and generated token:");
@@ -144,6 +158,22 @@ pub fn run(a: UpArgs) -> Result<()> {
     print_stats(&cfg.devices[0].name, "head", &fmt_ranges(&head_ranges), &head);
     for (m, s) in members.iter().zip(&stats) {
         print_stats(&m.name, &m.addr, &fmt_ranges(&m.ranges), s);
+    }
+    if let Some(hp) = plan.filter(|_| head.decode_steps > 0) {
+        let measured = |s: &WorkerStats| (s.compute_ns + s.send_ns) as f64 / 1e6 / s.decode_steps.max(1) as f64;
+        eprintln!("up: predicted vs measured (computing + sending, ms per token):");
+        let names = std::iter::once((cfg.devices[0].name.as_str(), &head))
+            .chain(members.iter().map(|m| m.name.as_str()).zip(&stats));
+        for (name, s) in names {
+            if let Some(d) = hp.devices.iter().find(|d| d.name == name) {
+                eprintln!("  {name:12} predicted {:8.2}  measured {:8.2}", d.ms.total(), measured(s));
+            }
+        }
+        let per_token = secs * 1e3 / n_out.max(1) as f64;
+        eprintln!(
+            "  {:12} predicted {:8.2}  measured {:8.2} (whole ring, incl. prompt)",
+            "total", hp.ms_per_token, per_token
+        );
     }
     Ok(())
 }

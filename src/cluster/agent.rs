@@ -155,6 +155,10 @@ fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
     loop {
         match conn.recv_ok()? {
             Msg::ShipBegin { size, sha256 } => return ship(sh, &mut conn, size, sha256),
+            Msg::ProfileRequest => match super::planning::cached_profile(&sh.opts.cache_dir) {
+                Ok(p) => conn.send(&Msg::ProfileReply { json: p.to_json() })?,
+                Err(e) => conn.send(&Msg::Error { msg: format!("profiling: {e}") })?,
+            },
             Msg::ModelCheck { model_id, header, tensors } => {
                 stream_err = None;
                 let r = cache::Receiver::open(&sh.opts.cache_dir, &model_id, &header, tensors);

@@ -12,11 +12,14 @@ use super::auth::{self, Secret};
 use super::cache;
 use super::config::{ClusterConfig, DeviceConfig, Plan};
 use super::messages::{EngineKind, Msg, RingRole};
+use super::planning;
 use super::ring::{self, Event, HeadStats, Member, Ring};
 use super::transport::{CHUNK, Conn, Timeouts};
 use crate::cpu::ThreadPool;
 use crate::error::{Context, Error, Result};
 use crate::gguf::GgufFile;
+use crate::profile::DeviceProfile;
+use crate::sched::halda;
 
 pub struct UpOptions {
     pub engine: EngineKind,
@@ -105,8 +108,7 @@ fn connect_current(d: &DeviceConfig, secret: &Secret, t: Timeouts, p: &Progress)
     }
     // Ship our own binary.
     let t0 = Instant::now();
-    let exe = std::env::current_exe().context("finding our own executable")?;
-    let bytes = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
+    let bytes = own_binary()?;
     let sha = super::sha256::sha256(&bytes);
     c.send(&Msg::ShipBegin { size: bytes.len() as u64, sha256: sha })?;
     for chunk in bytes.chunks(CHUNK) {
@@ -143,6 +145,16 @@ fn connect_current(d: &DeviceConfig, secret: &Secret, t: Timeouts, p: &Progress)
             Err(_) => {}
         }
     }
+}
+
+/// This program's bytes. On Linux through /proc/self/exe, which stays readable even when an
+/// agent sharing our path (devices on one machine) has already replaced the file.
+fn own_binary() -> Result<Vec<u8>> {
+    if let Ok(b) = std::fs::read("/proc/self/exe") {
+        return Ok(b);
+    }
+    let exe = std::env::current_exe().context("finding our own executable")?;
+    std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))
 }
 
 /// Make sure the device holds `names` of the model; stream what it lacks.
@@ -219,13 +231,80 @@ fn sync_model(
     Ok(())
 }
 
+/// Every device's profile, the head's first: measured here (cached per build) and asked of
+/// each agent over its control connection.
+fn profiles_of(
+    cfg: &ClusterConfig,
+    conns: &mut [&mut Conn],
+    opts: &UpOptions,
+    p: &Progress,
+) -> Result<Vec<DeviceProfile>> {
+    p.line("profiling the devices (cached per build; the first time takes a few seconds each)");
+    let head_dir = opts.hash_memo.clone().unwrap_or_else(std::env::temp_dir).join("head-profile");
+    let mut profiles = vec![planning::cached_profile(&head_dir)?];
+    profiles[0].name = cfg.devices[0].name.clone();
+    for (c, d) in conns.iter_mut().zip(&cfg.devices[1..]) {
+        let mut prof = planning::remote_profile(c, &dev_label(d))?;
+        prof.name = d.name.clone();
+        profiles.push(prof);
+    }
+    Ok(profiles)
+}
+
+/// Connect to every agent and collect the devices' profiles (for `prima plan cluster.toml`).
+pub fn gather_profiles(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Vec<DeviceProfile>> {
+    let p = Progress(opts.verbose);
+    let mut conns = Vec::new();
+    if cfg.devices.len() > 1 {
+        let secret = Secret::load(&cfg.secret_file)?;
+        for d in &cfg.devices[1..] {
+            conns.push(connect_current(d, &secret, cfg.timeouts, &p)?);
+        }
+    }
+    let mut live: Vec<&mut Conn> = conns.iter_mut().collect();
+    profiles_of(cfg, &mut live, opts, &p)
+}
+
 /// Bring the cluster up and return the head's end of the ring.
 pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let p = Progress(opts.verbose);
     let t = cfg.timeouts;
     let f = GgufFile::open(&cfg.model).with_context(|| format!("the model of {}", cfg.path.display()))?;
     let (n_layer, _, _) = ring::dims(&f)?;
-    let plan: Plan = cfg.plan(n_layer)?;
+    let secret = if cfg.devices.len() > 1 { Some(Secret::load(&cfg.secret_file)?) } else { None };
+    let mut conns = Vec::new();
+    for d in &cfg.devices[1..] {
+        conns.push(Some(connect_current(d, secret.as_ref().expect("n > 1"), t, &p)?));
+    }
+
+    // The split: manual windows, an even split, or Halda over every device's profile.
+    let choice = planning::choose(cfg, &f, n_layer, || {
+        let mut live: Vec<&mut Conn> = conns.iter_mut().map(|c| c.as_mut().expect("all connected")).collect();
+        profiles_of(cfg, &mut live, opts, &p)
+    })?;
+    if let Some(hp) = &choice.halda {
+        p.line(format!("plan (Halda):\n{}", halda::render(hp).trim_end()));
+    }
+    // Devices the plan drops leave the ring: keep the others, in ring order.
+    let mut kept = Vec::new();
+    let mut active_conns = Vec::new();
+    for (i, (d, keep)) in cfg.devices.iter().zip(&choice.active).enumerate() {
+        if *keep {
+            kept.push(d.clone());
+            if i > 0 {
+                active_conns.push(conns[i - 1].take());
+            }
+        } else {
+            p.line(format!("{} gets no layers and stays idle", dev_label(d)));
+        }
+    }
+    let mut conns: Vec<Conn> = active_conns.into_iter().flatten().collect();
+    let cfg = &{
+        let mut c = cfg.clone();
+        c.devices = kept;
+        c
+    };
+    let plan: Plan = choice.plan.clone();
     let n = cfg.devices.len();
     p.line(format!(
         "{}: {n_layer} layers, {n} device(s), {} round(s), windows {:?}",
@@ -233,12 +312,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
         plan.rounds,
         plan.windows
     ));
-    let secret = if n > 1 { Some(Secret::load(&cfg.secret_file)?) } else { None };
 
-    let mut conns = Vec::new();
-    for d in &cfg.devices[1..] {
-        conns.push(connect_current(d, secret.as_ref().expect("n > 1"), t, &p)?);
-    }
     for (i, c) in conns.iter_mut().enumerate() {
         let d = &cfg.devices[i + 1];
         let names: Vec<String> =
@@ -371,6 +445,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
         kv_len: 0,
         n_ctx: cfg.ctx_size as usize,
         logits: Vec::new(),
+        plan: choice.halda,
     })
 }
 

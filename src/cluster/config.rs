@@ -20,6 +20,7 @@ struct RawConfig {
     model: Spanned<String>,
     secret_file: Spanned<String>,
     rounds: Option<Spanned<u32>>,
+    schedule: Option<Spanned<String>>,
     ctx_size: Option<Spanned<u32>>,
     batch_size: Option<Spanned<u32>>,
     timeout_secs: Option<Spanned<f64>>,
@@ -37,6 +38,15 @@ struct RawDevice {
     window: Option<Spanned<u32>>,
     gpu_layers: Option<u32>,
     threads: Option<Spanned<u32>>,
+}
+
+/// How layers are split when no device has a manual `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// The Halda plan over every device's measured profile; may drop devices.
+    Halda,
+    /// Equal windows on every device (demos and tests of the ring itself).
+    Even,
 }
 
 /// Generation defaults (`[generate]`), overridable on the command line.
@@ -77,6 +87,7 @@ pub struct ClusterConfig {
     pub model: PathBuf,
     pub secret_file: PathBuf,
     pub rounds: Option<u32>,
+    pub schedule: Schedule,
     pub ctx_size: u32,
     /// Prompt tokens per ring pass during prefill.
     pub batch_size: u32,
@@ -185,6 +196,16 @@ impl ClusterConfig {
         {
             return Err(Error::msg(format!("{}: rounds = 0; use 1 or more (or leave it out)", at(r.span()))));
         }
+        let schedule = match raw.schedule.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+            None | Some(("halda", _)) => Schedule::Halda,
+            Some(("even", _)) => Schedule::Even,
+            Some((other, span)) => {
+                return Err(Error::msg(format!(
+                    "{}: schedule = \"{other}\"; use \"halda\" (plan from device profiles) or \"even\" (equal windows)",
+                    at(span)
+                )));
+            }
+        };
         let ctx_size = raw.ctx_size.as_ref().map(|c| *c.get_ref()).unwrap_or(4096);
         if let Some(c) = &raw.ctx_size
             && *c.get_ref() < 16
@@ -214,6 +235,7 @@ impl ClusterConfig {
             model: dir.join(raw.model.get_ref()),
             secret_file: dir.join(raw.secret_file.get_ref()),
             rounds: raw.rounds.as_ref().map(|r| *r.get_ref()),
+            schedule,
             ctx_size,
             batch_size,
             timeouts,

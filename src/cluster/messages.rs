@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of [`Msg`].
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go
 /// in the device's cache file (offset from the start of that file).
@@ -93,6 +93,12 @@ pub enum Msg {
     ShipEnd,
     /// Sent by the agent right before it re-executes.
     Restarting,
+    /// Measure this device for the scheduler (or reuse the measurement cached for this build).
+    ProfileRequest,
+    /// A `DeviceProfile` as JSON (the format `prima bench --profile --json` prints).
+    ProfileReply {
+        json: String,
+    },
     /// Does the device hold these tensors of model `model_id`? `header` is the GGUF header of the
     /// device's cache file (every metadata key, the listed tensors' infos).
     ModelCheck {
@@ -174,6 +180,8 @@ impl Msg {
             Msg::ShipChunk { .. } => "ShipChunk",
             Msg::ShipEnd => "ShipEnd",
             Msg::Restarting => "Restarting",
+            Msg::ProfileRequest => "ProfileRequest",
+            Msg::ProfileReply { .. } => "ProfileReply",
             Msg::ModelCheck { .. } => "ModelCheck",
             Msg::ModelStatus { .. } => "ModelStatus",
             Msg::TensorChunk { .. } => "TensorChunk",

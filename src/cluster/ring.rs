@@ -361,6 +361,8 @@ pub struct Ring {
     pub kv_len: usize,
     pub n_ctx: usize,
     pub logits: Vec<f32>,
+    /// The Halda plan the split came from, if any (for predicted-vs-measured reports).
+    pub plan: Option<crate::sched::halda::Plan>,
     /// Prefetch and release of the head's own windows.
     pub pager: crate::memory::Pager,
 }

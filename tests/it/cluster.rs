@@ -151,6 +151,9 @@ fn write_config(
     if let Some(k) = rounds {
         s.push_str(&format!("rounds = {k}\n"));
     }
+    // These tests exercise the ring itself: without manual windows, split evenly (the Halda
+    // schedule is tested on its own).
+    s.push_str("schedule = \"even\"\n");
     for (name, addr, window) in devices {
         s.push_str(&format!("\n[[device]]\nname = \"{name}\"\naddr = \"{addr}\"\nthreads = 1\n"));
         if let Some(w) = window {
