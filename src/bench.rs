@@ -28,6 +28,9 @@ pub struct BenchResult {
     pub n_batch: usize,
     pub samples_ns: Vec<u64>,
     pub kernels: String,
+    /// Weight bytes one generated token reads (every matrix once; the embedding table only
+    /// when the output projection is tied to it).
+    pub weight_bytes_per_token: u64,
 }
 
 impl BenchResult {
@@ -71,6 +74,30 @@ pub fn model_type(m: &Model) -> String {
     format!("{} {size} {}", m.config.arch_name, crate::model::file_type_name(m))
 }
 
+/// Bytes of weights a decode step streams: all tensors except the token embedding, which is
+/// read one row per token unless it doubles as the output projection.
+pub fn weight_bytes_per_token(m: &Model) -> u64 {
+    let tied = m.gguf.tensor("output.weight").is_none();
+    m.gguf.tensors.iter().filter(|t| tied || t.name != "token_embd.weight").map(|t| t.size).sum()
+}
+
+/// The memory-bandwidth bound of decode: `weight bytes per token ÷ read bandwidth`, against
+/// the measured tg rate. One line for the report.
+pub fn bandwidth_bound_line(r: &BenchResult, read_gbps: f64) -> String {
+    let bound_ts = read_gbps * 1e9 / r.weight_bytes_per_token.max(1) as f64;
+    format!(
+        "{}: {:.1} MB of weights per token, RAM read {:.2} GB/s ({} threads) -> bound {:.2} t/s ({:.1} ms/token); measured {:.2} t/s = {:.0}% of the bound",
+        r.test_name(),
+        r.weight_bytes_per_token as f64 / 1e6,
+        read_gbps,
+        r.n_threads,
+        bound_ts,
+        1e3 / bound_ts,
+        r.avg_ts(),
+        100.0 * r.avg_ts() / bound_ts
+    )
+}
+
 /// Run the pp and tg tests (each skipped when its count is 0), one warm-up run each.
 pub fn run(path: &str, p: &BenchParams, mut progress: impl FnMut(&str)) -> Result<Vec<BenchResult>> {
     let m = Model::open(path)?;
@@ -90,6 +117,7 @@ pub fn run(path: &str, p: &BenchParams, mut progress: impl FnMut(&str)) -> Resul
         n_batch: crate::model::session::DEFAULT_BATCH,
         samples_ns: Vec::new(),
         kernels: crate::cpu::kernel_summary(),
+        weight_bytes_per_token: weight_bytes_per_token(&m),
     };
     let mut results = Vec::new();
     if p.n_prompt > 0 {

@@ -105,6 +105,11 @@ fn run_model(a: &BenchArgs, model: &str) -> Result<()> {
     let params = crate::bench::BenchParams { n_prompt: a.n_prompt, n_gen: a.n_gen, threads, reps: a.reps.max(1) };
     eprintln!("kernels: {}", crate::cpu::kernel_summary());
     let results = crate::bench::run(model, &params, |line| eprintln!("{line}"))?;
+    if let Some(tg) = results.iter().find(|r| r.n_gen > 0) {
+        // Twice the largest cache of common CPUs, at least 256 MiB.
+        let gbps = measure::ram_read_gbps(512 << 20, threads);
+        eprintln!("{}", crate::bench::bandwidth_bound_line(tg, gbps));
+    }
     if a.json {
         println!("{}", crate::bench::render_json(&results));
     } else {

@@ -5,10 +5,11 @@ mod bench;
 mod chat;
 mod common;
 mod fetch;
-mod inspect;
+pub mod inspect;
 mod perplexity;
 mod plan;
 mod run;
+mod synth;
 mod tokenize;
 mod up;
 
@@ -36,6 +37,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     Agent(agent::AgentArgs),
     Up(up::UpArgs),
+    Down(up::DownArgs),
+    Synth(synth::SynthArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -50,5 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Up(a) => up::run(a),
+        Command::Down(a) => up::down(a),
+        Command::Synth(a) => synth::run(a),
     }
 }

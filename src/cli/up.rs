@@ -216,3 +216,17 @@ pub fn generate_ids(
         next = sampler.sample(ring.decode(&[next])?);
     }
 }
+
+/// stop every ring running on the agents of a cluster.toml (the agents stay up); a head that
+/// exits or is interrupted stops its ring by itself
+#[derive(FromArgs)]
+#[argh(subcommand, name = "down")]
+pub struct DownArgs {
+    /// the cluster file
+    #[argh(positional)]
+    pub config: PathBuf,
+}
+
+pub fn down(a: DownArgs) -> Result<()> {
+    crate::cluster::bootstrap::down(&ClusterConfig::load(&a.config)?)
+}

@@ -53,6 +53,10 @@ struct Shared {
     opts: AgentOptions,
     /// Sessions waiting for (or holding) ring links, by session id.
     joins: Joins,
+    /// Links of running ring sessions, closed by `Down`.
+    active: Mutex<HashMap<u64, Vec<super::transport::Sender>>>,
+    /// Models being streamed in by some session.
+    streaming: Mutex<std::collections::HashSet<String>>,
     open: AtomicUsize,
 }
 
@@ -72,7 +76,13 @@ pub fn serve_on(listener: TcpListener, opts: AgentOptions) -> Result<()> {
         .with_context(|| format!("creating cache dir {}", opts.cache_dir.display()))?;
     log(&opts.listen, format!("listening (prima {}, cache {})", env!("CARGO_PKG_VERSION"), opts.cache_dir.display()));
     let _ = build_id();
-    let shared = Arc::new(Shared { opts, joins: Mutex::new(HashMap::new()), open: AtomicUsize::new(0) });
+    let shared = Arc::new(Shared {
+        opts,
+        joins: Mutex::new(HashMap::new()),
+        active: Mutex::new(HashMap::new()),
+        streaming: Mutex::default(),
+        open: AtomicUsize::new(0),
+    });
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -113,7 +123,11 @@ fn handle(sh: &Shared, stream: TcpStream, peer: &str) -> Result<()> {
         Msg::Hello => {
             log(&sh.opts.listen, format!("{peer}: head connected"));
             let tx = conn.tx.clone();
-            let r = control(sh, conn);
+            let mut streaming = None;
+            let r = control(sh, conn, &mut streaming);
+            if let Some(m) = streaming {
+                sh.streaming.lock().unwrap_or_else(|p| p.into_inner()).remove(&m);
+            }
             tx.close();
             match &r {
                 Ok(()) => log(&sh.opts.listen, format!("{peer}: session ended, idle")),
@@ -137,11 +151,21 @@ fn handle(sh: &Shared, stream: TcpStream, peer: &str) -> Result<()> {
                 }
             }
         }
+        Msg::Down => {
+            let sessions: Vec<_> = sh.active.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+            for (_, links) in &sessions {
+                for l in links {
+                    l.close();
+                }
+            }
+            log(&sh.opts.listen, format!("{peer}: down: stopped {} ring session(s)", sessions.len()));
+            conn.send(&Msg::DownReply { sessions: sessions.len() as u32 })
+        }
         m => Err(Error::msg(format!("expected Hello or RingJoin, got {}", m.name()))),
     }
 }
 
-fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
+fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> Result<()> {
     conn.send(&Msg::HelloReply {
         version: env!("CARGO_PKG_VERSION").to_string(),
         build_id: build_id(),
@@ -149,6 +173,8 @@ fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
         arch: std::env::consts::ARCH.to_string(),
     })?;
     let mut rx: Option<cache::Receiver> = None;
+    // The model this session streams: its entry in `sh.streaming`, released by the caller.
+    let streaming = streaming_slot;
     // The cache file verified in this session: what `Assign` loads.
     let mut model: Option<PathBuf> = None;
     let mut stream_err: Option<String> = None;
@@ -161,6 +187,19 @@ fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
             },
             Msg::ModelCheck { model_id, header, tensors } => {
                 stream_err = None;
+                // One stream per model at a time: a second head waits for its turn, briefly.
+                let t0 = Instant::now();
+                while !sh.streaming.lock().unwrap_or_else(|p| p.into_inner()).insert(model_id.clone()) {
+                    if t0.elapsed() > sh.opts.timeouts.io {
+                        let msg = "another head is sending this model to this device right now; try again later";
+                        conn.send(&Msg::Error { msg: msg.into() })?;
+                        return Err(Error::msg(msg));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if let Some(old) = streaming.replace(model_id.clone()) {
+                    sh.streaming.lock().unwrap_or_else(|p| p.into_inner()).remove(&old);
+                }
                 let r = cache::Receiver::open(&sh.opts.cache_dir, &model_id, &header, tensors);
                 match r {
                     Ok(r) => {
@@ -190,6 +229,9 @@ fn control(sh: &Shared, mut conn: Conn) -> Result<()> {
                 match r.finish() {
                     Ok(p) => {
                         model = Some(p);
+                        if let Some(m) = streaming.take() {
+                            sh.streaming.lock().unwrap_or_else(|p| p.into_inner()).remove(&m);
+                        }
                         conn.send(&Msg::ModelStatus { have: r.have().to_vec() })?
                     }
                     Err(e) => {
@@ -334,7 +376,12 @@ fn worker(
         Ok(m) => Event::Ring(Msg::Error { msg: format!("unexpected {} from the next device", m.name()) }),
         Err(e) => Event::RingClosed(e.context("link to the next device")),
     });
+    sh.active
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(session, vec![ctl.clone(), inbound.tx.clone(), outbound.tx.clone()]);
     let r = ring::run_worker(windows, &events, &outbound.tx);
+    sh.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&session);
     let out = match r {
         Ok(stats) => {
             let sent = ctl.send(&Msg::Stopped { stats });

@@ -270,7 +270,18 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let p = Progress(opts.verbose);
     let t = cfg.timeouts;
     let f = GgufFile::open(&cfg.model).with_context(|| format!("the model of {}", cfg.path.display()))?;
-    let (n_layer, _, _) = ring::dims(&f)?;
+    let (n_layer, n_embd, _) = ring::dims(&f)?;
+    let batch_bytes = cfg.batch_size as usize * n_embd * 4;
+    if batch_bytes + 4096 > super::transport::MAX_FRAME {
+        return Err(Error::msg(format!(
+            "{}: batch_size = {} makes {} MiB activation messages, above the {} MiB limit; use batch_size = {} or less",
+            cfg.path.display(),
+            cfg.batch_size,
+            batch_bytes >> 20,
+            super::transport::MAX_FRAME >> 20,
+            (super::transport::MAX_FRAME - 4096) / (n_embd * 4)
+        )));
+    }
     let secret = if cfg.devices.len() > 1 { Some(Secret::load(&cfg.secret_file)?) } else { None };
     let mut conns = Vec::new();
     for d in &cfg.devices[1..] {
@@ -306,17 +317,16 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     };
     let plan: Plan = choice.plan.clone();
     let n = cfg.devices.len();
+    let devices = &cfg.devices;
     p.line(format!(
         "{}: {n_layer} layers, {n} device(s), {} round(s), windows {:?}",
         cfg.model.display(),
         plan.rounds,
         plan.windows
     ));
-
     for (i, c) in conns.iter_mut().enumerate() {
-        let d = &cfg.devices[i + 1];
-        let names: Vec<String> =
-            plan.ranges(i + 1).into_iter().flatten().flat_map(|l| cache::layer_tensor_names(&f, l)).collect();
+        let d = &devices[i + 1];
+        let names = ring::window_tensor_names(&f, &plan.ranges(i + 1))?;
         let th = Instant::now();
         let hashes = cache::tensor_hashes(&f, &names, opts.hash_memo.as_deref())?;
         if th.elapsed() > Duration::from_secs(1) {
@@ -335,7 +345,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let model_id = cache::model_id(&f);
     let threads = |d: &DeviceConfig| d.threads.unwrap_or(0);
     for (i, c) in conns.iter().enumerate() {
-        let d = &cfg.devices[i + 1];
+        let d = &devices[i + 1];
         let windows = plan.ranges(i + 1).iter().map(|r| (r.start as u32, r.end as u32)).collect();
         c.send(&Msg::Assign {
             session,
@@ -348,7 +358,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     }
     let t0 = Instant::now();
     let head_ranges = plan.ranges(0);
-    let head_threads = match threads(&cfg.devices[0]) {
+    let head_threads = match threads(&devices[0]) {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n as usize,
     };
@@ -357,12 +367,12 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let head = ring::open_head(opts.engine, &cfg.model, &pool)?;
     p.line(format!(
         "load {} (head): layers {} in {:.2} s",
-        cfg.devices[0].name,
+        devices[0].name,
         ring::fmt_ranges(&head_ranges),
         t0.elapsed().as_secs_f64()
     ));
     for (i, c) in conns.iter_mut().enumerate() {
-        let d = &cfg.devices[i + 1];
+        let d = &devices[i + 1];
         match c.recv_ok().with_context(|| format!("loading layers on {}", dev_label(d)))? {
             Msg::Assigned { load_ms } => p.line(format!(
                 "load {}: layers {} in {:.2} s",
@@ -383,7 +393,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     if n > 1 {
         let secret = secret.as_ref().expect("n > 1");
         for (i, c) in conns.iter().enumerate() {
-            let next = if i + 2 < n { Some(cfg.devices[i + 2].addr.clone()) } else { None };
+            let next = if i + 2 < n { Some(devices[i + 2].addr.clone()) } else { None };
             c.send(&Msg::Connect { next })?;
         }
         let link = |d: &DeviceConfig, role| -> Result<Conn> {
@@ -392,12 +402,12 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
             c.send(&Msg::RingJoin { session, role })?;
             Ok(c)
         };
-        let first = link(&cfg.devices[1], RingRole::Inbound)
-            .with_context(|| format!("ring link to {}", dev_label(&cfg.devices[1])))?;
-        let last = link(&cfg.devices[n - 1], RingRole::Outbound)
-            .with_context(|| format!("ring link from {}", dev_label(&cfg.devices[n - 1])))?;
+        let first =
+            link(&devices[1], RingRole::Inbound).with_context(|| format!("ring link to {}", dev_label(&devices[1])))?;
+        let last = link(&devices[n - 1], RingRole::Outbound)
+            .with_context(|| format!("ring link from {}", dev_label(&devices[n - 1])))?;
         for (i, c) in conns.iter_mut().enumerate() {
-            let d = &cfg.devices[i + 1];
+            let d = &devices[i + 1];
             match c.recv_ok().with_context(|| format!("forming the ring at {}", dev_label(d)))? {
                 Msg::RingReady => {}
                 m => return Err(Error::msg(format!("{}: expected RingReady, got {}", dev_label(d), m.name()))),
@@ -421,10 +431,10 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
                 Err(e) => Event::ControlClosed(i, e),
             });
         }
-        p.line(format!("ring ready: {}", cfg.devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" → ")));
+        p.line(format!("ring ready: {}", devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" → ")));
     }
     drop(etx);
-    let members = cfg.devices[1..]
+    let members = devices[1..]
         .iter()
         .enumerate()
         .map(|(i, d)| Member { name: d.name.clone(), addr: d.addr.clone(), ranges: plan.ranges(i + 1) })
@@ -461,4 +471,30 @@ pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
         }
         h.update(&buf[..n]);
     }
+}
+
+/// `prima down`: ask every agent to stop its ring sessions (agents stay up).
+pub fn down(cfg: &ClusterConfig) -> Result<()> {
+    let secret = Secret::load(&cfg.secret_file)?;
+    let t = cfg.timeouts;
+    let mut failed = Vec::new();
+    for d in &cfg.devices[1..] {
+        let r = (|| -> Result<u32> {
+            let mut c = Conn::connect(&d.addr, d.name.clone(), t)?;
+            auth::client(&mut c, &secret, t)?;
+            c.send(&Msg::Down)?;
+            match c.recv_ok()? {
+                Msg::DownReply { sessions } => Ok(sessions),
+                m => Err(Error::msg(format!("expected DownReply, got {}", m.name()))),
+            }
+        })();
+        match r {
+            Ok(n) => eprintln!("down: {}: stopped {n} ring session(s)", dev_label(d)),
+            Err(e) => {
+                eprintln!("down: {}: {e}", dev_label(d));
+                failed.push(d.name.clone());
+            }
+        }
+    }
+    if failed.is_empty() { Ok(()) } else { Err(Error::msg(format!("could not reach {}", failed.join(", ")))) }
 }

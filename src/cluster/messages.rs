@@ -1,13 +1,17 @@
 //! Everything that travels between the head and the agents, as one postcard enum.
 //!
 //! A frame on the wire is `[u32 LE length][u8 PROTOCOL_VERSION][postcard(Msg)]`, where the length
-//! counts the version byte and the payload. Postcard is not self-describing, so the version byte
-//! is checked before decoding: peers built from different protocol versions fail loudly instead
-//! of misreading each other.
+//! counts the version byte and the payload (a heartbeat is a frame without payload). Postcard is
+//! not self-describing, so the version byte is checked: peers built from different protocol
+//! versions understand each other only for the frozen bootstrap messages ([`Msg::is_frozen`]:
+//! authentication, hello, binary shipping — enough for a head to upgrade an agent) and fail
+//! loudly on anything else instead of misreading it.
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped on every incompatible change of [`Msg`].
+/// Bumped on every incompatible change of [`Msg`]. The first ten variants (authentication,
+/// `Hello`, `Ship*`, `Restarting`) never change shape or index, so any agent can be upgraded by a
+/// newer head.
 pub const PROTOCOL_VERSION: u8 = 2;
 
 /// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go
@@ -164,9 +168,34 @@ pub enum Msg {
     Error {
         msg: String,
     },
+
+    // --- appended (earlier variants keep their indices) ---
+    /// `prima down`: stop every ring session this agent serves (the agent stays up).
+    Down,
+    DownReply {
+        sessions: u32,
+    },
 }
 
 impl Msg {
+    /// Messages whose index and shape never change, so that any two versions of prima can
+    /// authenticate, say hello and ship a binary (the upgrade path).
+    pub fn is_frozen(&self) -> bool {
+        matches!(
+            self,
+            Msg::AuthInit { .. }
+                | Msg::AuthChallenge { .. }
+                | Msg::AuthResponse { .. }
+                | Msg::AuthOk
+                | Msg::Hello
+                | Msg::HelloReply { .. }
+                | Msg::ShipBegin { .. }
+                | Msg::ShipChunk { .. }
+                | Msg::ShipEnd
+                | Msg::Restarting
+        )
+    }
+
     /// Short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
@@ -197,6 +226,8 @@ impl Msg {
             Msg::Kv(_) => "Kv",
             Msg::Heartbeat => "Heartbeat",
             Msg::Error { .. } => "Error",
+            Msg::Down => "Down",
+            Msg::DownReply { .. } => "DownReply",
         }
     }
 }

@@ -36,6 +36,10 @@ impl Default for Timeouts {
 
 /// Serialise a message into a complete frame.
 pub fn encode(msg: &Msg) -> Vec<u8> {
+    if *msg == Msg::Heartbeat {
+        // A frame with no payload: understood by every version.
+        return vec![1, 0, 0, 0, PROTOCOL_VERSION];
+    }
     let mut out = vec![0u8; 5];
     out[4] = PROTOCOL_VERSION;
     let mut out = postcard::to_extend(msg, out).expect("postcard encoding into a Vec cannot fail");
@@ -44,15 +48,27 @@ pub fn encode(msg: &Msg) -> Vec<u8> {
     out
 }
 
-/// Decode the body of a frame (version byte + payload).
+/// Decode the body of a frame (version byte + payload). A peer of another protocol version is
+/// understood only for the frozen bootstrap messages (authentication, hello, binary shipping),
+/// which is exactly what a head needs to upgrade it.
 pub fn decode(body: &[u8]) -> Result<Msg> {
-    match body.first() {
-        None => Err(Error::msg("empty frame")),
-        Some(&v) if v != PROTOCOL_VERSION => Err(Error::msg(format!(
-            "peer speaks protocol version {v}, this prima speaks {PROTOCOL_VERSION} (run `prima up` to upgrade the agents)"
-        ))),
-        Some(_) => postcard::from_bytes(&body[1..]).map_err(|e| Error::msg(format!("malformed frame: {e}"))),
+    let Some(&v) = body.first() else { return Err(Error::msg("empty frame")) };
+    if body.len() == 1 {
+        return Ok(Msg::Heartbeat);
     }
+    let m: Msg = postcard::from_bytes(&body[1..]).map_err(|e| {
+        if v == PROTOCOL_VERSION { Error::msg(format!("malformed frame: {e}")) } else { other_version(v) }
+    })?;
+    if v != PROTOCOL_VERSION && !m.is_frozen() {
+        return Err(other_version(v));
+    }
+    Ok(m)
+}
+
+fn other_version(v: u8) -> Error {
+    Error::msg(format!(
+        "peer speaks protocol version {v}, this prima speaks {PROTOCOL_VERSION} (run `prima up` from the newer head to upgrade the agents)"
+    ))
 }
 
 fn io_err(e: std::io::Error, peer: &str, what: &str) -> Error {
@@ -264,10 +280,17 @@ mod tests {
         // Oversized: rejected from the length alone.
         let big = [0xff, 0xff, 0xff, 0x7f, PROTOCOL_VERSION];
         assert!(read_frame(&mut &big[..], MAX_FRAME, "t").unwrap_err().to_string().contains("rejected"));
-        // Wrong version.
+        // Another version: only the frozen bootstrap messages are understood.
         let mut bad = f.clone();
         bad[4] = 99;
         assert!(read_frame(&mut &bad[..], MAX_FRAME, "t").unwrap_err().to_string().contains("protocol version"));
+        let mut hello = encode(&Msg::Hello);
+        hello[4] = 99;
+        assert_eq!(read_frame(&mut &hello[..], MAX_FRAME, "t").unwrap(), Msg::Hello);
+        let mut hb = encode(&Msg::Heartbeat);
+        assert_eq!(hb.len(), 5);
+        hb[4] = 99;
+        assert_eq!(read_frame(&mut &hb[..], MAX_FRAME, "t").unwrap(), Msg::Heartbeat);
         // Garbage payload and truncation: errors, not panics.
         for n in 0..f.len() {
             let _ = read_frame(&mut &f[..n], MAX_FRAME, "t");

@@ -1,10 +1,15 @@
 //! Matrix products of quantized weights with f32 activations, the way ggml pairs them:
 //! each activation row is quantized once to the weight format's partner type, then every
 //! output is one integer-friendly dot product of a weight row with that quantized row.
+//!
+//! Decode (one token) is a matrix-vector product: rows are split into chunks that the pool's
+//! threads claim dynamically. Prefill walks each weight row once per four tokens
+//! (`vec_dot_x4`), so a weight block is decoded once for four activation rows and stays in L1
+//! while every tile of tokens uses it.
 
+use super::kernels::{self, CpuKernels};
 use super::pool::ThreadPool;
 use crate::model::weights::Weight;
-use crate::quant;
 
 /// A raw pointer that may cross threads; users write disjoint elements only.
 #[derive(Clone, Copy)]
@@ -12,34 +17,62 @@ pub struct SyncPtr(pub *mut f32);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
+impl SyncPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    #[inline]
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Rows per task: several tasks per thread so a thread slowed by the OS does not hold the
+/// others up, but large enough that claiming a task is noise.
+fn rows_per_task(rows: usize, threads: usize, n_tokens: usize) -> usize {
+    if threads <= 1 {
+        return rows.max(1);
+    }
+    let min_rows = (64 / n_tokens.max(1)).max(4);
+    rows.div_ceil(threads * 4).max(min_rows)
+}
+
 /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for `n_tokens` rows of `x` (row-major, `w.cols` wide);
 /// `out` is `n_tokens × w.rows`. `scratch` holds the quantized activations (grown, never shrunk).
 pub fn matmul(pool: &ThreadPool, w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32], scratch: &mut Vec<u8>) {
-    let partner = quant::vec_dot_type(w.ty);
-    let act_bytes = partner.row_bytes(w.cols).expect("row length is a whole number of blocks");
+    let k: &CpuKernels = kernels::get(w.ty).expect("weight type checked at load");
+    let act_bytes = k.k.partner.row_bytes(w.cols).expect("row length is a whole number of blocks");
     debug_assert_eq!(x.len(), n_tokens * w.cols);
     debug_assert_eq!(out.len(), n_tokens * w.rows);
     if scratch.len() < act_bytes * n_tokens {
         scratch.resize(act_bytes * n_tokens, 0);
     }
     for t in 0..n_tokens {
-        quant::quantize_row(
-            partner,
-            &x[t * w.cols..(t + 1) * w.cols],
-            &mut scratch[t * act_bytes..(t + 1) * act_bytes],
-        );
+        (k.k.quantize_partner)(&x[t * w.cols..(t + 1) * w.cols], &mut scratch[t * act_bytes..(t + 1) * act_bytes]);
     }
     let act = &scratch[..act_bytes * n_tokens];
-    let rows = w.rows;
+    let (rows, cols) = (w.rows, w.cols);
+    let data = w.data();
+    let row_bytes = w.row_bytes;
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    pool.for_chunks(rows, 16, &|range| {
-        let out_ptr = out_ptr;
+    let per = rows_per_task(rows, pool.n_threads(), n_tokens);
+    let n_tasks = rows.div_ceil(per);
+    pool.run(n_tasks, &|task| {
+        let range = task * per..((task + 1) * per).min(rows);
+        let tiles = n_tokens / 4;
         for r in range {
-            let wr = w.row(r);
-            for t in 0..n_tokens {
-                let v = quant::vec_dot(w.ty, w.cols, wr, &act[t * act_bytes..(t + 1) * act_bytes]);
-                // SAFETY: each (t, r) is written by exactly one task; `out` outlives the call.
-                unsafe { *out_ptr.0.add(t * rows + r) = v };
+            let wr = &data[r * row_bytes..(r + 1) * row_bytes];
+            for tile in 0..tiles {
+                let t0 = 4 * tile;
+                let mut o = [0f32; 4];
+                k.dot_x4(cols, wr, &act[t0 * act_bytes..], act_bytes, &mut o);
+                for (i, v) in o.into_iter().enumerate() {
+                    // SAFETY: each (t, r) is written by exactly one task; `out` outlives the call.
+                    unsafe { *out_ptr.get().add((t0 + i) * rows + r) = v };
+                }
+            }
+            for t in 4 * tiles..n_tokens {
+                let v = (k.k.vec_dot)(cols, wr, &act[t * act_bytes..(t + 1) * act_bytes]);
+                // SAFETY: as above.
+                unsafe { *out_ptr.get().add(t * rows + r) = v };
             }
         }
     });

@@ -148,7 +148,7 @@ fn worker(s: &Shared) {
                 break;
             }
             spins += 1;
-            if spins % 64 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && start.elapsed() > SPIN {
                 let guard = s.sleep_lock.lock().unwrap();
                 if s.generation.load(Ordering::Acquire) == seen {
                     let _timeout = s.wake.wait_timeout(guard, Duration::from_millis(50)).unwrap();

@@ -206,9 +206,13 @@ pub fn quantize_row_q8_k_repacked(x: &[f32], dst: &mut [u8]) {
 }
 
 /// Dot product of a weight row of type `ty` (n elements) with an activation row already in
-/// vec_dot_type(ty).
+/// vec_dot_type(ty), with the fastest kernel this CPU runs (`crate::cpu::kernels`); the
+/// scalar oracle is `scalar_kernels(ty).vec_dot`.
 pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 {
-    (kernels_or_panic(ty).vec_dot)(n, w, act)
+    match crate::cpu::kernels::get(ty) {
+        Some(k) => (k.k.vec_dot)(n, w, act),
+        None => (kernels_or_panic(ty).vec_dot)(n, w, act),
+    }
 }
 
 /// The weight quantizer for `ty`: for every type but the IQ1/IQ2 ones, ggml's own

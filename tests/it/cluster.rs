@@ -645,3 +645,148 @@ fn ring_across_network_namespaces_and_an_unplugged_cable() {
     drop(a1);
     drop(a2);
 }
+
+#[test]
+fn without_windows_the_halda_plan_splits_the_layers() {
+    let dir = Scratch::new("halda");
+    let model = deep_model(&dir, "c-llama-f16.gguf", 6);
+    let a1 = Agent::start(&dir, "a1", &[]);
+    let a2 = Agent::start(&dir, "a2", &[]);
+    let cfg = write_config(
+        &dir,
+        "c.toml",
+        &model,
+        None,
+        &[("head", "127.0.0.1:1", None), ("second", &a1.addr, None), ("third", &a2.addr, None)],
+    );
+    // The default schedule: Halda.
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("schedule = \"even\"\n", "")).unwrap();
+    let args = ["-p", "Once upon a time", "-n", "8", "--temp", "0"];
+    let o = up(&cfg, &args, &[]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("plan (Halda)"), "{err}");
+    let run = Command::new(BIN)
+        .args(["run", "-m"])
+        .arg(&model)
+        .args(["-p", "Once upon a time", "-n", "8", "--temp", "0", "-t", "1", "-c", "256"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&o.stdout), text(&run.stdout), "{err}");
+    // Profiles are cached: the second run is quick to plan and gives the same text.
+    let o2 = up(&cfg, &args, &[]);
+    assert!(o2.status.success(), "{}", text(&o2.stderr));
+    assert_eq!(text(&o2.stdout), text(&o.stdout));
+}
+
+#[test]
+fn head_killed_mid_generation_sends_workers_back_to_idle() {
+    let dir = Scratch::new("headkill");
+    let model = deep_model(&dir, "c-llama-q4_k_m.gguf", 3);
+    let slow = [("PRIMA_FAKE_DELAY_MS", "10")];
+    let mut a1 = Agent::start(&dir, "a1", &slow);
+    let mut a2 = Agent::start(&dir, "a2", &slow);
+    let cfg = write_config(
+        &dir,
+        "c.toml",
+        &model,
+        None,
+        &[("head", "127.0.0.1:1", Some(1)), ("second", &a1.addr, Some(1)), ("third", &a2.addr, Some(1))],
+    );
+    let mut head = Command::new(BIN)
+        .arg("up")
+        .arg(&cfg)
+        .args(["-p", "prompt", "-n", "100000", "--temp", "0"])
+        .env("PRIMA_FAKE_ENGINE", "1")
+        .env("XDG_CACHE_HOME", dir.path("head-cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !a2.log().contains("loaded layers") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "ring never formed: {}", a2.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    head.kill().unwrap();
+    head.wait().unwrap();
+    let killed = Instant::now();
+    for a in [&a1, &a2] {
+        while !a.log().contains("idle") {
+            assert!(killed.elapsed() < Duration::from_secs(8), "agent not idle after the head died: {}", a.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(a1.alive() && a2.alive());
+    // And both serve the next head.
+    let o = up(&cfg, &["-p", "x", "-n", "3", "--temp", "0"], &[FAKE]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn prima_down_stops_a_running_ring_and_agents_stay_up() {
+    let dir = Scratch::new("down");
+    let model = deep_model(&dir, "c-llama-q4_k_m.gguf", 2);
+    let slow = [("PRIMA_FAKE_DELAY_MS", "10")];
+    let mut a1 = Agent::start(&dir, "a1", &slow);
+    let cfg =
+        write_config(&dir, "c.toml", &model, None, &[("head", "127.0.0.1:1", Some(1)), ("second", &a1.addr, Some(1))]);
+    let mut head = Command::new(BIN)
+        .arg("up")
+        .arg(&cfg)
+        .args(["-p", "prompt", "-n", "100000", "--temp", "0"])
+        .env("PRIMA_FAKE_ENGINE", "1")
+        .env("XDG_CACHE_HOME", dir.path("head-cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !a1.log().contains("loaded layers") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "ring never formed: {}", a1.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let o = Command::new(BIN).arg("down").arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("stopped 1 ring session"), "{}", text(&o.stderr));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = head.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "head still running after prima down");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    assert!(a1.alive());
+    let o = up(&cfg, &["-p", "x", "-n", "3", "--temp", "0"], &[FAKE]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn chat_over_the_ring_reads_turns_from_stdin() {
+    let dir = Scratch::new("chat");
+    let model = deep_model(&dir, "c-qwen2-q4_k_m.gguf", 2);
+    let a1 = Agent::start(&dir, "a1", &[]);
+    let cfg =
+        write_config(&dir, "c.toml", &model, None, &[("head", "127.0.0.1:1", Some(1)), ("second", &a1.addr, Some(1))]);
+    let mut head = Command::new(BIN)
+        .arg("up")
+        .arg(&cfg)
+        .args(["-n", "5", "--temp", "0"])
+        .env("XDG_CACHE_HOME", dir.path("head-cache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    head.stdin.take().unwrap().write_all(b"Hello there\nAnd again\n").unwrap();
+    let o = head.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // Two turns ran (each reports its timing line), and the ring stopped cleanly afterwards.
+    assert!(err.matches("generation:").count() >= 2, "{err}");
+    assert!(err.contains("second"), "{err}");
+}

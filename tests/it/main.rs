@@ -1,8 +1,10 @@
 //! The one integration-test binary (each extra tests/*.rs would re-link every dependency).
 
+mod cli;
 mod cluster;
 mod common;
 mod gguf;
+mod kernels;
 mod memory;
 mod model;
 mod quant;

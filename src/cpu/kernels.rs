@@ -1,0 +1,128 @@
+//! Kernel dispatch: for each weight type, the fastest kernel table this CPU runs, chosen once
+//! at run time from its features (never from compile-time `target-cpu`), so one binary serves
+//! every device of a mixed cluster. Per-ISA files hold the SIMD code; the scalar oracle of
+//! `quant` stays the fallback and the reference every SIMD path is tested against.
+
+use std::sync::OnceLock;
+
+use crate::quant::{GgmlType, Kernels, scalar_kernels};
+
+/// `dot(w, act)` of one weight row with one activation row.
+pub type VecDot = fn(usize, &[u8], &[u8]) -> f32;
+
+/// `out[t] = dot(w, act[t*stride..])` for four activation rows `stride` bytes apart: one pass
+/// over the weight row for four tokens (the prefill tile).
+pub type VecDotX4 = fn(usize, &[u8], &[u8], usize, &mut [f32; 4]);
+
+/// A weight type's kernels on this CPU.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuKernels {
+    /// `dequantize_row`, `quantize_partner` (always the scalar, x86-exact ones) and `vec_dot`.
+    pub k: Kernels,
+    /// The four-token tile, where the ISA has one.
+    pub vec_dot_x4: Option<VecDotX4>,
+    /// Which instruction set `vec_dot` uses.
+    pub isa: &'static str,
+}
+
+impl CpuKernels {
+    fn scalar(ty: GgmlType) -> Option<CpuKernels> {
+        Some(CpuKernels { k: *scalar_kernels(ty)?, vec_dot_x4: None, isa: "scalar" })
+    }
+
+    /// `vec_dot` of one weight row with four activation rows.
+    #[inline]
+    pub fn dot_x4(&self, n: usize, w: &[u8], act: &[u8], stride: usize, out: &mut [f32; 4]) {
+        match self.vec_dot_x4 {
+            Some(f) => f(n, w, act, stride, out),
+            None => {
+                for (t, o) in out.iter_mut().enumerate() {
+                    *o = (self.k.vec_dot)(n, w, &act[t * stride..]);
+                }
+            }
+        }
+    }
+}
+
+/// An instruction-set variant the CPU supports: its name and table builder (None for types
+/// it has no kernel for).
+#[derive(Clone, Copy)]
+pub struct Isa {
+    pub name: &'static str,
+    pub table: fn(GgmlType) -> Option<CpuKernels>,
+}
+
+fn scalar_table(ty: GgmlType) -> Option<CpuKernels> {
+    CpuKernels::scalar(ty)
+}
+
+/// Every variant this CPU can run, from the scalar oracle to the most capable.
+pub fn available_isas() -> Vec<Isa> {
+    #[allow(unused_mut)]
+    let mut v = vec![Isa { name: "scalar", table: scalar_table }];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::x86_avx2::detected() {
+            v.push(Isa { name: "avx2", table: super::x86_avx2::table });
+        }
+        if super::x86_avx512::detected() {
+            v.push(Isa { name: "avx512vnni", table: super::x86_avx512::table });
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        v.push(Isa { name: "neon", table: super::aarch64_neon::table });
+        if super::aarch64_neon::dotprod_detected() {
+            v.push(Isa { name: "neon-dotprod", table: super::aarch64_neon::table_dotprod });
+        }
+    }
+    v
+}
+
+struct Chosen {
+    isa: &'static str,
+    by_type: Vec<Option<CpuKernels>>,
+}
+
+static CHOSEN: OnceLock<Chosen> = OnceLock::new();
+
+/// Build the table: for each type, the most capable variant that has a kernel for it.
+/// `PRIMA_KERNELS=scalar|avx2|…` caps the choice at that variant (benchmarks, debugging).
+fn choose() -> Chosen {
+    let mut isas = available_isas();
+    if let Ok(want) = std::env::var("PRIMA_KERNELS")
+        && let Some(pos) = isas.iter().position(|i| i.name == want)
+    {
+        isas.truncate(pos + 1);
+    }
+    let by_type = (0..64u32)
+        .map(|id| {
+            let ty = GgmlType::ALL.iter().copied().find(|t| *t as u32 == id)?;
+            isas.iter().rev().find_map(|isa| (isa.table)(ty))
+        })
+        .collect();
+    Chosen { isa: isas.last().map_or("scalar", |i| i.name), by_type }
+}
+
+/// The kernels for `ty` on this CPU, or None if the engine cannot run the type.
+#[inline]
+pub fn get(ty: GgmlType) -> Option<&'static CpuKernels> {
+    CHOSEN.get_or_init(choose).by_type.get(ty as usize)?.as_ref()
+}
+
+/// The chosen variant and which types run which ISA, e.g.
+/// `avx512vnni (avx512vnni: Q4_0 Q8_0 …; avx2: …; scalar: Q2_K …)`.
+pub fn summary() -> String {
+    let c = CHOSEN.get_or_init(choose);
+    let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
+    for ty in GgmlType::ALL {
+        if let Some(k) = get(ty) {
+            match groups.iter_mut().find(|g| g.0 == k.isa) {
+                Some(g) => g.1.push(ty.to_string()),
+                None => groups.push((k.isa, vec![ty.to_string()])),
+            }
+        }
+    }
+    let parts: Vec<String> = groups.iter().map(|(isa, tys)| format!("{isa}: {}", tys.join(" "))).collect();
+    format!("{} ({})", c.isa, parts.join("; "))
+}

@@ -1,0 +1,200 @@
+//! Every SIMD kernel table this CPU runs (AVX2, AVX-512 VNNI, NEON, NEON dotprod) against the
+//! scalar oracle and against each other: vec_dot within float-reordering error, the four-token
+//! tile equal to four single dots, the activation quantizers untouched (bit-identical).
+
+use prima::cpu::kernels::{self, CpuKernels};
+use prima::quant::{self, GgmlType, oracle};
+
+/// xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f32(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+fn assert_varies(x: &[f32]) {
+    let distinct = x.iter().map(|v| v.to_bits()).collect::<std::collections::HashSet<_>>().len();
+    assert!(distinct > x.len() / 4, "test input has too few distinct values");
+    let mean = x.iter().sum::<f32>() / x.len() as f32;
+    assert!(x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / x.len() as f32 > 1e-6, "test input is flat");
+}
+
+/// (isa name, table) for every variant but scalar.
+fn simd_tables() -> Vec<(&'static str, fn(GgmlType) -> Option<CpuKernels>)> {
+    kernels::available_isas().into_iter().filter(|i| i.name != "scalar").map(|i| (i.name, i.table)).collect()
+}
+
+fn types_with_quantizer() -> Vec<GgmlType> {
+    GgmlType::ALL.iter().copied().filter(|&t| quant::is_supported(t) && quant::can_quantize_weights(t)).collect()
+}
+
+#[test]
+fn simd_vec_dot_matches_scalar_oracle() {
+    let tables = simd_tables();
+    eprintln!("SIMD variants on this CPU: {:?}", tables.iter().map(|t| t.0).collect::<Vec<_>>());
+    for (isa, table) in &tables {
+        for ty in types_with_quantizer() {
+            let Some(k) = table(ty) else { continue };
+            for (n, seed) in [(256, 1), (4096, 2), (14336, 3)] {
+                oracle::compare_with_scalar(&k.k, n, 6, seed).unwrap_or_else(|e| panic!("{isa}: {e}"));
+            }
+        }
+    }
+}
+
+/// Weight rows from random floats, activation rows quantized by the scalar x86-exact quantizer.
+fn operands(ty: GgmlType, n: usize, rows: usize, tokens: usize, seed: u64) -> (Vec<u8>, Vec<u8>, Vec<Vec<f32>>) {
+    let mut rng = Rng(seed | 1);
+    let partner = quant::vec_dot_type(ty);
+    let (wb, ab) = (ty.row_bytes(n).unwrap(), partner.row_bytes(n).unwrap());
+    let mut w = vec![0u8; wb * rows];
+    for r in 0..rows {
+        let scale = 0.01 + 0.2 * rng.next_f32().abs();
+        let wf: Vec<f32> = (0..n).map(|_| scale * rng.next_f32()).collect();
+        assert_varies(&wf);
+        quant::quantize_weights(ty, &wf, &mut w[r * wb..(r + 1) * wb]);
+    }
+    let mut act = vec![0u8; ab * tokens];
+    let mut xs = Vec::new();
+    for t in 0..tokens {
+        let scale = 0.1 + 5.0 * rng.next_f32().abs();
+        let x: Vec<f32> = (0..n).map(|i| scale * rng.next_f32() + if i % 61 == 7 { 9.0 } else { 0.0 }).collect();
+        assert_varies(&x);
+        quant::quantize_row(partner, &x, &mut act[t * ab..(t + 1) * ab]);
+        xs.push(x);
+    }
+    (w, act, xs)
+}
+
+/// Σ|w·x| over the dequantized operands: the scale of the float rounding error.
+fn magnitude(ty: GgmlType, w: &[u8], x: &[f32]) -> f64 {
+    let mut d = vec![0f32; x.len()];
+    quant::scalar_kernels(ty).unwrap().dequantize_row.clone()(w, &mut d);
+    d.iter().zip(x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum()
+}
+
+#[test]
+fn simd_tile_and_variants_agree() {
+    let tables = simd_tables();
+    for ty in types_with_quantizer() {
+        let scalar = quant::scalar_kernels(ty).unwrap();
+        let partner = scalar.partner;
+        // Row lengths that are not multiples of 256 where the block allows (SmolLM2's 576).
+        let lens: &[usize] = if ty.block_size() == 256 { &[256, 2048] } else { &[576, 1536, 64] };
+        for &n in lens {
+            let (w, act, xs) = operands(ty, n, 3, 5, n as u64 ^ ty as u64);
+            let (wb, ab) = (ty.row_bytes(n).unwrap(), partner.row_bytes(n).unwrap());
+            for r in 0..3 {
+                let wr = &w[r * wb..(r + 1) * wb];
+                let want: Vec<f32> = (0..5).map(|t| (scalar.vec_dot)(n, wr, &act[t * ab..(t + 1) * ab])).collect();
+                let mut results: Vec<(&str, Vec<f32>)> = Vec::new();
+                for (isa, table) in &tables {
+                    let Some(k) = table(ty) else { continue };
+                    let one: Vec<f32> = (0..5).map(|t| (k.k.vec_dot)(n, wr, &act[t * ab..(t + 1) * ab])).collect();
+                    for start in [0, 1] {
+                        let mut four = [0f32; 4];
+                        k.dot_x4(n, wr, &act[start * ab..], ab, &mut four);
+                        for i in 0..4 {
+                            assert_eq!(
+                                four[i].to_bits(),
+                                one[start + i].to_bits(),
+                                "{isa} {ty} n={n}: tile differs from single dot at token {}",
+                                start + i
+                            );
+                        }
+                    }
+                    results.push((isa, one));
+                }
+                results.push(("scalar", want));
+                for t in 0..5 {
+                    let tol = 1e-5 * magnitude(ty, wr, &xs[t]) + 1e-30;
+                    for a in &results {
+                        for b in &results {
+                            let d = (a.1[t] as f64 - b.1[t] as f64).abs();
+                            assert!(d <= tol, "{ty} n={n} token {t}: {} {} vs {} {}", a.0, a.1[t], b.0, b.1[t]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn tables_keep_the_x86_exact_activation_quantizers() {
+    for (isa, table) in simd_tables() {
+        for ty in types_with_quantizer() {
+            let Some(k) = table(ty) else { continue };
+            let s = quant::scalar_kernels(ty).unwrap();
+            assert_eq!(k.k.partner, s.partner, "{isa} {ty}");
+            let n = 512;
+            let mut rng = Rng(ty as u64 + 11);
+            let x: Vec<f32> = (0..n).map(|_| 3.0 * rng.next_f32()).collect();
+            assert_varies(&x);
+            let ab = s.partner.row_bytes(n).unwrap();
+            let (mut a, mut b) = (vec![0u8; ab], vec![0u8; ab]);
+            (k.k.quantize_partner)(&x, &mut a);
+            (s.quantize_partner)(&x, &mut b);
+            assert_eq!(a, b, "{isa} {ty}: activation quantization must stay bit-identical");
+        }
+    }
+}
+
+#[test]
+fn dispatch_picks_a_simd_table_where_available() {
+    let summary = prima::cpu::kernel_summary();
+    eprintln!("kernels: {summary}");
+    if simd_tables().is_empty() {
+        return;
+    }
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0] {
+        let k = kernels::get(ty).unwrap();
+        assert_ne!(k.isa, "scalar", "{ty} runs scalar although SIMD is available ({summary})");
+    }
+}
+
+/// Single-thread weight bytes per second of every kernel variant on cache-resident rows:
+/// `cargo test --test it kernels::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    let n = 4096;
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::IQ4_XS, GgmlType::Q5_0] {
+        let (w, act, _) = operands(ty, n, 64, 4, 9);
+        let wb = ty.row_bytes(n).unwrap();
+        let ab = quant::vec_dot_type(ty).row_bytes(n).unwrap();
+        for isa in kernels::available_isas() {
+            let Some(k) = (isa.table)(ty) else { continue };
+            for tile in [false, true] {
+                let start = std::time::Instant::now();
+                let mut sink = 0f32;
+                let mut bytes = 0usize;
+                while start.elapsed().as_millis() < 200 {
+                    for r in 0..64 {
+                        let wr = &w[r * wb..(r + 1) * wb];
+                        if tile {
+                            let mut o = [0f32; 4];
+                            k.dot_x4(n, wr, &act, ab, &mut o);
+                            sink += o[0];
+                        } else {
+                            sink += (k.k.vec_dot)(n, wr, &act[..ab]);
+                        }
+                        bytes += wb;
+                    }
+                }
+                let gbs = bytes as f64 / start.elapsed().as_secs_f64() / 1e9;
+                let per_token = if tile { gbs * 4.0 } else { gbs };
+                eprintln!(
+                    "{ty:7} {:12} {}: {gbs:6.2} GB/s of weights ({per_token:6.2} GB/s per token) {sink:e}",
+                    isa.name,
+                    if tile { "x4" } else { "x1" }
+                );
+            }
+        }
+    }
+}
