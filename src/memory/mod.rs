@@ -48,7 +48,8 @@ pub fn release(f: &GgufFile, ranges: &[Range<usize>]) {
     }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Ok(file) = std::fs::File::open(&f.path) {
-        for r in ranges {
+        // Whole pages: the kernel keeps partial pages at the ends of an unaligned range.
+        for r in ranges.iter().map(|r| page_align(r, map.len())) {
             let _ = nix::fcntl::posix_fadvise(
                 &file,
                 r.start as i64,

@@ -24,7 +24,20 @@ fn run_prints_only_the_greedy_continuation() {
     let g = common::golden("c-llama-f32.golden.json");
     let case = &g["cases"][0];
     let model = common::model("c-llama-f32.gguf");
-    let o = prima(&["run", "-m", model.to_str().unwrap(), "-p", case["prompt"].as_str().unwrap(), "-n", "16", "--temp", "0", "--ignore-eos", "-c", "64"]);
+    let o = prima(&[
+        "run",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        case["prompt"].as_str().unwrap(),
+        "-n",
+        "16",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "-c",
+        "64",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let f = prima::gguf::GgufFile::open(&model).unwrap();
     let tok = prima::tokenizer::Tokenizer::from_gguf(&f).unwrap();
@@ -49,10 +62,8 @@ fn chat_answers_each_turn() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let err = String::from_utf8_lossy(&o.stderr);
-    let prompts: Vec<usize> = err
-        .match_indices("[prompt: ")
-        .map(|(i, _)| err[i + 9..].split(' ').next().unwrap().parse().unwrap())
-        .collect();
+    let prompts: Vec<usize> =
+        err.match_indices("[prompt: ").map(|(i, _)| err[i + 9..].split(' ').next().unwrap().parse().unwrap()).collect();
     assert_eq!(prompts.len(), 2, "two turns expected: {err}");
     // The second turn reuses the cached prefix: it evaluates fewer tokens than the first
     // turn's prompt and reply, though its conversation contains them.
@@ -70,7 +81,16 @@ fn bad_inputs_give_plain_errors() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["run".into(), "-m".into(), "/nonexistent.gguf".into(), "-p".into(), "x".into()], "/nonexistent.gguf"),
         (vec!["inspect".into(), junk.to_str().unwrap().into()], "truncated GGUF"),
-        (vec!["run".into(), "-m".into(), common::fixtures().join("vocab/c-2048.vocab-only.gguf").to_str().unwrap().into(), "-p".into(), "x".into()], "missing"),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                common::fixtures().join("vocab/c-2048.vocab-only.gguf").to_str().unwrap().into(),
+                "-p".into(),
+                "x".into(),
+            ],
+            "missing",
+        ),
     ];
     for (args, want) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
