@@ -466,10 +466,10 @@ impl Ring {
             }
             let t = Instant::now();
             self.windows[round].forward(hidden, n_tokens, pos)?;
-            self.pager.done(round, n_tokens);
             if decode {
                 self.stats.compute_ns += t.elapsed().as_nanos() as u64;
             }
+            self.pager.done(round, n_tokens);
         }
         if decode {
             self.stats.decode_steps += 1;
