@@ -21,6 +21,10 @@
 # workaround needs a user-space packet holder we do not ship. At k rounds and 4 devices it would
 # add about k·4·5 ms per token to prima (llama.cpp alone has no network).
 #
+# The benchmark model (README "Home-cluster benchmark"): Llama-3-8B's shape, 16 layers, Q4_K_M:
+#   prima synth --shape llama3-8b --layers 16 --vocab-from tests/fixtures/vocab/smollm2-135m.vocab-only.gguf \
+#       -o /work/bench/l3-8b-16L-q4km.gguf
+#
 # Environment (defaults in brackets):
 #   MODEL      the GGUF to run [/work/bench/l3-8b-16L-q4km.gguf]
 #   PRIMA      prima binary [target/release/prima]
@@ -71,7 +75,7 @@ PIDS=()
 
 cleanup() {
     set +e
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}" $(jobs -p); do kill "$p" 2>/dev/null; done
     sleep 0.3
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
     for d in "${DEVS[@]}"; do
@@ -143,6 +147,15 @@ sample() {
 }
 
 drop_caches() { sync; echo 1 >/proc/sys/vm/drop_caches; }
+
+# Run in the background and wait: bash runs its traps (^C cleanup) only between commands, and
+# `wait` is one it can interrupt.
+run_bg() {
+    "$@" &
+    local p=$!
+    PIDS+=("$p")
+    wait "$p"
+}
 oom_kills() { local n=0; for d in "${DEVS[@]}"; do read -r name _ <<<"$d"; n=$((n + $(awk '/oom_kill /{print $2}' "$MEMCG/$name/memory.oom_control" 2>/dev/null || echo 0))); done; echo $n; }
 
 head -c 32 /dev/urandom | base64 >"$WORK/secret"
@@ -183,7 +196,7 @@ run_prima() {
     # Fill the layer caches once (not measured): the first run streams each device its layers.
     if [ ! -e "$WORK/warm-$(basename "$MODEL")-$ROUNDS-$(echo "$DEVICES" | md5sum | cut -c1-8)" ]; then
         echo "== warming device caches (streams layers to the agents once)"
-        on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n 1 --temp 0 >/dev/null 2>"$WORK/warm.log" || {
+        run_bg on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n 1 --temp 0 >/dev/null 2>"$WORK/warm.log" || {
             tail -20 "$WORK/warm.log"
             exit 1
         }
@@ -194,7 +207,7 @@ run_prima() {
     local before
     before=$(oom_kills)
     echo "== prima up: k=$ROUNDS prefetch=$PREFETCH, $N_PREDICT tokens"
-    on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n "$N_PREDICT" --temp 0 --prefetch "$PREFETCH" \
+    run_bg on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n "$N_PREDICT" --temp 0 --prefetch "$PREFETCH" \
         >"$WORK/prima.out" 2>"$WORK/prima.log" || { tail -30 "$WORK/prima.log"; }
     for d in "${DEVS[@]}"; do read -r name _ <<<"$d"; touch "$WORK/$name.stop"; done
     wait_samplers
@@ -236,7 +249,7 @@ run_llama() {
     echo "== llama.cpp alone on $HEAD ($HEAD_RAM MiB), --repack 0, $N_PREDICT tokens"
     local cores
     cores=$(awk '{printf "%d", ($4 < 1 ? 1 : $4)}' <<<"${DEVS[0]}")
-    on "$HEAD" "$bench" -m "$MODEL" -t "$cores" -p 0 -n "$N_PREDICT" -r 1 --repack 0 -o csv \
+    run_bg on "$HEAD" "$bench" -m "$MODEL" -t "$cores" -p 0 -n "$N_PREDICT" -r 1 --repack 0 -o csv \
         >"$WORK/llama.csv" 2>"$WORK/llama.log" || tail -5 "$WORK/llama.log"
     touch "$WORK/$HEAD.stop"
     local tps
@@ -254,7 +267,7 @@ run_solo() {
     local cores
     cores=$(awk '{printf "%d", ($4 < 1 ? 1 : $4)}' <<<"${DEVS[0]}")
     echo "== prima run alone on $HEAD ($HEAD_RAM MiB), $N_PREDICT tokens"
-    on "$HEAD" "$PRIMA" run -m "$MODEL" -p "$PROMPT" -n "$N_PREDICT" -c "$CTX" -t "$cores" --temp 0 \
+    run_bg on "$HEAD" "$PRIMA" run -m "$MODEL" -p "$PROMPT" -n "$N_PREDICT" -c "$CTX" -t "$cores" --temp 0 \
         >"$WORK/solo.out" 2>"$WORK/solo.log" || tail -5 "$WORK/solo.log"
     touch "$WORK/$HEAD.stop"
     local ms
