@@ -15,40 +15,12 @@ use std::path::{Path, PathBuf};
 use super::messages::TensorEntry;
 use super::sha256::{Sha256, hex, sha256};
 use crate::error::{Context, Error, Result};
-use crate::gguf::{GGUF_MAGIC, GgufFile, Value};
+use crate::gguf::GgufFile;
+use crate::gguf::write::{TensorSpec, header};
 
 /// A model's identity: the hash of its header (metadata and tensor table), hex.
 pub fn model_id(f: &GgufFile) -> String {
     hex(&sha256(&f.bytes()[..f.data_offset as usize])[..16])
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn put_value(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::U8(x) => out.push(*x),
-        Value::I8(x) => out.push(*x as u8),
-        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Bool(x) => out.push(*x as u8),
-        Value::Str(s) => put_str(out, s),
-        Value::Array(ty, items) => {
-            out.extend_from_slice(&(*ty as u32).to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for item in items {
-                put_value(out, item);
-            }
-        }
-    }
 }
 
 /// The share of a model that one device needs.
@@ -61,33 +33,16 @@ pub struct Share {
 
 /// Build the device file's header for the named tensors; `hashes` are their sha256.
 pub fn share(f: &GgufFile, names: &[String], hashes: &[[u8; 32]]) -> Result<Share> {
-    let mut head = Vec::new();
-    head.extend_from_slice(GGUF_MAGIC);
-    head.extend_from_slice(&3u32.to_le_bytes());
-    head.extend_from_slice(&(names.len() as u64).to_le_bytes());
-    head.extend_from_slice(&(f.metadata.len() as u64).to_le_bytes());
-    for (k, v) in &f.metadata {
-        put_str(&mut head, k);
-        head.extend_from_slice(&(v.value_type() as u32).to_le_bytes());
-        put_value(&mut head, v);
-    }
-    let align = f.alignment.max(1);
-    let mut rel = Vec::new();
-    let mut offset = 0u64;
-    for name in names {
-        let t = f.tensor(name).ok_or_else(|| Error::msg(format!("the model has no tensor `{name}`")))?;
-        put_str(&mut head, &t.name);
-        head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-        for d in &t.dims {
-            head.extend_from_slice(&d.to_le_bytes());
-        }
-        head.extend_from_slice(&(t.ty as u32).to_le_bytes());
-        head.extend_from_slice(&offset.to_le_bytes());
-        rel.push((offset, t.size));
-        offset = (offset + t.size).div_ceil(align) * align;
-    }
-    head.resize((head.len() as u64).div_ceil(align) as usize * align as usize, 0);
+    let specs = names
+        .iter()
+        .map(|name| {
+            let t = f.tensor(name).ok_or_else(|| Error::msg(format!("the model has no tensor `{name}`")))?;
+            Ok(TensorSpec { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty, bytes: t.size })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (head, offsets) = header(&f.metadata, &specs, f.alignment.max(1));
     let base = head.len() as u64;
+    let rel: Vec<(u64, u64)> = offsets.into_iter().zip(&specs).map(|(o, t)| (o, t.bytes)).collect();
     let tensors = names
         .iter()
         .zip(rel)

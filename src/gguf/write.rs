@@ -70,15 +70,9 @@ pub struct TensorSpec {
     pub bytes: u64,
 }
 
-/// Write a GGUF whose tensor data is produced one tensor at a time by `data(i, out)` (which
-/// must write exactly `specs[i].bytes` bytes), so multi-GB files never sit in memory.
-pub fn write_streaming<W: Write>(
-    metadata: &[(String, Value)],
-    specs: &[TensorSpec],
-    alignment: u64,
-    out: &mut W,
-    mut data: impl FnMut(usize, &mut W) -> Result<()>,
-) -> Result<()> {
+/// The header of a GGUF v3 file (padded to `alignment`) and each tensor's data offset relative
+/// to the end of it.
+pub fn header(metadata: &[(String, Value)], specs: &[TensorSpec], alignment: u64) -> (Vec<u8>, Vec<u64>) {
     let mut head = Vec::new();
     head.extend_from_slice(GGUF_MAGIC);
     head.extend_from_slice(&3u32.to_le_bytes());
@@ -104,6 +98,19 @@ pub fn write_streaming<W: Write>(
     }
     let pad = (head.len() as u64).div_ceil(alignment) * alignment - head.len() as u64;
     head.resize(head.len() + pad as usize, 0);
+    (head, offsets)
+}
+
+/// Write a GGUF whose tensor data is produced one tensor at a time by `data(i, out)` (which
+/// must write exactly `specs[i].bytes` bytes), so multi-GB files never sit in memory.
+pub fn write_streaming<W: Write>(
+    metadata: &[(String, Value)],
+    specs: &[TensorSpec],
+    alignment: u64,
+    out: &mut W,
+    mut data: impl FnMut(usize, &mut W) -> Result<()>,
+) -> Result<()> {
+    let (head, offsets) = header(metadata, specs, alignment);
     out.write_all(&head)?;
     let mut written = 0u64;
     for (i, off) in offsets.into_iter().enumerate() {

@@ -8,5 +8,6 @@ mod kernels;
 mod memory;
 mod model;
 mod quant;
+mod sampler;
 mod sched;
 mod tokenizer;

@@ -134,8 +134,8 @@ fn smollm2_matches_llama_cpp() {
     assert!(r.greedy_checked >= 5, "only {} greedy steps checked", r.greedy_checked);
 }
 
-/// llama-perplexity's chunking and scoring on SmolLM2 (first chunks; the running value after
-/// each chunk is in the golden).
+/// llama-perplexity's chunking and scoring on SmolLM2: the running value after every chunk
+/// and the final estimate within 1%.
 #[test]
 fn smollm2_perplexity_matches_llama_perplexity() {
     let g = common::golden("smollm2-135m-q4_1.perplexity.json");
@@ -145,7 +145,7 @@ fn smollm2_perplexity_matches_llama_perplexity() {
     let tokens = tok.encode(&text, true, false);
     assert_eq!(tokens.len() as u64, g["n_tokens"].as_u64().unwrap());
     let n_ctx = g["n_ctx"].as_u64().unwrap() as usize;
-    let chunks = 3;
+    let chunks = tokens.len() / n_ctx;
     let mut s = Session::new(&m, n_ctx, 2).unwrap();
     let bos = if tok.add_bos() { tok.bos() } else { None };
     let r = prima::perplexity::perplexity(&mut s, &tokens[..chunks * n_ctx], n_ctx, bos, |_, _| {}).unwrap();
@@ -154,4 +154,6 @@ fn smollm2_perplexity_matches_llama_perplexity() {
         let want = want[i].as_f64().unwrap();
         assert!((got / want - 1.0).abs() < 0.01, "chunk {}: PPL {got} vs llama.cpp {want}", i + 1);
     }
+    let want = g["final_estimate"]["ppl"].as_f64().unwrap();
+    assert!((r.ppl / want - 1.0).abs() < 0.01, "final PPL {} vs llama-perplexity {want}", r.ppl);
 }
