@@ -27,9 +27,16 @@ pub struct AgentArgs {
     /// seconds of silence after which a peer is declared dead (default 6)
     #[argh(option)]
     pub timeout_secs: Option<f64>,
+    /// page-cache prefetch of this device's windows: auto (per memory case), off, advise,
+    /// touch (default auto, or PRIMA_PREFETCH)
+    #[argh(option)]
+    pub prefetch: Option<String>,
 }
 
 pub fn run(a: AgentArgs) -> Result<()> {
+    if let Some(m) = &a.prefetch {
+        crate::memory::pager::set_mode(crate::memory::PrefetchMode::parse(m)?);
+    }
     let secret = Secret::load(&a.secret_file)?;
     let cache_dir = match a.cache_dir {
         Some(d) => d,

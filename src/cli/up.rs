@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// the prompt is a list of token ids ("1 415 2234"), and the output is printed as ids
     #[argh(switch)]
     pub ids: bool,
+    /// page-cache prefetch of the head's windows: auto (per memory case), off, advise, touch
+    /// (default auto, or PRIMA_PREFETCH); agents take their own `--prefetch`
+    #[argh(option)]
+    pub prefetch: Option<String>,
 }
 
 /// `PRIMA_FAKE_ENGINE=1`: run the deterministic fake engine (protocol tests); prompts are bytes
@@ -64,6 +68,11 @@ pub fn run(a: UpArgs) -> Result<()> {
     } else {
         None
     };
+    if let Some(m) = &a.prefetch {
+        crate::memory::pager::set_mode(crate::memory::PrefetchMode::parse(m)?);
+    }
+    // Baseline before anything is loaded: the KV cache and buffers are what we measure.
+    let monitor = crate::memory::PressureMonitor::start();
     let kind = engine();
     let n = a.n_predict.unwrap_or(cfg.generate.n_predict) as usize;
     let seed = match a.seed.unwrap_or(cfg.generate.seed) {
@@ -144,6 +153,7 @@ pub fn run(a: UpArgs) -> Result<()> {
         wait_ns: head_stats.wait_ns,
         send_ns: head_stats.send_ns,
         batches: 0,
+        mem_pressure_ppm: (monitor.peak() * 1e6) as u32,
     };
     print_stats(&cfg.devices[0].name, "head", &fmt_ranges(&head_ranges), &head);
     for (m, s) in members.iter().zip(&stats) {
@@ -171,10 +181,11 @@ pub fn run(a: UpArgs) -> Result<()> {
 fn print_stats(name: &str, addr: &str, layers: &str, s: &WorkerStats) {
     let per = |ns: u64| ns as f64 / 1e6 / s.decode_steps.max(1) as f64;
     eprintln!(
-        "  {name:12} {addr:22} layers {layers:16} per token: {:7.2} ms computing {:7.2} ms waiting {:7.2} ms sending",
+        "  {name:12} {addr:22} layers {layers:16} per token: {:7.2} ms computing {:7.2} ms waiting {:7.2} ms sending; memory pressure {:.1}%",
         per(s.compute_ns),
         per(s.wait_ns),
-        per(s.send_ns)
+        per(s.send_ns),
+        s.mem_pressure_ppm as f64 / 1e4
     );
 }
 

@@ -441,6 +441,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
         .collect();
     Ok(Ring {
         head,
+        pager: crate::memory::Pager::new(windows.iter().map(|w| w.mapped())),
         windows,
         members,
         head_ranges,

@@ -58,6 +58,8 @@ pub struct WorkerStats {
     pub send_ns: u64,
     /// All batches (prefill included).
     pub batches: u64,
+    /// Peak memory pressure during the session, parts per million (`crate::memory::pressure`).
+    pub mem_pressure_ppm: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

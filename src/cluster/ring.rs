@@ -26,6 +26,10 @@ pub trait Window: Send {
     fn forward(&mut self, hidden: &mut [f32], n_tokens: usize, pos: usize) -> Result<()>;
     /// Keep only the first `len` cached positions.
     fn kv_truncate(&mut self, len: usize);
+    /// The mapped weights (file, byte ranges), for prefetch and release (`crate::memory`).
+    fn mapped(&self) -> Option<(GgufFile, Vec<Range<usize>>)> {
+        None
+    }
 }
 
 /// What only the head runs: token embedding, output norm and matrix.
@@ -136,6 +140,9 @@ impl Window for LayerWindow {
     }
     fn kv_truncate(&mut self, len: usize) {
         LayerWindow::kv_truncate(self, len)
+    }
+    fn mapped(&self) -> Option<(GgufFile, Vec<Range<usize>>)> {
+        LayerWindow::mapped(self)
     }
 }
 
@@ -261,6 +268,7 @@ pub fn run_worker(
     out: &Sender,
 ) -> Result<WorkerStats> {
     let mut st = WorkerStats::default();
+    let mut pager = crate::memory::Pager::new(windows.iter().map(|w| w.mapped()));
     let mut last_send_end = Instant::now();
     loop {
         let ev = events.recv().map_err(|_| Error::msg("event channel closed"))?;
@@ -275,6 +283,7 @@ pub fn run_worker(
                 let computed = Instant::now();
                 out.send(&Msg::Activations { round, n_tokens, pos, data })?;
                 let sent = Instant::now();
+                pager.done(round as usize, n_tokens as usize);
                 st.batches += 1;
                 if n_tokens == 1 {
                     if round == 0 {
@@ -298,7 +307,10 @@ pub fn run_worker(
             }
             Event::Ring(m) => return Err(Error::msg(format!("unexpected {} on the ring", m.name()))),
             Event::RingClosed(e) => return Err(e.context("ring link from the previous device")),
-            Event::Control(_, Msg::Stop) => return Ok(st),
+            Event::Control(_, Msg::Stop) => {
+                st.mem_pressure_ppm = (pager.peak_pressure() * 1e6) as u32;
+                return Ok(st);
+            }
             Event::Control(_, m) => return Err(Error::msg(format!("unexpected {} from the head", m.name()))),
             Event::ControlClosed(_, e) => return Err(e.context("the head went away")),
         }
@@ -351,6 +363,8 @@ pub struct Ring {
     pub logits: Vec<f32>,
     /// The Halda plan the split came from, if any (for predicted-vs-measured reports).
     pub plan: Option<crate::sched::halda::Plan>,
+    /// Prefetch and release of the head's own windows.
+    pub pager: crate::memory::Pager,
 }
 
 impl Ring {
@@ -455,6 +469,7 @@ impl Ring {
             if decode {
                 self.stats.compute_ns += t.elapsed().as_nanos() as u64;
             }
+            self.pager.done(round, n_tokens);
         }
         if decode {
             self.stats.decode_steps += 1;

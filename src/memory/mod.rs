@@ -1,7 +1,14 @@
 //! Keeping weights in the page cache instead of the process: advice to the kernel about which
 //! ranges of the mapped model are needed next or no longer, and memory-pressure readings.
 
+pub mod pager;
+pub mod policy;
 pub mod prefetch;
+pub mod pressure;
+
+pub use pager::Pager;
+pub use policy::PrefetchMode;
+pub use pressure::PressureMonitor;
 
 use std::ops::Range;
 
@@ -41,7 +48,8 @@ pub fn release(f: &GgufFile, ranges: &[Range<usize>]) {
     }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Ok(file) = std::fs::File::open(&f.path) {
-        for r in ranges {
+        // Whole pages: the kernel keeps partial pages at the ends of an unaligned range.
+        for r in ranges.iter().map(|r| page_align(r, map.len())) {
             let _ = nix::fcntl::posix_fadvise(
                 &file,
                 r.start as i64,

@@ -38,6 +38,11 @@ impl Weight {
         })
     }
 
+    /// The mapped file the matrix is read from.
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
     pub fn data(&self) -> &[u8] {
         &self.file.bytes()[self.start..self.start + self.len]
     }

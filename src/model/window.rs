@@ -266,4 +266,9 @@ impl LayerWindow {
     pub fn file_ranges(&self) -> Vec<Range<usize>> {
         self.weights.iter().flat_map(|l| l.matrices().map(|w| w.file_range())).collect()
     }
+
+    /// The mapped file and this window's ranges in it (for [`crate::memory::Pager`]).
+    pub fn mapped(&self) -> Option<(crate::gguf::GgufFile, Vec<Range<usize>>)> {
+        self.weights.first().map(|l| (l.wq.file().clone(), self.file_ranges()))
+    }
 }

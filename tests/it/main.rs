@@ -5,6 +5,7 @@ mod cluster;
 mod common;
 mod gguf;
 mod kernels;
+mod memory;
 mod model;
 mod quant;
 mod sampler;

@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# bench/homecluster.sh — emulate a heterogeneous home cluster on one Linux machine and compare
+# `prima up` on it with llama.cpp alone on its biggest device. Run as root from the repo root:
+#
+#   MODEL=/path/model.gguf bench/homecluster.sh
+#
+# Each device is a network namespace (veth to a bridge; tbf rate limit like home Wi-Fi), a
+# memory cgroup with its RAM limit, a CPU quota and a blkio read-bandwidth throttle, running
+# `prima agent` with its own cache dir (its own copy of its layers: page caches are not shared).
+# The first device is the head (`prima up` runs there, inside its namespace and cgroups).
+#
+# Device profiles: the prima.cpp paper's Table 1 (D1 Mac M1, D2 laptop, D3 desktop, D4 phone)
+# scaled to this 2-core VM: available RAM ÷ 8 (GiB → ×128 MiB), disk read speed ÷ 8, cores ÷ 8
+# of this machine (the ring computes one device at a time, so quotas need not sum to 2 cores),
+# Wi-Fi rates as measured in the paper (320–610 Mbit/s). GPUs are not emulated (CPU only).
+#   D3 desktop : 9.7 GiB → 1242 MiB, 3.0 GB/s → 375 MB/s, 16 cores → 2.0, 600 Mbit/s  (head)
+#   D1 Mac M1  : 2.4 GiB →  307 MiB, 0.7 GB/s →  88 MB/s,  8 cores → 1.0, 500 Mbit/s
+#   D2 laptop  : 4.1 GiB →  525 MiB, 3.0 GB/s → 375 MB/s,  8 cores → 1.0, 400 Mbit/s
+#   D4 phone   : 1.9 GiB →  243 MiB, 1.4 GB/s → 175 MB/s,  8 cores → 1.0, 320 Mbit/s
+# Link latency (paper: 3–7 ms) is NOT emulated: this kernel has no netem, and the NFQUEUE
+# workaround needs a user-space packet holder we do not ship. At k rounds and 4 devices it would
+# add about k·4·5 ms per token to prima (llama.cpp alone has no network).
+#
+# The benchmark model (README "Home-cluster benchmark"): Llama-3-8B's shape, 16 layers, Q4_K_M:
+#   prima synth --shape llama3-8b --layers 16 --vocab-from tests/fixtures/vocab/smollm2-135m.vocab-only.gguf \
+#       -o /work/bench/l3-8b-16L-q4km.gguf
+#
+# Environment (defaults in brackets):
+#   MODEL      the GGUF to run [/work/bench/l3-8b-16L-q4km.gguf]
+#   PRIMA      prima binary [target/release/prima]
+#   LLAMA_BIN  llama.cpp bin dir [$HOME/.cache/prima-oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin]
+#   DEVICES    "name ram_mib disk_MBps cores mbit window;..." (head first) [the four above]
+#   ROUNDS     k, rounds per token [2]        PREFETCH  auto|off|advise|touch [auto]
+#   N_PREDICT  tokens generated [8]           CTX       context [256]
+#   RUNS       what to run: prima, llama (llama.cpp), solo (prima alone on the head device) ["prima llama"]
+#   WORK       scratch dir (device caches persist here between runs) [/var/tmp/prima-homecluster]
+set -euo pipefail
+
+MODEL=${MODEL:-/work/bench/l3-8b-16L-q4km.gguf}
+PRIMA=$(readlink -f "${PRIMA:-target/release/prima}")
+LLAMA_BIN=${LLAMA_BIN:-$HOME/.cache/prima-oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin}
+DEVICES=${DEVICES:-"d3 1242 375 2.0 600 3; d1 307 88 1.0 500 1; d2 525 375 1.0 400 3; d4 243 175 1.0 320 1"}
+ROUNDS=${ROUNDS:-2}
+PREFETCH=${PREFETCH:-auto}
+N_PREDICT=${N_PREDICT:-8}
+CTX=${CTX:-256}
+RUNS=${RUNS:-"prima llama"}
+WORK=${WORK:-/var/tmp/prima-homecluster}
+PROMPT="Once upon a time"
+TAG=phc   # prefix of everything we create
+BR=${TAG}br0
+NET=10.77.0
+PORT=7790
+
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+[ -x "$PRIMA" ] || { echo "no prima binary at $PRIMA (cargo build --release)" >&2; exit 1; }
+[ -f "$MODEL" ] || { echo "no model at $MODEL" >&2; exit 1; }
+MODEL=$(readlink -f "$MODEL")
+mkdir -p "$WORK"
+# A private copy under another name: test suites on the same machine that clean up their own
+# `prima agent`s by name must not kill ours.
+cp "$PRIMA" "$WORK/phcd.new" && mv "$WORK/phcd.new" "$WORK/phcd"
+PRIMA=$WORK/phcd
+
+# cgroups v1: memory under our own memory cgroup (we may not own the root), cpu/blkio at root.
+MEMCG=/sys/fs/cgroup/memory$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)/$TAG
+CPUCG=/sys/fs/cgroup/cpu/$TAG
+BLKCG=/sys/fs/cgroup/blkio/$TAG
+DISK=$(lsblk -no MAJ:MIN,TYPE "$(findmnt -no SOURCE -T "$WORK")" 2>/dev/null | awk '{print $1}' | head -1)
+DISK=${DISK:-$(findmnt -no MAJ:MIN -T "$WORK")}
+DISK=${DISK%:*}:0   # throttle the whole disk
+
+IFS=';' read -ra DEVS <<<"$DEVICES"
+PIDS=()
+
+cleanup() {
+    set +e
+    for p in "${PIDS[@]}" $(jobs -p); do kill "$p" 2>/dev/null; done
+    sleep 0.3
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    for d in "${DEVS[@]}"; do
+        read -r name _ <<<"$d"
+        ip netns pids "$TAG-$name" 2>/dev/null | xargs -r kill -9
+        ip netns del "$TAG-$name" 2>/dev/null
+        ip link del "$TAG-$name" 2>/dev/null
+        for cg in "$MEMCG/$name" "$CPUCG/$name" "$BLKCG/$name"; do
+            [ -d "$cg" ] && { xargs -r kill -9 <"$cg/cgroup.procs" 2>/dev/null; sleep 0.1; rmdir "$cg"; }
+        done
+    done
+    ip link del "$BR" 2>/dev/null
+    rmdir "$MEMCG" "$CPUCG" "$BLKCG" 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+cleanup
+
+# ---------------------------------------------------------------- the devices
+ip link add "$BR" type bridge && ip addr add "$NET.1/24" dev "$BR" && ip link set "$BR" up
+mkdir -p "$MEMCG" "$CPUCG" "$BLKCG"
+i=0
+for d in "${DEVS[@]}"; do
+    read -r name ram disk cores mbit _ <<<"$d"
+    i=$((i + 1))
+    ns=$TAG-$name
+    ip netns add "$ns"
+    ip link add "$TAG-$name" type veth peer name eth0 netns "$ns"
+    ip link set "$TAG-$name" master "$BR" up
+    ip -n "$ns" addr add "$NET.$((10 + i))/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" link set lo up
+    # Wi-Fi rate both ways: device egress in its namespace, ingress on the bridge port.
+    tc -n "$ns" qdisc add dev eth0 root tbf rate "${mbit}mbit" burst 256kb latency 50ms
+    tc qdisc add dev "$TAG-$name" root tbf rate "${mbit}mbit" burst 256kb latency 50ms
+    mkdir -p "$MEMCG/$name" "$CPUCG/$name" "$BLKCG/$name"
+    echo $((ram << 20)) >"$MEMCG/$name/memory.limit_in_bytes"
+    echo 100000 >"$CPUCG/$name/cpu.cfs_period_us"
+    awk -v c="$cores" 'BEGIN {printf "%d\n", c * 100000}' >"$CPUCG/$name/cpu.cfs_quota_us"
+    echo "$DISK $((disk * 1000000))" >"$BLKCG/$name/blkio.throttle.read_bps_device"
+    mkdir -p "$WORK/$name"
+done
+
+# Run a command on device $1: join its cgroups, then enter its network namespace only
+# (`ip netns exec` would also remount /sys and hide the cgroup files prima reads).
+on() {
+    local name=$1
+    shift
+    sh -c "echo \$\$ >$MEMCG/$name/cgroup.procs && echo \$\$ >$CPUCG/$name/cgroup.procs && \
+        echo \$\$ >$BLKCG/$name/cgroup.procs && exec nsenter --net=/run/netns/$TAG-$name \"\$@\"" sh "$@"
+}
+
+# Peak non-file memory of a device's cgroup (bytes above the reading at start), sampled in the
+# background until $WORK/$1.stop exists: the seed's pressure metric (page cache excluded).
+sample() {
+    local cg=$MEMCG/$1 base rbase peak=0 rpeak=0 now r
+    anon() { awk -v u="$(cat "$cg/memory.usage_in_bytes")" '/^total_(in)?active_file /{f+=$2} END{print u-f}' "$cg/memory.stat"; }
+    rss() { awk '/^total_rss /{print $2}' "$cg/memory.stat"; }
+    base=$(anon)
+    rbase=$(rss)
+    while [ ! -e "$WORK/$1.stop" ]; do
+        now=$(($(anon) - base))
+        r=$(($(rss) - rbase))
+        [ "$now" -gt "$peak" ] && peak=$now
+        [ "$r" -gt "$rpeak" ] && rpeak=$r
+        echo "$peak $rpeak" >"$WORK/$1.peak"
+        sleep 0.2
+    done
+}
+
+drop_caches() { sync; echo 1 >/proc/sys/vm/drop_caches; }
+
+# Run in the background and wait: bash runs its traps (^C cleanup) only between commands, and
+# `wait` is one it can interrupt.
+run_bg() {
+    "$@" &
+    local p=$!
+    PIDS+=("$p")
+    wait "$p"
+}
+oom_kills() { local n=0; for d in "${DEVS[@]}"; do read -r name _ <<<"$d"; n=$((n + $(awk '/oom_kill /{print $2}' "$MEMCG/$name/memory.oom_control" 2>/dev/null || echo 0))); done; echo $n; }
+
+head -c 32 /dev/urandom | base64 >"$WORK/secret"
+read -r HEAD HEAD_RAM _ <<<"${DEVS[0]}"
+
+# --------------------------------------------------------------- prima on the ring
+write_config() {
+    {
+        echo "model = \"$MODEL\""
+        echo "secret_file = \"$WORK/secret\""
+        echo "rounds = $ROUNDS"
+        echo "ctx_size = $CTX"
+        echo "batch_size = 64"
+        echo "timeout_secs = 120"
+        local j=0
+        for d in "${DEVS[@]}"; do
+            read -r name _ _ _ _ window <<<"$d"
+            j=$((j + 1))
+            echo "[[device]]"
+            echo "name = \"$name\""
+            echo "addr = \"$NET.$((10 + j)):$PORT\""
+            [ -n "${window:-}" ] && echo "window = $window"
+        done
+    } >"$WORK/cluster.toml"
+}
+
+run_prima() {
+    write_config
+    local j=0
+    for d in "${DEVS[@]:1}"; do
+        read -r name _ <<<"$d"
+        j=$((j + 1))
+        on "$name" "$PRIMA" agent --listen "$NET.$((11 + j)):$PORT" --secret-file "$WORK/secret" \
+            --cache-dir "$WORK/$name/cache" --timeout-secs 120 --prefetch "$PREFETCH" 2>"$WORK/$name.agent.log" &
+        PIDS+=($!)
+    done
+    sleep 1
+    # Fill the layer caches once (not measured): the first run streams each device its layers.
+    if [ ! -e "$WORK/warm-$(basename "$MODEL")-$ROUNDS-$(echo "$DEVICES" | md5sum | cut -c1-8)" ]; then
+        echo "== warming device caches (streams layers to the agents once)"
+        run_bg on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n 1 --temp 0 >/dev/null 2>"$WORK/warm.log" || {
+            tail -20 "$WORK/warm.log"
+            exit 1
+        }
+        touch "$WORK/warm-$(basename "$MODEL")-$ROUNDS-$(echo "$DEVICES" | md5sum | cut -c1-8)"
+    fi
+    drop_caches
+    for d in "${DEVS[@]}"; do read -r name _ <<<"$d"; rm -f "$WORK/$name.stop"; sample "$name" & done
+    local before
+    before=$(oom_kills)
+    echo "== prima up: k=$ROUNDS prefetch=$PREFETCH, $N_PREDICT tokens"
+    run_bg on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n "$N_PREDICT" --temp 0 --prefetch "$PREFETCH" \
+        >"$WORK/prima.out" 2>"$WORK/prima.log" || { tail -30 "$WORK/prima.log"; }
+    for d in "${DEVS[@]}"; do read -r name _ <<<"$d"; touch "$WORK/$name.stop"; done
+    wait_samplers
+    grep -E '^(up: prompt|up: [0-9]+ tokens|  |memory:)' "$WORK/prima.log" || true
+    for d in "${DEVS[@]:1}"; do read -r name _ <<<"$d"; grep '^memory:' "$WORK/$name.agent.log" | sed "s/^/  $name /" | tail -1; done
+    local ms
+    ms=$(sed -n 's/.*generation: [0-9]* tokens, \([0-9.]*\) ms\/token.*/\1/p' "$WORK/prima.log")
+    echo "RESULT prima k=$ROUNDS prefetch=$PREFETCH ms/token=${ms:-FAILED} oom_kills=$(($(oom_kills) - before))"
+    report_pressure
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    PIDS=()
+    sleep 0.5
+}
+
+wait_samplers() { sleep 0.5; }
+
+report_pressure() {
+    for d in "${DEVS[@]}"; do
+        read -r name ram _ <<<"$d"
+        read -r p a <"$WORK/$name.peak" || true
+        awk -v p="${p:-0}" -v a="${a:-0}" -v r="$ram" -v n="$name" 'BEGIN {printf \
+            "  %-4s memory pressure (cgroup, measured outside): %.1f%% of %d MiB (anonymous memory %+.1f%%)\n", \
+            n, 100 * p / (r * 1048576), r, 100 * a / (r * 1048576)}'
+    done
+}
+
+# ----------------------------------------------------- the same model on one device
+run_llama() {
+    local bench=$LLAMA_BIN/llama-bench
+    if [ ! -x "$bench" ]; then
+        echo "RESULT llama.cpp SKIPPED: no $bench (the oracle build has not finished)"
+        return
+    fi
+    drop_caches
+    rm -f "$WORK/$HEAD.stop"
+    sample "$HEAD" &
+    local before
+    before=$(oom_kills)
+    echo "== llama.cpp alone on $HEAD ($HEAD_RAM MiB), --repack 0, $N_PREDICT tokens"
+    local cores
+    cores=$(awk '{printf "%d", ($4 < 1 ? 1 : $4)}' <<<"${DEVS[0]}")
+    run_bg on "$HEAD" "$bench" -m "$MODEL" -t "$cores" -p 0 -n "$N_PREDICT" -r 1 --repack 0 -o csv \
+        >"$WORK/llama.csv" 2>"$WORK/llama.log" || tail -5 "$WORK/llama.log"
+    touch "$WORK/$HEAD.stop"
+    local tps
+    tps=$(awk -F, 'NR == 1 {for (i = 1; i <= NF; i++) if ($i ~ /avg_ts/) c = i} NR > 1 && c {gsub(/"/, "", $c); print $c}' "$WORK/llama.csv" | tail -1)
+    echo "RESULT llama.cpp ms/token=$(awk -v t="${tps:-0}" 'BEGIN {print (t > 0 ? 1000 / t : "FAILED")}') oom_kills=$(($(oom_kills) - before))"
+    sleep 0.5
+    report_pressure | head -1
+}
+
+# ------------------------------------------- prima alone on the head device (same limits)
+run_solo() {
+    drop_caches
+    rm -f "$WORK/$HEAD.stop"
+    sample "$HEAD" &
+    local cores
+    cores=$(awk '{printf "%d", ($4 < 1 ? 1 : $4)}' <<<"${DEVS[0]}")
+    echo "== prima run alone on $HEAD ($HEAD_RAM MiB), $N_PREDICT tokens"
+    run_bg on "$HEAD" "$PRIMA" run -m "$MODEL" -p "$PROMPT" -n "$N_PREDICT" -c "$CTX" -t "$cores" --temp 0 \
+        >"$WORK/solo.out" 2>"$WORK/solo.log" || tail -5 "$WORK/solo.log"
+    touch "$WORK/$HEAD.stop"
+    local ms
+    ms=$(sed -n 's/.*generation: [0-9]* tokens, \([0-9.]*\) ms\/token.*/\1/p' "$WORK/solo.log")
+    echo "RESULT prima-solo ms/token=${ms:-FAILED}"
+    sleep 0.5
+    report_pressure | head -1
+}
+
+echo "model $(basename "$MODEL"): $(($(stat -c %s "$MODEL") >> 20)) MiB; disk $DISK; devices: $DEVICES"
+for r in $RUNS; do "run_$r"; done

@@ -1,0 +1,206 @@
+//! One device's page-cache management for its windows: applies [`super::policy`] around the ring.
+//!
+//! At start it drops the parts of the mapped file it will never run (other devices' layers)
+//! and prefetches its first windows; after each window's output is sent ([`Pager::done`]) it
+//! prefetches the next windows and, when streaming, drops the window just used.
+
+use std::ops::Range;
+
+use super::policy::{self, Policy, PrefetchMode};
+use super::prefetch::Prefetcher;
+use super::pressure::{self, PressureMonitor};
+use crate::gguf::GgufFile;
+
+static MODE: std::sync::OnceLock<PrefetchMode> = std::sync::OnceLock::new();
+
+/// Set the process-wide prefetch mode (the `--prefetch` flag); first call wins.
+pub fn set_mode(m: PrefetchMode) {
+    let _ = MODE.set(m);
+}
+
+/// `--prefetch`, else `PRIMA_PREFETCH`, else auto.
+pub fn mode() -> PrefetchMode {
+    *MODE.get_or_init(|| {
+        std::env::var("PRIMA_PREFETCH").ok().and_then(|v| PrefetchMode::parse(&v).ok()).unwrap_or_default()
+    })
+}
+
+/// Memory kept out of the weight budget: KV cache and scratch grow into it (a few MiB at small
+/// contexts), and the kernel needs slack to reclaim without stalling.
+fn reserve(total: u64) -> u64 {
+    (24 << 20) + total / 64
+}
+
+pub struct Pager {
+    file: Option<GgufFile>,
+    windows: Vec<Vec<Range<usize>>>,
+    pub policy: Policy,
+    pub budget: u64,
+    prefetcher: Option<Prefetcher>,
+    monitor: PressureMonitor,
+    steps: u64,
+}
+
+impl Pager {
+    /// `windows`: for each window in run order, its mapped file and weight ranges (None for a
+    /// window without mapped weights, e.g. the fake engine).
+    pub fn new(windows: impl IntoIterator<Item = Option<(GgufFile, Vec<Range<usize>>)>>) -> Pager {
+        let monitor = PressureMonitor::start();
+        let mut file = None;
+        let windows: Vec<Vec<Range<usize>>> = windows
+            .into_iter()
+            .map(|w| match w {
+                Some((f, r)) => {
+                    file.get_or_insert(f);
+                    r
+                }
+                None => Vec::new(),
+            })
+            .collect();
+        let Some(f) = file.filter(|f| f.mmap().is_some()) else {
+            return Pager {
+                file: None,
+                windows,
+                policy: Policy::default(),
+                budget: 0,
+                prefetcher: None,
+                monitor,
+                steps: 0,
+            };
+        };
+        let snap = monitor.baseline.or_else(pressure::snapshot).unwrap_or_default();
+        let hot = hot_head_bytes(&f);
+        let budget = snap.available.saturating_sub(reserve(snap.total) + hot);
+        let bytes: Vec<u64> = windows.iter().map(|w| w.iter().map(|r| r.len() as u64).sum()).collect();
+        let policy = policy::plan(&bytes, budget, mode());
+        super::release(&f, &unused_ranges(&f, &windows));
+        let prefetcher = policy.touch.then(|| Prefetcher::new(f.clone()));
+        let p = Pager { file: Some(f), windows, policy, budget, prefetcher, monitor, steps: 0 };
+        eprintln!("memory: {}", p.describe());
+        if p.policy.depth > 0 && !p.windows.is_empty() {
+            // Cold start: what the first token reads first (its resident windows too).
+            let k = p.windows.len();
+            for j in 0..k.min(p.policy.keep.max(1)) {
+                p.prefetch(j, j as u64 + 1);
+            }
+            for (j, d) in policy::ahead(k - 1, k, p.policy.keep, p.policy.depth) {
+                p.prefetch(j, d as u64);
+            }
+        }
+        p
+    }
+
+    /// Window `i`'s output (for `n_tokens` tokens) has been sent: prefetch what comes next,
+    /// drop what is done. Only decode steps visit the windows in cyclic order; a pipelined
+    /// prompt revisits a window for the next batch, so batches leave the cache alone.
+    pub fn done(&mut self, i: usize, n_tokens: usize) {
+        let k = self.windows.len();
+        if k == 0 || i >= k || n_tokens != 1 {
+            return;
+        }
+        self.steps += 1;
+        if let Some(p) = &self.prefetcher {
+            p.advance(self.steps);
+        }
+        let Some(f) = &self.file else { return };
+        if self.policy.release_done && i >= self.policy.keep {
+            super::release(f, &self.windows[i]);
+        }
+        for (j, d) in policy::ahead(i, k, self.policy.keep, self.policy.depth) {
+            // Window j runs after d more `done` calls; touching it after that is wasted.
+            self.prefetch(j, self.steps + d as u64);
+        }
+    }
+
+    fn prefetch(&self, j: usize, stale_at: u64) {
+        let Some(f) = &self.file else { return };
+        let cap = if j < self.policy.keep { u64::MAX } else { self.policy.cap };
+        let ranges = head_bytes(&self.windows[j], cap);
+        super::will_need(f, &ranges);
+        if let Some(p) = &self.prefetcher {
+            p.request_until(ranges, stale_at);
+        }
+    }
+
+    /// Peak memory pressure since the pager was made.
+    pub fn peak_pressure(&self) -> f64 {
+        self.monitor.peak()
+    }
+
+    pub fn describe(&self) -> String {
+        let p = &self.policy;
+        format!(
+            "{} ({} MiB budget for {} window(s) of {} MiB): {} resident, prefetch {} ahead{}{}{}",
+            if p.streams { "streams from disk" } else { "fits in memory" },
+            self.budget >> 20,
+            self.windows.len(),
+            self.windows.iter().flatten().map(|r| r.len()).sum::<usize>() >> 20,
+            p.keep,
+            p.depth,
+            if p.cap < u64::MAX { format!(" (first {} MiB)", p.cap >> 20) } else { String::new() },
+            if p.touch { ", touched" } else { "" },
+            if p.release_done { ", drops each window after use" } else { "" }
+        )
+    }
+}
+
+/// The first `cap` bytes of `ranges`.
+fn head_bytes(ranges: &[Range<usize>], cap: u64) -> Vec<Range<usize>> {
+    let mut left = cap.min(usize::MAX as u64) as usize;
+    let mut out = Vec::new();
+    for r in ranges {
+        if left == 0 {
+            break;
+        }
+        let n = r.len().min(left);
+        out.push(r.start..r.start + n);
+        left -= n;
+    }
+    out
+}
+
+/// The output matrix is read every token on the head (tied embeddings: the embedding).
+fn hot_head_bytes(f: &GgufFile) -> u64 {
+    f.tensor("output.weight").or_else(|| f.tensor("token_embd.weight")).map(|t| t.size).unwrap_or(0)
+}
+
+/// Tensor data of the file that none of `windows` uses and that is not shared (embedding,
+/// output, norms): other devices' layers when the file is the whole model.
+pub fn unused_ranges(f: &GgufFile, windows: &[Vec<Range<usize>>]) -> Vec<Range<usize>> {
+    let mut keep: Vec<Range<usize>> = windows.iter().flatten().cloned().collect();
+    keep.extend(f.tensors.iter().filter(|t| !t.name.starts_with("blk.")).map(|t| {
+        let r = f.tensor_file_range(t);
+        r.start as usize..r.end as usize
+    }));
+    keep.sort_by_key(|r| r.start);
+    let page = super::page_size();
+    let mut out = Vec::new();
+    let mut at = f.data_offset as usize;
+    for r in keep {
+        // Only whole pages strictly between kept ranges: a shared page stays.
+        let (s, e) = (at.div_ceil(page) * page, r.start / page * page);
+        if e > s {
+            out.push(s..e);
+        }
+        at = at.max(r.end);
+    }
+    let end = f.bytes().len() / page * page;
+    let s = at.div_ceil(page) * page;
+    if end > s {
+        out.push(s..end);
+    }
+    out
+}
+
+/// Weight ranges of layers `layers` in `f` (every `blk.N.*` tensor).
+pub fn layer_ranges(f: &GgufFile, layers: Range<usize>) -> Vec<Range<usize>> {
+    let prefixes: Vec<String> = layers.map(|l| format!("blk.{l}.")).collect();
+    f.tensors
+        .iter()
+        .filter(|t| prefixes.iter().any(|p| t.name.starts_with(p.as_str())))
+        .map(|t| {
+            let r = f.tensor_file_range(t);
+            r.start as usize..r.end as usize
+        })
+        .collect()
+}

@@ -1,0 +1,193 @@
+//! Memory pressure as a device sees it, sampled on a background thread while the ring runs.
+//!
+//! Inside a memory cgroup with a limit (a container, or an emulated device of
+//! `bench/homecluster.sh`) the limit is the device's RAM, so readings come from the cgroup:
+//! total = limit, available = limit − non-file usage. Elsewhere from /proc/meminfo.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::{MemorySnapshot, memory_pressure};
+
+/// Where this process's memory cgroup lives, if it has a limit below the machine's RAM.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CgroupMem {
+    V1(PathBuf),
+    V2(PathBuf),
+}
+
+impl CgroupMem {
+    /// From /proc/self/cgroup; None outside a limited cgroup.
+    pub fn current() -> Option<CgroupMem> {
+        let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let (v1, v2) = parse_proc_cgroup(&text);
+        let c = match (v1, v2) {
+            (Some(p), _) => CgroupMem::V1(PathBuf::from("/sys/fs/cgroup/memory").join(p.trim_start_matches('/'))),
+            (None, Some(p)) => CgroupMem::V2(PathBuf::from("/sys/fs/cgroup").join(p.trim_start_matches('/'))),
+            _ => return None,
+        };
+        let host = MemorySnapshot::now()?.total;
+        c.limit().filter(|&l| l < host).map(|_| c)
+    }
+
+    fn read(&self, name: &str) -> Option<String> {
+        let dir = match self {
+            CgroupMem::V1(d) | CgroupMem::V2(d) => d,
+        };
+        std::fs::read_to_string(dir.join(name)).ok()
+    }
+
+    fn limit(&self) -> Option<u64> {
+        match self {
+            CgroupMem::V1(_) => self.read("memory.limit_in_bytes")?.trim().parse().ok(),
+            CgroupMem::V2(_) => self.read("memory.max")?.trim().parse().ok(),
+        }
+    }
+
+    pub fn snapshot(&self) -> Option<MemorySnapshot> {
+        let limit = self.limit()?;
+        let (usage, stat) = match self {
+            CgroupMem::V1(_) => (self.read("memory.usage_in_bytes")?, self.read("memory.stat")?),
+            CgroupMem::V2(_) => (self.read("memory.current")?, self.read("memory.stat")?),
+        };
+        let usage: u64 = usage.trim().parse().ok()?;
+        let v1 = matches!(self, CgroupMem::V1(_));
+        Some(snapshot_from_cgroup(limit, usage, &stat, v1))
+    }
+}
+
+/// The memory controller's path in /proc/self/cgroup text: (v1 path, v2 path).
+fn parse_proc_cgroup(text: &str) -> (Option<String>, Option<String>) {
+    let (mut v1, mut v2) = (None, None);
+    for l in text.lines() {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrl, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if ctrl.split(',').any(|c| c == "memory") {
+            v1 = Some(path.to_string());
+        } else if ctrl.is_empty() {
+            v2 = Some(path.to_string());
+        }
+    }
+    (v1, v2)
+}
+
+/// Page cache (file pages) is reclaimable, so it counts as available, as in MemAvailable.
+fn snapshot_from_cgroup(limit: u64, usage: u64, stat: &str, v1: bool) -> MemorySnapshot {
+    let field = |name: &str| {
+        stat.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    let file = if v1 {
+        field("total_active_file") + field("total_inactive_file")
+    } else {
+        field("active_file") + field("inactive_file")
+    };
+    let swap = if v1 { field("total_swap") } else { 0 };
+    MemorySnapshot {
+        total: limit,
+        available: limit.saturating_sub(usage.saturating_sub(file)),
+        page_cache: file,
+        swap_used: swap,
+    }
+}
+
+/// This process's view of memory: its cgroup's when limited, else the machine's.
+pub fn snapshot() -> Option<MemorySnapshot> {
+    match CgroupMem::current() {
+        Some(c) => c.snapshot(),
+        None => MemorySnapshot::now(),
+    }
+}
+
+/// Samples [`snapshot`] every `period` and keeps the peak pressure against the first reading.
+pub struct PressureMonitor {
+    pub baseline: Option<MemorySnapshot>,
+    peak_ppm: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PressureMonitor {
+    pub fn start() -> PressureMonitor {
+        Self::with_period(Duration::from_millis(50))
+    }
+
+    pub fn with_period(period: Duration) -> PressureMonitor {
+        let cg = CgroupMem::current();
+        let read = move || match &cg {
+            Some(c) => c.snapshot(),
+            None => MemorySnapshot::now(),
+        };
+        let baseline = read();
+        let peak_ppm = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = baseline.map(|base| {
+            let (peak, stop) = (peak_ppm.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("prima-mem-monitor".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(now) = read() {
+                            peak.fetch_max((memory_pressure(&base, &now) * 1e6) as u64, Ordering::Relaxed);
+                        }
+                        std::thread::sleep(period);
+                    }
+                })
+                .expect("spawning the memory monitor")
+        });
+        PressureMonitor { baseline, peak_ppm, stop, thread }
+    }
+
+    /// Highest pressure seen so far (fraction of total memory).
+    pub fn peak(&self) -> f64 {
+        self.peak_ppm.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
+impl Drop for PressureMonitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_memory_controller() {
+        let v1 = "9:name=systemd:/\n4:memory:/a/b\n0::/\n";
+        assert_eq!(parse_proc_cgroup(v1), (Some("/a/b".into()), Some("/".into())));
+        assert_eq!(parse_proc_cgroup("0::/user.slice/x\n"), (None, Some("/user.slice/x".into())));
+        assert_eq!(parse_proc_cgroup("3:cpu,memory:/c\n"), (Some("/c".into()), None));
+    }
+
+    #[test]
+    fn cgroup_page_cache_counts_as_available() {
+        let stat = "cache 700\nrss 200\ntotal_active_file 300\ntotal_inactive_file 400\ntotal_swap 0\n";
+        let s = snapshot_from_cgroup(1000, 900, stat, true);
+        assert_eq!((s.total, s.available, s.page_cache), (1000, 800, 700));
+        let s = snapshot_from_cgroup(1000, 900, "anon 200\nactive_file 300\ninactive_file 400\n", false);
+        assert_eq!(s.available, 800);
+    }
+
+    #[test]
+    fn monitor_sees_an_allocation() {
+        let m = PressureMonitor::with_period(Duration::from_millis(5));
+        let total = m.baseline.map(|b| b.total).unwrap_or(0);
+        if total == 0 {
+            return;
+        }
+        // 2% of memory, touched, held for a few samples.
+        let n = (total / 50) as usize;
+        let v = vec![1u8; n];
+        std::thread::sleep(Duration::from_millis(100));
+        std::hint::black_box(&v);
+        assert!(m.peak() > 0.005, "peak {}", m.peak());
+    }
+}
