@@ -344,6 +344,7 @@ fn prune(dir: &Path, keep: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gguf::Value;
     use crate::gguf::write::GgufWriter;
     use crate::quant::GgmlType;
 

@@ -24,7 +24,8 @@ fn compact_llama_header() {
     let q = f.tensor("blk.0.attn_q.weight").unwrap();
     assert_eq!(q.dims, vec![256, 256]);
     assert_eq!(q.ty, GgmlType::Q4_K);
-    assert_eq!(f.tensor_data(q).len(), 256 / 256 * 144 * 256);
+    // 256 rows of one 144-byte Q4_K block each.
+    assert_eq!(f.tensor_data(q).len(), 144 * 256);
     assert_eq!(f.tensor("output.weight").unwrap().ty, GgmlType::Q6_K);
     assert_eq!(f.get_array("tokenizer.ggml.tokens").unwrap().len(), 2048);
 }

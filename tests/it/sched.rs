@@ -253,7 +253,7 @@ fn ilp_prima_shaped_vs_oracle() {
     for case in 0..cases {
         let m = rng.int(2, 4) as usize;
         let l = [16usize, 32, 40][rng.int(0, 2) as usize];
-        let divisors: Vec<usize> = (1..=l).filter(|k| l % k == 0 && l / k >= m).collect();
+        let divisors: Vec<usize> = (1..=l).filter(|k| l.is_multiple_of(*k) && l / k >= m).collect();
         let k = divisors[rng.int(0, divisors.len() as i64 - 1) as usize];
         let wt = l / k;
         let (p, a, b, cap, gcap) = prima_shaped(&mut rng, m, wt);
