@@ -139,14 +139,15 @@ pub(super) unsafe fn q4_0<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     for i in 0..nb {
         let x = unsafe { w.add(i * 18) };
         let qx = _mm256_sub_epi8(unsafe { nibbles32(x.add(2)) }, _mm256_set1_epi8(8));
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]);
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
     }
 }
 
@@ -159,16 +160,17 @@ pub(super) unsafe fn q5_0<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     for i in 0..nb {
         let x = unsafe { w.add(i * 22) };
         // q - 16: the nibble, with 0xf0 or'ed in where the fifth bit is clear.
         let hi = _mm256_andnot_si256(unsafe { bits32(x.add(2)) }, _mm256_set1_epi8(0xf0u8 as i8));
         let qx = _mm256_or_si256(unsafe { nibbles32(x.add(6)) }, hi);
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]);
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
     }
 }
 
@@ -181,14 +183,15 @@ pub(super) unsafe fn q8_0<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     for i in 0..nb {
         let x = unsafe { w.add(i * 34) };
         let qx = unsafe { load256(x.add(2)) };
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]);
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
     }
 }
 
@@ -201,15 +204,16 @@ pub(super) unsafe fn iq4_nl<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     let table = iq4_table();
     for i in 0..nb {
         let x = unsafe { w.add(i * 18) };
         let qx = _mm256_shuffle_epi8(table, unsafe { nibbles32(x.add(2)) });
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]);
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
     }
 }
 
@@ -243,17 +247,26 @@ pub(super) unsafe fn q4_1<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     let mut accm = [0f32; NT];
     for i in 0..nb {
         let x = unsafe { w.add(i * 20) };
         let qx = unsafe { nibbles32(x.add(4)) };
         unsafe {
-            step_unsigned_q8_1::<NT, VNNI>(f16_at(x), f16_at(x.add(2)), qx, a.add(i * 36), astride, &mut acc, &mut accm)
+            step_unsigned_q8_1::<NT, VNNI>(
+                f16_at(x),
+                f16_at(x.add(2)),
+                qx,
+                a.add(i * 36),
+                astride,
+                &mut acc[i & 1],
+                &mut accm,
+            )
         };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]) + accm[t];
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t])) + accm[t];
     }
 }
 
@@ -266,18 +279,27 @@ pub(super) unsafe fn q5_1<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     let mut accm = [0f32; NT];
     for i in 0..nb {
         let x = unsafe { w.add(i * 24) };
         let hi = _mm256_and_si256(unsafe { bits32(x.add(4)) }, _mm256_set1_epi8(0x10));
         let qx = _mm256_or_si256(unsafe { nibbles32(x.add(8)) }, hi);
         unsafe {
-            step_unsigned_q8_1::<NT, VNNI>(f16_at(x), f16_at(x.add(2)), qx, a.add(i * 36), astride, &mut acc, &mut accm)
+            step_unsigned_q8_1::<NT, VNNI>(
+                f16_at(x),
+                f16_at(x.add(2)),
+                qx,
+                a.add(i * 36),
+                astride,
+                &mut acc[i & 1],
+                &mut accm,
+            )
         };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]) + accm[t];
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t])) + accm[t];
     }
 }
 
