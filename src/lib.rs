@@ -11,6 +11,7 @@ pub mod bench;
 pub mod chat;
 pub mod chat_loop;
 pub mod cli;
+pub mod cluster;
 pub mod cpu;
 pub mod error;
 pub mod fetch;

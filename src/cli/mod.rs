@@ -1,15 +1,17 @@
 //! The `prima` command line: one file per subcommand, each with its argh struct and `run`.
 
+mod agent;
 mod bench;
 mod chat;
 mod common;
 mod fetch;
-mod inspect;
+pub mod inspect;
 mod perplexity;
 mod plan;
 mod run;
 mod synth;
 mod tokenize;
+mod up;
 
 use argh::FromArgs;
 
@@ -33,11 +35,15 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     Bench(bench::BenchArgs),
     Plan(plan::PlanArgs),
+    Agent(agent::AgentArgs),
+    Up(up::UpArgs),
+    Down(up::DownArgs),
     Synth(synth::SynthArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Agent(a) => agent::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Fetch(a) => fetch::run(a),
         Command::Run(a) => run::run(a),
@@ -46,6 +52,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Up(a) => up::run(a),
+        Command::Down(a) => up::down(a),
         Command::Synth(a) => synth::run(a),
     }
 }

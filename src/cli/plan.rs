@@ -6,7 +6,6 @@ use argh::FromArgs;
 
 use crate::error::{Context, Error, Result};
 use crate::gguf::GgufFile;
-use crate::profile::{DeviceProfile, Gpu, KvAppend, Link, Memory, Os, Throughput};
 use crate::quant::GgmlType;
 use crate::sched::{self, ModelCost, ModelShape, halda};
 
@@ -14,6 +13,9 @@ use crate::sched::{self, ModelCost, ModelShape, halda};
 #[derive(FromArgs)]
 #[argh(subcommand, name = "plan")]
 pub struct PlanArgs {
+    /// a cluster.toml: profile its devices (agents must be running) and plan for its model
+    #[argh(positional)]
+    pub cluster: Option<String>,
     /// the GGUF model (only its header is read), or a built-in shape: llama3-8b, qwen2.5-32b,
     /// llama3-70b (Q4_K)
     #[argh(option, short = 'm')]
@@ -56,30 +58,8 @@ fn model_cost(m: Option<&str>) -> Result<ModelCost> {
     ModelCost::from_gguf(&f).with_context(|| m.to_string())
 }
 
-/// Every `*.json` in `dir`, sorted by file name.
-pub fn read_profiles(dir: &str) -> Result<Vec<DeviceProfile>> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading profile directory {dir}"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::msg(format!(
-            "no device profiles (*.json) in {dir}: run `prima bench --profile -o DEVICE.json` on each device"
-        )));
-    }
-    files
-        .iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(f).with_context(|| f.display())?;
-            DeviceProfile::from_json(&text).with_context(|| f.display())
-        })
-        .collect()
-}
-
 pub fn run(a: PlanArgs) -> Result<()> {
-    let cost = model_cost(a.model.as_deref())?;
+    let mut cost = model_cost(a.model.as_deref())?;
     let kv_ty = match a.kv_type.to_ascii_lowercase().as_str() {
         "f16" => GgmlType::F16,
         "f32" => GgmlType::F32,
@@ -89,8 +69,26 @@ pub fn run(a: PlanArgs) -> Result<()> {
     if a.bench {
         return bench(&cost, &opt);
     }
-    let dir = a.profiles.as_deref().ok_or_else(|| Error::msg("--profiles DIR is required (or --bench)"))?;
-    let profiles = read_profiles(dir)?;
+    let profiles = match (&a.cluster, a.profiles.as_deref()) {
+        (Some(path), None) => {
+            let cfg = crate::cluster::config::ClusterConfig::load(path)?;
+            if a.model.is_none() {
+                cost = ModelCost::from_gguf(&GgufFile::open(&cfg.model)?)?;
+                opt.n_ctx = cfg.ctx_size as u64;
+                // prima's KV cache is f32; the head (first device) runs embedding and output.
+                opt.kv_ty = GgmlType::F32;
+                opt.head = Some(0);
+            }
+            if cfg.devices.iter().any(|d| d.window.is_some()) {
+                eprintln!("note: {path} sets manual windows, so `prima up` runs those instead of this plan");
+            } else if cfg.schedule == crate::cluster::config::Schedule::Even {
+                eprintln!("note: {path} sets schedule = \"even\", so `prima up` splits evenly instead of this plan");
+            }
+            crate::cluster::bootstrap::gather_profiles(&cfg, &Default::default())?
+        }
+        (None, Some(dir)) => crate::profile::read_dir(dir)?,
+        _ => return Err(Error::msg("give either a cluster.toml or --profiles DIR (or --bench)")),
+    };
     if let Some(h) = &a.head {
         opt.head = Some(
             profiles
@@ -104,53 +102,9 @@ pub fn run(a: PlanArgs) -> Result<()> {
     Ok(())
 }
 
-/// `n` synthetic, varied devices (phones, laptops, desktops with and without GPUs, Macs).
-pub fn synthetic_devices(n: usize) -> Vec<DeviceProfile> {
-    let gib = |g: f64| (g * (1u64 << 30) as f64) as u64;
-    (0..n)
-        .map(|i| {
-            let kind = i % 4;
-            let os = [Os::Linux, Os::MacOs, Os::Android, Os::Linux][kind];
-            let mut p = DeviceProfile::new(&format!("dev{i:02}"), os);
-            let q4k = [150.0, 60.0, 40.0, 250.0][kind] * (1.0 + (i % 5) as f64 * 0.1);
-            p.cores = [8, 8, 8, 16][kind];
-            p.cpu = [("f32", 0.6), ("f16", 0.8), ("q4_K", 1.0), ("q6_K", 0.8)]
-                .iter()
-                .map(|&(f, s)| Throughput { format: f.into(), threads: p.cores, gflops: q4k * s })
-                .collect();
-            p.ram_read_gbps = [40.0, 60.0, 20.0, 50.0][kind];
-            p.kv_append = KvAppend { fixed_us: 2.0, gbps: 10.0 };
-            p.disk.seq_gbps = [3.0, 2.5, 1.4, 3.2][kind];
-            p.disk.rnd_gbps = [0.4, 0.7, 0.2, 0.5][kind];
-            p.memory = Memory {
-                total: gib(16.0),
-                available: gib([4.1, 2.4, 1.9, 9.7][kind] + (i % 3) as f64),
-                ..Memory::default()
-            };
-            p.link = Some(Link { rtt_ms: 3.0 + (i % 5) as f64, gbps: 0.05 });
-            if kind == 0 || kind == 3 || kind == 1 {
-                let uma = kind == 1;
-                p.gpu = Some(Gpu {
-                    name: "gpu".into(),
-                    backend: if uma { "metal" } else { "vulkan" }.into(),
-                    uma,
-                    mem_total: gib(8.0),
-                    mem_free: gib([8.0, 5.3, 0.0, 11.0][kind]),
-                    read_gbps: [380.0, 60.0, 0.0, 550.0][kind],
-                    flops: p.cpu.iter().map(|t| Throughput { gflops: t.gflops * 10.0, ..t.clone() }).collect(),
-                    kv_append: KvAppend { fixed_us: 10.0, gbps: 50.0 },
-                    upload_ms: 0.05,
-                    download_ms: 0.05,
-                });
-            }
-            p
-        })
-        .collect()
-}
-
 fn bench(cost: &ModelCost, opt: &halda::Options) -> Result<()> {
     for n in [4usize, 8, 16, 32] {
-        let devs = synthetic_devices(n);
+        let devs = halda::synthetic_devices(n);
         let mut times = Vec::new();
         let mut plan = None;
         for _ in 0..3 {

@@ -60,11 +60,23 @@ impl Backing {
     }
 }
 
-/// A parsed GGUF file. Cheap to clone (the map is shared).
+/// A parsed GGUF file. Cheap to clone: header and map are shared (weights hold clones).
 #[derive(Clone)]
 pub struct GgufFile {
+    inner: Arc<GgufHeader>,
+}
+
+impl std::ops::Deref for GgufFile {
+    type Target = GgufHeader;
+    fn deref(&self) -> &GgufHeader {
+        &self.inner
+    }
+}
+
+/// The parsed header and the bytes behind it.
+pub struct GgufHeader {
     pub path: PathBuf,
-    backing: Arc<Backing>,
+    backing: Backing,
     pub version: u32,
     pub metadata: Vec<(String, Value)>,
     meta_index: HashMap<String, usize>,
@@ -100,18 +112,22 @@ impl GgufFile {
         let meta_index = header.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
         let tensor_index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         Ok(GgufFile {
-            path,
-            backing: Arc::new(backing),
-            version: header.version,
-            metadata: header.metadata,
-            meta_index,
-            tensors: header.tensors,
-            tensor_index,
-            alignment: header.alignment,
-            data_offset: header.data_offset,
+            inner: Arc::new(GgufHeader {
+                path,
+                backing,
+                version: header.version,
+                metadata: header.metadata,
+                meta_index,
+                tensors: header.tensors,
+                tensor_index,
+                alignment: header.alignment,
+                data_offset: header.data_offset,
+            }),
         })
     }
+}
 
+impl GgufHeader {
     /// The whole file's bytes.
     pub fn bytes(&self) -> &[u8] {
         self.backing.bytes()
@@ -119,7 +135,7 @@ impl GgufFile {
 
     /// The memory map, when the file is mapped (for madvise and prefetch).
     pub fn mmap(&self) -> Option<&Mmap> {
-        match &*self.backing {
+        match &self.backing {
             Backing::Map(m) => Some(m),
             Backing::Owned(_) => None,
         }

@@ -225,7 +225,7 @@ fn tensor_size(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64> {
         .filter(|&n| n < (1u64 << 48))
         .ok_or_else(|| Error::msg(format!("corrupt GGUF: tensor `{name}` has absurd dimensions {dims:?}")))?;
     let (bs, ts) = ty.block_layout();
-    if dims[0] % bs as u64 != 0 {
+    if !dims[0].is_multiple_of(bs as u64) {
         return Err(Error::msg(format!(
             "corrupt GGUF: tensor `{name}` row length {} is not a multiple of the {ty} block size {bs}",
             dims[0]

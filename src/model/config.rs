@@ -53,7 +53,7 @@ impl ModelConfig {
         let n_embd = f.require_u64(&key("embedding_length"))? as usize;
         let n_head = f.require_u64(&key("attention.head_count"))? as usize;
         let n_head_kv = f.get_u64(&key("attention.head_count_kv")).map(|v| v as usize).unwrap_or(n_head);
-        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || n_embd % n_head != 0 {
+        if n_head == 0 || n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) || !n_embd.is_multiple_of(n_head) {
             return Err(Error::msg(format!(
                 "inconsistent attention shape: {n_head} heads, {n_head_kv} kv heads, embedding {n_embd}"
             )));
@@ -73,7 +73,7 @@ impl ModelConfig {
             Some("none") | None => 1.0,
             // llama3-style scaling is carried by the rope_freqs tensor; yarn is not used by
             // the supported families' released GGUFs.
-            Some(other) if other == "llama3" => 1.0,
+            Some("llama3") => 1.0,
             Some(other) => return Err(Error::msg(format!("rope scaling type `{other}` is not supported"))),
         };
         let cfg = ModelConfig {
@@ -97,7 +97,7 @@ impl ModelConfig {
             rope_base: f.get_f32(&key("rope.freq_base")).unwrap_or(10000.0),
             rope_freq_scale,
         };
-        if cfg.n_layer == 0 || cfg.rope_dims > cfg.head_dim_k || cfg.rope_dims % 2 != 0 {
+        if cfg.n_layer == 0 || cfg.rope_dims > cfg.head_dim_k || !cfg.rope_dims.is_multiple_of(2) {
             return Err(Error::msg(format!(
                 "inconsistent model shape: {} layers, rope dims {} for head size {}",
                 cfg.n_layer, cfg.rope_dims, cfg.head_dim_k

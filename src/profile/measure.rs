@@ -10,23 +10,16 @@ use super::{DeviceProfile, Disk, KvAppend, Throughput};
 use crate::error::{Context, Result};
 use crate::quant::{self, GgmlType};
 
-/// Formats the profiler tries (those the engine supports are measured).
-pub const FORMATS: [GgmlType; 14] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::Q4_0,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::Q5_0,
-    GgmlType::IQ4_NL,
-    GgmlType::IQ4_XS,
-    GgmlType::IQ2_XXS,
-    GgmlType::IQ1_S,
-];
+/// Weight formats the profiler measures by default: every one the engine's kernels support
+/// (activation-only and integer types excluded).
+pub fn default_formats() -> Vec<GgmlType> {
+    use GgmlType::*;
+    GgmlType::ALL
+        .iter()
+        .copied()
+        .filter(|t| !matches!(t, Q8_1 | Q8_K | I8 | I16 | I32 | I64 | F64) && quant::is_supported(*t))
+        .collect()
+}
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -36,7 +29,7 @@ pub struct Options {
     pub ram_buffer_mib: usize,
     /// Thread counts to measure the CPU kernels with (empty = 1 and all cores).
     pub threads: Vec<u32>,
-    /// Restrict CPU formats (empty = every supported one in [`FORMATS`]).
+    /// Restrict CPU formats (empty = [`default_formats`]).
     pub formats: Vec<GgmlType>,
 }
 
@@ -80,10 +73,10 @@ pub fn measure(opt: &Options, progress: &mut dyn FnMut(&str)) -> Result<DevicePr
     } else {
         opt.threads.clone()
     };
-    let formats: Vec<GgmlType> = if opt.formats.is_empty() { FORMATS.to_vec() } else { opt.formats.clone() };
+    let formats: Vec<GgmlType> = if opt.formats.is_empty() { default_formats() } else { opt.formats.clone() };
     for ty in formats.into_iter().filter(|t| quant::is_supported(*t)) {
         for &t in &threads {
-            let g = cpu_gflops(ty, t as usize, Duration::from_millis(60), &quant::vec_dot);
+            let g = cpu_gflops(ty, t as usize, Duration::from_millis(40), &quant::vec_dot);
             progress(&format!("cpu {:>8} × {t:>2} threads: {g:8.2} GFLOPS", ty.name()));
             p.cpu.push(Throughput { format: ty.name().to_string(), threads: t, gflops: g });
         }
@@ -149,32 +142,47 @@ pub fn cpu_gflops(ty: GgmlType, threads: usize, budget: Duration, dot: &DotFn) -
             w
         })
         .collect();
-    let run = |reps: usize| -> f64 {
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            for w in &mats {
-                let act = &act;
-                s.spawn(move || {
-                    let mut acc = 0.0f32;
-                    for _ in 0..reps {
-                        for r in 0..rows {
-                            acc += dot(ty, n, &w[r * row_bytes..(r + 1) * row_bytes], act);
-                        }
-                    }
-                    std::hint::black_box(acc);
-                });
+    let work = |w: &[u8], reps: usize| {
+        let mut acc = 0.0f32;
+        for _ in 0..reps {
+            for r in 0..rows {
+                acc += dot(ty, n, &w[r * row_bytes..(r + 1) * row_bytes], &act);
             }
-        });
-        start.elapsed().as_secs_f64()
+        }
+        std::hint::black_box(acc);
     };
-    // Calibrate reps so one sample takes about budget / 6.
-    let mut reps = 1;
-    let mut t = run(reps);
-    while t < budget.as_secs_f64() / 6.0 && reps < 1 << 16 {
-        reps *= 2;
-        t = run(reps);
+    // Calibrate inline (no thread start-up in the timing): one sample ≈ budget / 6.
+    let target = budget.as_secs_f64() / 6.0;
+    let mut reps = 1usize;
+    loop {
+        let t = Instant::now();
+        work(&mats[0], reps);
+        let e = t.elapsed().as_secs_f64();
+        if e >= target || reps >= 1 << 20 {
+            break;
+        }
+        reps = if e > target / 64.0 { ((reps as f64 * target / e).ceil() as usize).max(reps + 1) } else { reps * 8 };
     }
-    let samples: Vec<f64> = (0..5).map(|_| run(reps)).collect();
+    // Each thread times its own loop after a common start; the sample is the slowest thread.
+    let run = || -> f64 {
+        let barrier = std::sync::Barrier::new(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = mats
+                .iter()
+                .map(|w| {
+                    let (barrier, work) = (&barrier, &work);
+                    s.spawn(move || {
+                        barrier.wait();
+                        let t = Instant::now();
+                        work(w, reps);
+                        t.elapsed().as_secs_f64()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(f64::INFINITY)).fold(0.0, f64::max)
+        })
+    };
+    let samples: Vec<f64> = (0..5).map(|_| run()).collect();
     let flops = 2.0 * (n * rows * reps * threads) as f64;
     flops / median(samples).max(1e-9) / 1e9
 }

@@ -10,7 +10,7 @@ pub mod sys;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::quant::GgmlType;
 
 /// Bump when a field changes meaning or layout; old profiles are then rejected with a clear error.
@@ -460,4 +460,26 @@ pub fn render(p: &DeviceProfile) -> String {
         let _ = writeln!(s, "link to next: RTT {:.2} ms, {:.3} GB/s", l.rtt_ms, l.gbps);
     }
     s
+}
+
+/// Every `*.json` in `dir`, sorted by file name.
+pub fn read_dir(dir: &str) -> Result<Vec<DeviceProfile>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading profile directory {dir}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::msg(format!(
+            "no device profiles (*.json) in {dir}: run `prima bench --profile -o DEVICE.json` on each device"
+        )));
+    }
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).with_context(|| f.display())?;
+            DeviceProfile::from_json(&text).with_context(|| f.display())
+        })
+        .collect()
 }

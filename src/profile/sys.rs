@@ -58,11 +58,12 @@ pub fn memory(os: Os) -> Memory {
 
 #[cfg(target_os = "macos")]
 fn fallback_memory() -> Memory {
-    // Without sysctl bindings: total from sysconf, available estimated as half of it.
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(16384) as u64;
-    let pages = nix::unistd::sysconf(nix::unistd::SysconfVar::_PHYS_PAGES).ok().flatten().unwrap_or(0) as u64;
-    let total = page * pages;
-    Memory { total, available: total / 2, source: "sysconf (estimate)".into(), ..Memory::default() }
+    // Without Mach bindings: total from sysconf, available estimated as half of it.
+    // SAFETY: sysconf only reads a system constant.
+    let (page, pages) =
+        unsafe { (nix::libc::sysconf(nix::libc::_SC_PAGESIZE), nix::libc::sysconf(nix::libc::_SC_PHYS_PAGES)) };
+    let total = page.max(0) as u64 * pages.max(0) as u64;
+    Memory { total, available: total / 2, source: "sysconf (estimate: half of RAM)".into(), ..Memory::default() }
 }
 
 #[cfg(not(target_os = "macos"))]

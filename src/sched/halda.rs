@@ -20,7 +20,7 @@ use std::fmt::Write;
 use super::ilp::{self, Problem, Solution};
 use super::model_cost::ModelCost;
 use crate::error::{Error, Result};
-use crate::profile::{DeviceProfile, Link, Os};
+use crate::profile::{DeviceProfile, Gpu, KvAppend, Link, Memory, Os, Throughput};
 use crate::quant::GgmlType;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -41,8 +41,9 @@ pub struct Options {
     pub default_link: Link,
     /// Per-device CPU memory for compute buffers and the runtime, bytes.
     pub cpu_reserve: u64,
-    /// Per-GPU reserve (context, compute buffers), bytes.
+    /// Per-GPU reserve (context, compute buffers), bytes: discrete GPUs, and unified memory.
     pub gpu_reserve: u64,
+    pub uma_reserve: u64,
     /// Below this disk speed (GB/s) a device never streams layers (case M4 forced).
     pub min_disk_gbps: f64,
     /// Try dropping devices.
@@ -62,6 +63,7 @@ impl Default for Options {
             default_link: Link { rtt_ms: 5.0, gbps: 0.05 },
             cpu_reserve: 256 << 20,
             gpu_reserve: 700 << 20,
+            uma_reserve: 300 << 20,
             min_disk_gbps: 0.1,
             allow_removal: true,
             ilp: ilp::Options { max_nodes: 20_000, max_pivots: 20_000 },
@@ -156,6 +158,30 @@ impl Plan {
     pub fn active(&self) -> Vec<usize> {
         (0..self.devices.len()).filter(|&i| self.devices[i].w > 0).collect()
     }
+
+    /// The ring order of active devices: input order, rotated so the head comes last (it owns
+    /// the last window of every round, so it can run the LM head without another hop).
+    pub fn ring(&self) -> Vec<usize> {
+        let active = self.active();
+        let h = active.iter().position(|&i| i == self.head).unwrap_or(0);
+        active[h + 1..].iter().chain(&active[..=h]).copied().collect()
+    }
+
+    /// Layers of each device (input order), one range per round; dropped devices get none.
+    /// Within a window the last `n` layers run on the GPU.
+    pub fn layer_ranges(&self) -> Vec<Vec<std::ops::Range<u32>>> {
+        let mut out = vec![Vec::new(); self.devices.len()];
+        let w_total: u32 = self.windows().iter().sum();
+        let ring = self.ring();
+        for round in 0..self.k {
+            let mut at = round * w_total;
+            for &i in &ring {
+                out[i].push(at..at + self.devices[i].w);
+                at += self.devices[i].w;
+            }
+        }
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,7 +218,6 @@ struct Ctx<'a> {
     /// Layer bytes with its KV (b'), and weights only (b).
     b_full: f64,
     b_w: f64,
-    head_io: f64,
     warnings: Vec<String>,
 }
 
@@ -250,7 +275,8 @@ impl Ctx<'_> {
             gpu_mem = g.kv_append.ms(kv_row) + self.b_full / (g.read_gbps * 1e6);
             uma = g.uma;
             copy = if uma { 0.0 } else { g.upload_ms + g.download_ms };
-            vram = (g.mem_free as f64 - self.opt.gpu_reserve as f64).max(0.0);
+            let reserve = if g.uma { self.opt.uma_reserve } else { self.opt.gpu_reserve };
+            vram = (g.mem_free as f64 - reserve as f64).max(0.0);
             out_ms_gpu = Some((flops_ms(&out, &gtp, gslow), cost.output_bytes as f64 / (g.read_gbps * 1e6)));
         }
         let mut ram = p.memory.available as f64 - self.opt.cpu_reserve as f64;
@@ -291,10 +317,11 @@ fn output_on_gpu(d: &Dev, cost: &ModelCost) -> bool {
     d.out_ms_gpu.is_some() && !d.uma && d.vram_budget >= cost.output_bytes as f64
 }
 
-/// A device set with its head (position in the set).
+/// A device set with its head (position in the set) and where the head runs the LM head.
 struct Set<'a> {
     devs: Vec<&'a Dev>,
     head: usize,
+    out_gpu: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -321,7 +348,7 @@ impl Ctx<'_> {
 
     fn vram_cap(&self, s: &Set, m: usize) -> f64 {
         let d = s.devs[m];
-        let out = if m == s.head && output_on_gpu(d, self.cost) { self.cost.output_bytes as f64 } else { 0.0 };
+        let out = if m == s.head && s.out_gpu { self.cost.output_bytes as f64 } else { 0.0 };
         (d.vram_budget - out).max(0.0)
     }
 
@@ -329,7 +356,7 @@ impl Ctx<'_> {
     fn evaluate_dev(&self, s: &Set, m: usize, k: u32, w: u32, n: u32) -> (Breakdown, Case, f64, f64, f64) {
         let d = s.devs[m];
         let (kf, lc, lg) = (k as f64, (k * (w - n)) as f64, (k * n) as f64);
-        let out_gpu = m == s.head && output_on_gpu(d, self.cost);
+        let out_gpu = m == s.head && s.out_gpu;
         let fixed = self.fixed_bytes(s, m, out_gpu);
         let mut b = Breakdown {
             compute: lc * d.cpu_comp + lg * d.gpu_comp,
@@ -374,25 +401,40 @@ impl Ctx<'_> {
         (b, case, ram_need, vram_need, streamed)
     }
 
-    /// Every device's share, with prefetch overlap: with k ≥ 2 rounds and a window that fits
-    /// in memory, a streaming device reads its next window while the token is on the other
-    /// devices, so disk time up to their compute + memory + network time is hidden. With k = 1
-    /// the one big window evicts itself while being prefetched (prima-reference §3.6): no overlap.
+    /// Every device's share, with prefetch overlap. With k ≥ 2 rounds and a window that fits
+    /// in memory, a streaming device reads its next window while the token is elsewhere, so
+    /// in steady state a token takes max(Σ busy, max over such devices of busy_m + disk_m):
+    /// the ring waits only for the device that cannot keep up. The excess is charged to that
+    /// device's disk column. With k = 1 the one big window evicts itself while being prefetched
+    /// (prima-reference §3.6): no overlap, disk time adds up.
     fn evaluate_all(&self, s: &Set, k: u32, w: &[u32], n: &[u32]) -> Vec<(Breakdown, Case, f64, f64, f64)> {
         let mut v: Vec<_> = (0..s.devs.len()).map(|m| self.evaluate_dev(s, m, k, w[m], n[m])).collect();
         if k >= 2 {
-            let busy: Vec<f64> = v.iter().map(|(b, ..)| b.compute + b.memory + b.network).collect();
-            let all: f64 = busy.iter().sum();
+            let mut overlapped = Vec::new();
             for m in 0..v.len() {
                 let d = s.devs[m];
-                let out_gpu = m == s.head && output_on_gpu(d, self.cost);
+                let out_gpu = m == s.head && s.out_gpu;
                 let fixed = self.fixed_bytes(s, m, out_gpu);
                 let win = if d.uma { w[m] } else { w[m] - n[m] } as f64 * self.b_full + fixed;
                 let budget = if d.uma && d.has_gpu { d.vram_budget } else { d.ram_budget };
                 if v[m].0.disk > 0.0 && win <= budget {
-                    let idle = all - busy[m];
-                    v[m].0.disk = (v[m].0.disk - idle).max(0.0);
+                    overlapped.push((m, v[m].0.disk));
+                    v[m].0.disk = 0.0;
                 }
+            }
+            let serial: f64 = v.iter().map(|(b, ..)| b.total()).sum();
+            let mut worst: Option<(usize, f64)> = None;
+            for &(m, disk) in &overlapped {
+                let b = &v[m].0;
+                let t = b.compute + b.memory + b.network + disk;
+                if worst.is_none_or(|(_, x)| t > x) {
+                    worst = Some((m, t));
+                }
+            }
+            if let Some((m, t)) = worst
+                && t > serial
+            {
+                v[m].0.disk = t - serial;
             }
         }
         v
@@ -405,71 +447,77 @@ impl Ctx<'_> {
 
     /// Build and solve the ILP for one k and one case assignment.
     fn solve_k(&self, s: &Set, cases: &[Case], k: u32) -> Result<Option<(Vec<u32>, Vec<u32>)>> {
+        // Variables per device: g = GPU layers and c = CPU layers of its window (w = g + c).
+        // In these variables the memory rows of §1.5 are plain bounds; only Σw = W and the
+        // window-size ranges of GPU devices stay rows, so the relaxation is nearly integral.
         let l = self.cost.n_layer;
         let wt = (l / k) as f64;
         let kf = k as f64;
         let mut p = Problem::new();
         let mm = s.devs.len();
-        let mut wv = Vec::with_capacity(mm);
-        let mut nv = Vec::with_capacity(mm);
-        let mut rows: Vec<(usize, f64, f64)> = Vec::new(); // lo ≤ w_m − n_m ≤ hi
+        let mut gv = Vec::with_capacity(mm);
+        let mut cv = Vec::with_capacity(mm);
+        let mut wrows = Vec::new();
         for m in 0..mm {
             let d = s.devs[m];
-            let out_gpu = m == s.head && output_on_gpu(d, self.cost);
+            let out_gpu = m == s.head && s.out_gpu;
             let fixed = self.fixed_bytes(s, m, out_gpu);
             let bf = kf * self.b_full;
             let disk_ms_per_byte = if d.disk > 0.0 { 1.0 / (d.disk * 1e6) } else { 0.0 };
-            let alpha = d.cpu_comp + d.cpu_mem;
-            let beta = d.gpu_comp + d.gpu_mem - alpha;
-            let (mut a, mut b) = (alpha, if d.has_gpu { beta } else { 0.0 });
+            // Cost per CPU layer and per GPU layer (α and α + β of the paper).
+            let mut cpu = d.cpu_comp + d.cpu_mem;
+            let mut gpu = d.gpu_comp + d.gpu_mem;
             let (mut w_lo, mut w_hi) = (1.0f64, wt);
-            let mut n_hi = if d.has_gpu { (self.vram_cap(s, m) / bf + 1e-9).floor().min(wt) } else { 0.0 };
+            let (mut c_lo, mut c_hi) = (0.0f64, wt);
+            let mut g_hi = if d.has_gpu { (self.vram_cap(s, m) / bf + 1e-9).floor().min(wt) } else { 0.0 };
             let ram = if d.uma && d.has_gpu { d.vram_budget } else { d.ram_budget } - fixed;
+            let fit = |x: f64| (x + 1e-9).floor();
+            let over = |x: f64| (x - 1e-9).ceil().max(0.0);
             match (cases[m], d.uma) {
-                (Case::M4, true) => w_hi = w_hi.min((ram / bf + 1e-9).floor()),
-                (Case::M4, false) if !d.has_gpu => w_hi = w_hi.min((ram / bf + 1e-9).floor()),
-                (Case::M4, false) => rows.push((m, f64::NEG_INFINITY, ram / bf)),
+                (Case::M4, true) => w_hi = w_hi.min(fit(ram / bf)),
+                (Case::M4, false) => c_hi = c_hi.min(fit(ram / bf)),
                 (Case::M1 | Case::M2, _) => {
-                    // Must really be overloaded; the share (weights) is reloaded.
-                    a += self.b_w * disk_ms_per_byte;
-                    w_lo = w_lo.max((ram / bf - 1e-9).ceil());
+                    // Must really be overloaded; the whole share (weights) is reloaded.
+                    cpu += self.b_w * disk_ms_per_byte;
+                    gpu += self.b_w * disk_ms_per_byte;
+                    w_lo = w_lo.max(over(ram / bf));
                     if cases[m] == Case::M1 {
-                        n_hi = 0.0;
+                        g_hi = 0.0;
                     }
                 }
                 (Case::M3, _) => {
-                    a += self.b_full * disk_ms_per_byte;
-                    b -= self.b_full * disk_ms_per_byte;
-                    if d.has_gpu {
-                        rows.push((m, ram / bf, f64::INFINITY));
-                    } else {
-                        w_lo = w_lo.max((ram / bf - 1e-9).ceil());
-                    }
+                    // CPU layers beyond the budget are re-read from disk; GPU layers are not.
+                    cpu += self.b_full * disk_ms_per_byte;
+                    c_lo = c_lo.max(over(ram / bf));
                 }
             }
             if m == s.head {
-                a /= self.opt.head_priority;
-                b /= self.opt.head_priority;
+                cpu /= self.opt.head_priority;
+                gpu /= self.opt.head_priority;
             }
-            if w_lo > w_hi || n_hi < 0.0 {
+            if !d.has_gpu {
+                // c is the window: fold the window range into its bounds.
+                c_lo = c_lo.max(w_lo);
+                c_hi = c_hi.min(w_hi);
+                g_hi = 0.0;
+            } else {
+                wrows.push((m, w_lo, w_hi));
+            }
+            if c_lo > c_hi || g_hi < 0.0 || w_lo > w_hi || c_lo > w_hi {
                 return Ok(None);
             }
-            wv.push(p.int_var(kf * a, w_lo, w_hi));
-            nv.push(p.int_var(kf * b, 0.0, n_hi.max(0.0)));
+            gv.push(p.int_var(kf * gpu, 0.0, g_hi));
+            cv.push(p.int_var(kf * cpu, c_lo, c_hi));
         }
-        p.equal(&wv.iter().map(|&j| (j, 1.0)).collect::<Vec<_>>(), wt);
-        for m in 0..mm {
-            if s.devs[m].has_gpu {
-                p.le(&[(nv[m], 1.0), (wv[m], -1.0)], 0.0);
-            }
-        }
-        for (m, lo, hi) in rows {
-            p.row(&[(wv[m], 1.0), (nv[m], -1.0)], lo, hi);
+        let all: Vec<(usize, f64)> = gv.iter().chain(&cv).map(|&j| (j, 1.0)).collect();
+        p.equal(&all, wt);
+        for (m, lo, hi) in wrows {
+            p.row(&[(gv[m], 1.0), (cv[m], 1.0)], lo, hi);
         }
         match ilp::solve(&p, &self.opt.ilp)? {
             Solution::Optimal { x, .. } | Solution::Limit { best: Some((x, _)) } => {
-                let w = wv.iter().map(|&j| x[j].round() as u32).collect();
-                let n = nv.iter().map(|&j| x[j].round() as u32).collect();
+                let n: Vec<u32> = gv.iter().map(|&j| x[j].round() as u32).collect();
+                let w = cv.iter().zip(&n).map(|(&j, &g)| x[j].round() as u32 + g).collect();
                 Ok(Some((w, n)))
             }
             _ => Ok(None),
@@ -505,6 +553,7 @@ impl Ctx<'_> {
         }
         let (mut cur_k, mut cur_w, mut cur_n) = (1u32, w, n);
         let mut best: Option<Solved> = None;
+        let mut per_k: Vec<Solved> = Vec::new();
         let mut seen: Vec<Vec<Case>> = Vec::new();
         for _ in 0..(2 * mm + 6) {
             let mut cases = self.classify(s, cur_k, &cur_w, &cur_n, &forced);
@@ -532,6 +581,7 @@ impl Ctx<'_> {
             for &k in &ks {
                 if let Some((w, n)) = self.solve_k(s, &cases, k)? {
                     let (cs, total) = self.evaluate(s, k, &w, &n);
+                    self.remember(&mut per_k, Solved { k, w: w.clone(), n: n.clone(), cases: cs.clone(), total });
                     if round_best.as_ref().is_none_or(|b| total < b.total - 1e-9) {
                         round_best = Some(Solved { k, w, n, cases: cs, total });
                     }
@@ -595,6 +645,7 @@ impl Ctx<'_> {
                 for &k in &ks {
                     if let Some((w, n)) = self.solve_k(s, &cases, k)? {
                         let (cs, total) = self.evaluate(s, k, &w, &n);
+                        self.remember(&mut per_k, Solved { k, w: w.clone(), n: n.clone(), cases: cs.clone(), total });
                         if best.as_ref().is_none_or(|x| total < x.total - 1e-9) {
                             best = Some(Solved { k, w, n, cases: cs, total });
                             improved = true;
@@ -606,7 +657,113 @@ impl Ctx<'_> {
                 break;
             }
         }
+        // Polish with the exact model where devices stream (the ILP cannot see prefetch overlap,
+        // which rewards spreading the streamed bytes over several disks).
+        for cand in per_k {
+            if cand.cases.iter().all(|&c| c == Case::M4) {
+                continue;
+            }
+            let p = self.polish(s, cand);
+            if best.as_ref().is_none_or(|b| p.total < b.total - 1e-9) {
+                best = Some(p);
+            }
+        }
         Ok(best)
+    }
+
+    fn remember(&self, per_k: &mut Vec<Solved>, sol: Solved) {
+        match per_k.iter_mut().find(|x| x.k == sol.k) {
+            Some(x) if sol.total < x.total - 1e-9 => *x = sol,
+            Some(_) => {}
+            None => per_k.push(sol),
+        }
+    }
+
+    /// Hill climbing on (w, n) with the exact model: move one layer between two devices, or one
+    /// layer between a device's CPU and GPU, while every GPU stays within its VRAM and devices
+    /// that cannot stream stay within RAM. Takes the best move each step; deterministic.
+    fn polish(&self, s: &Set, mut sol: Solved) -> Solved {
+        let mm = s.devs.len();
+        let k = sol.k;
+        let bf = k as f64 * self.b_full;
+        let g_cap: Vec<u32> = (0..mm)
+            .map(|m| if s.devs[m].has_gpu { (self.vram_cap(s, m) / bf + 1e-9).floor() as u32 } else { 0 })
+            .collect();
+        let ok = |w: &[u32], n: &[u32], m: usize| -> bool {
+            let d = s.devs[m];
+            if w[m] < 1 || n[m] > w[m] || n[m] > g_cap[m] {
+                return false;
+            }
+            if d.disk < self.opt.min_disk_gbps {
+                let out_gpu = m == s.head && s.out_gpu;
+                let lay = if d.uma { w[m] } else { w[m] - n[m] } as f64;
+                let budget = if d.uma && d.has_gpu { d.vram_budget } else { d.ram_budget };
+                return lay * bf + self.fixed_bytes(s, m, out_gpu) <= budget;
+            }
+            true
+        };
+        // Ties on the total (the max over devices is flat when two devices share the worst
+        // time) are broken by balance: Σ of squared per-device times without overlap.
+        let spread = |w: &[u32], n: &[u32]| -> f64 {
+            (0..mm).map(|m| self.evaluate_dev(s, m, k, w[m], n[m]).0.total().powi(2)).sum()
+        };
+        let mut cur_spread = spread(&sol.w, &sol.n);
+        for _ in 0..4 * self.cost.n_layer {
+            let mut best: Option<(f64, f64, Vec<u32>, Vec<u32>)> = None;
+            let mut try_move = |w: Vec<u32>, n: Vec<u32>, touched: [usize; 2]| {
+                if touched.iter().all(|&m| ok(&w, &n, m)) {
+                    let (_, total) = self.evaluate(s, k, &w, &n);
+                    let (bt, bs) = best.as_ref().map_or((sol.total, cur_spread), |b| (b.0, b.1));
+                    let tol = 1e-9 * bt.max(1.0);
+                    if total < bt - tol
+                        || (total <= bt + tol && {
+                            let sp = spread(&w, &n);
+                            sp < bs - 1e-9 * bs.max(1.0)
+                        })
+                    {
+                        let sp = spread(&w, &n);
+                        best = Some((total, sp, w, n));
+                    }
+                }
+            };
+            for i in 0..mm {
+                // CPU <-> GPU inside one device.
+                for delta in [-1i64, 1] {
+                    let mut n = sol.n.clone();
+                    let v = n[i] as i64 + delta;
+                    if v >= 0 {
+                        n[i] = v as u32;
+                        try_move(sol.w.clone(), n, [i, i]);
+                    }
+                }
+                if sol.w[i] <= 1 {
+                    continue;
+                }
+                for j in 0..mm {
+                    if i == j {
+                        continue;
+                    }
+                    // A CPU layer of i (or a GPU layer when i has no CPU layer) goes to j's CPU or GPU.
+                    for to_gpu in [false, true] {
+                        let (mut w, mut n) = (sol.w.clone(), sol.n.clone());
+                        w[i] -= 1;
+                        if n[i] > w[i] {
+                            n[i] = w[i];
+                        }
+                        w[j] += 1;
+                        if to_gpu {
+                            n[j] += 1;
+                        }
+                        try_move(w, n, [i, j]);
+                    }
+                }
+            }
+            let Some((total, sp, w, n)) = best else { break };
+            let (cases, _) = self.evaluate(s, k, &w, &n);
+            cur_spread = sp;
+            sol = Solved { k, w, n, cases, total };
+        }
+        sol
     }
 }
 
@@ -673,15 +830,26 @@ pub fn plan(profiles: &[DeviceProfile], cost: &ModelCost, opt: &Options) -> Resu
     }
     let b_w = cost.layer_bytes;
     let b_full = b_w + cost.kv_bytes_per_layer(opt.n_ctx, opt.kv_ty);
-    let mut ctx = Ctx { cost, opt, b_full, b_w, head_io: cost.head_io_bytes(), warnings: Vec::new() };
+    let mut ctx = Ctx { cost, opt, b_full, b_w, warnings: Vec::new() };
     let devs: Vec<Dev> = profiles.iter().enumerate().map(|(i, p)| ctx.dev(i, p)).collect::<Result<_>>()?;
-    let _ = ctx.head_io;
 
-    let solve = |active: &[usize]| -> Result<Option<(Solved, usize)>> {
+    let solve = |active: &[usize]| -> Result<Option<(Solved, usize, bool)>> {
         let set: Vec<&Dev> = active.iter().map(|&i| &devs[i]).collect();
         let head = pick_head(&set, opt.head);
-        let s = Set { devs: set, head };
-        Ok(ctx.solve_set(&s)?.map(|r| (r, head)))
+        // The LM head on the head's GPU saves RAM reads but takes VRAM from layers: try both.
+        let mut best: Option<(Solved, usize, bool)> = None;
+        for out_gpu in [false, true] {
+            if out_gpu && !output_on_gpu(set[head], cost) {
+                continue;
+            }
+            let s = Set { devs: set.clone(), head, out_gpu };
+            if let Some(r) = ctx.solve_set(&s)?
+                && best.as_ref().is_none_or(|b| r.total < b.0.total - 1e-9)
+            {
+                best = Some((r, head, out_gpu));
+            }
+        }
+        Ok(best)
     };
 
     let all: Vec<usize> = (0..devs.len()).collect();
@@ -690,7 +858,7 @@ pub fn plan(profiles: &[DeviceProfile], cost: &ModelCost, opt: &Options) -> Resu
     let mut dropped: Vec<Dropped> = Vec::new();
     let name = |i: usize| profiles[i].name.clone();
     if opt.allow_removal {
-        while let Some((sol, head)) = &cur {
+        while let Some((sol, head, _)) = &cur {
             let head_dev = active[*head];
             let mut tries: Vec<Vec<usize>> = Vec::new();
             let weak: Vec<usize> =
@@ -707,7 +875,7 @@ pub fn plan(profiles: &[DeviceProfile], cost: &ModelCost, opt: &Options) -> Resu
                 }
                 tries.push(active.iter().copied().filter(|&i| i != active[m]).collect());
             }
-            let mut best: Option<(Vec<usize>, (Solved, usize))> = None;
+            let mut best: Option<(Vec<usize>, (Solved, usize, bool))> = None;
             for t in tries {
                 if let Some(r) = solve(&t)?
                     && r.0.total < best.as_ref().map_or(sol.total, |b| b.1.0.total) * (1.0 - 1e-9)
@@ -728,10 +896,10 @@ pub fn plan(profiles: &[DeviceProfile], cost: &ModelCost, opt: &Options) -> Resu
             cur = Some(r);
         }
         // A model that fits one strong device may run best there alone.
-        if let Some((sol, _)) = &cur
+        if let Some((sol, ..)) = &cur
             && active.len() > 1
         {
-            let mut best: Option<(usize, (Solved, usize))> = None;
+            let mut best: Option<(usize, (Solved, usize, bool))> = None;
             for i in all.iter().copied().filter(|&i| opt.head.is_none_or(|h| h == i)) {
                 if let Some(r) = solve(&[i])?
                     && r.0.total < best.as_ref().map_or(sol.total, |b| b.1.0.total) * (1.0 - 1e-9)
@@ -753,7 +921,7 @@ pub fn plan(profiles: &[DeviceProfile], cost: &ModelCost, opt: &Options) -> Resu
             }
         }
     }
-    let Some((sol, head_pos)) = cur else {
+    let Some((sol, head_pos, out_gpu)) = cur else {
         let total_mem: f64 = devs.iter().map(|d| d.ram_budget + d.vram_budget).sum();
         return Err(Error::msg(format!(
             "{} ({:.1} GiB) cannot be placed on these devices ({:.1} GiB of memory in total, and no device \
@@ -765,7 +933,7 @@ pub fn plan(profiles: &[DeviceProfile], cost: &ModelCost, opt: &Options) -> Resu
     };
     dropped.sort_by_key(|d| d.device);
     let set: Vec<&Dev> = active.iter().map(|&i| &devs[i]).collect();
-    let s = Set { devs: set, head: head_pos };
+    let s = Set { devs: set, head: head_pos, out_gpu };
     let shares = ctx.evaluate_all(&s, sol.k, &sol.w, &sol.n);
     let mut out = Vec::with_capacity(devs.len());
     for (i, p) in profiles.iter().enumerate() {
@@ -791,7 +959,7 @@ pub fn plan(profiles: &[DeviceProfile], cost: &ModelCost, opt: &Options) -> Resu
             dp.n = sol.n[m];
             dp.case = case;
             dp.is_head = m == head_pos;
-            dp.output_on_gpu = dp.is_head && output_on_gpu(d, cost);
+            dp.output_on_gpu = dp.is_head && out_gpu;
             dp.ram_need = ram as u64;
             dp.vram_need = vram as u64;
             dp.disk_bytes = streamed as u64;
@@ -902,4 +1070,48 @@ pub fn render(p: &Plan) -> String {
         let _ = writeln!(s, "warning: {w}");
     }
     s
+}
+
+/// `n` synthetic, varied devices (for the planner benchmark and tests) (phones, laptops, desktops with and without GPUs, Macs).
+pub fn synthetic_devices(n: usize) -> Vec<DeviceProfile> {
+    let gib = |g: f64| (g * (1u64 << 30) as f64) as u64;
+    (0..n)
+        .map(|i| {
+            let kind = i % 4;
+            let os = [Os::Linux, Os::MacOs, Os::Android, Os::Linux][kind];
+            let mut p = DeviceProfile::new(&format!("dev{i:02}"), os);
+            let q4k = [150.0, 60.0, 40.0, 250.0][kind] * (1.0 + (i % 5) as f64 * 0.1);
+            p.cores = [8, 8, 8, 16][kind];
+            p.cpu = [("f32", 0.6), ("f16", 0.8), ("q4_K", 1.0), ("q6_K", 0.8)]
+                .iter()
+                .map(|&(f, s)| Throughput { format: f.into(), threads: p.cores, gflops: q4k * s })
+                .collect();
+            p.ram_read_gbps = [40.0, 60.0, 20.0, 50.0][kind];
+            p.kv_append = KvAppend { fixed_us: 2.0, gbps: 10.0 };
+            p.disk.seq_gbps = [3.0, 2.5, 1.4, 3.2][kind];
+            p.disk.rnd_gbps = [0.4, 0.7, 0.2, 0.5][kind];
+            p.memory = Memory {
+                total: gib(16.0),
+                available: gib([4.1, 2.4, 1.9, 9.7][kind] + (i % 3) as f64),
+                ..Memory::default()
+            };
+            p.link = Some(Link { rtt_ms: 3.0 + (i % 5) as f64, gbps: 0.05 });
+            if kind == 0 || kind == 3 || kind == 1 {
+                let uma = kind == 1;
+                p.gpu = Some(Gpu {
+                    name: "gpu".into(),
+                    backend: if uma { "metal" } else { "vulkan" }.into(),
+                    uma,
+                    mem_total: gib(8.0),
+                    mem_free: gib([8.0, 5.3, 0.0, 11.0][kind]),
+                    read_gbps: [380.0, 60.0, 0.0, 550.0][kind],
+                    flops: p.cpu.iter().map(|t| Throughput { gflops: t.gflops * 10.0, ..t.clone() }).collect(),
+                    kv_append: KvAppend { fixed_us: 10.0, gbps: 50.0 },
+                    upload_ms: 0.05,
+                    download_ms: 0.05,
+                });
+            }
+            p
+        })
+        .collect()
 }

@@ -1,5 +1,7 @@
 //! The one integration-test binary (each extra tests/*.rs would re-link every dependency).
 
+mod cli;
+mod cluster;
 mod common;
 mod gguf;
 mod kernels;

@@ -133,3 +133,25 @@ fn smollm2_matches_llama_cpp() {
     let r = check_golden("smollm2-135m-q4_1.gguf", "smollm2-135m-q4_1.golden.json", 1.0, None);
     assert!(r.greedy_checked >= 5, "only {} greedy steps checked", r.greedy_checked);
 }
+
+/// llama-perplexity's chunking and scoring on SmolLM2 (first chunks; the running value after
+/// each chunk is in the golden).
+#[test]
+fn smollm2_perplexity_matches_llama_perplexity() {
+    let g = common::golden("smollm2-135m-q4_1.perplexity.json");
+    let m = Model::open(smollm2()).unwrap();
+    let tok = prima::tokenizer::Tokenizer::from_gguf(&m.gguf).unwrap();
+    let text = std::fs::read_to_string(common::fixtures().join("calibration.txt")).unwrap();
+    let tokens = tok.encode(&text, true, false);
+    assert_eq!(tokens.len() as u64, g["n_tokens"].as_u64().unwrap());
+    let n_ctx = g["n_ctx"].as_u64().unwrap() as usize;
+    let chunks = 3;
+    let mut s = Session::new(&m, n_ctx, 2).unwrap();
+    let bos = if tok.add_bos() { tok.bos() } else { None };
+    let r = prima::perplexity::perplexity(&mut s, &tokens[..chunks * n_ctx], n_ctx, bos, |_, _| {}).unwrap();
+    let want = g["running_ppl_per_chunk"].as_array().unwrap();
+    for (i, got) in r.running.iter().enumerate() {
+        let want = want[i].as_f64().unwrap();
+        assert!((got / want - 1.0).abs() < 0.01, "chunk {}: PPL {got} vs llama.cpp {want}", i + 1);
+    }
+}

@@ -1,0 +1,51 @@
+//! `prima agent --listen ADDR --secret-file F`: serve this device to clusters, forever.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::cluster::agent::{AgentOptions, serve};
+use crate::cluster::auth::Secret;
+use crate::cluster::transport::Timeouts;
+use crate::error::{Error, Result};
+
+/// serve this device to a prima cluster: start it once on every device but the head; it stays
+/// up, upgrades itself when the head runs a newer prima, and caches the layers it is sent
+#[derive(FromArgs)]
+#[argh(subcommand, name = "agent")]
+pub struct AgentArgs {
+    /// address to listen on, e.g. 0.0.0.0:7700 (the `addr` of this device in cluster.toml)
+    #[argh(option)]
+    pub listen: String,
+    /// file holding the cluster's shared secret (the same file on every device)
+    #[argh(option)]
+    pub secret_file: PathBuf,
+    /// where streamed layers are kept between runs (default ~/.cache/prima/agent-PORT)
+    #[argh(option)]
+    pub cache_dir: Option<PathBuf>,
+    /// seconds of silence after which a peer is declared dead (default 6)
+    #[argh(option)]
+    pub timeout_secs: Option<f64>,
+}
+
+pub fn run(a: AgentArgs) -> Result<()> {
+    let secret = Secret::load(&a.secret_file)?;
+    let cache_dir = match a.cache_dir {
+        Some(d) => d,
+        None => {
+            let port = a.listen.rsplit(':').next().unwrap_or("0").to_string();
+            crate::cluster::bootstrap::default_memo_dir()
+                .ok_or_else(|| Error::msg("no HOME to put the cache in; pass --cache-dir"))?
+                .join(format!("agent-{port}"))
+        }
+    };
+    let mut timeouts = Timeouts::default();
+    if let Some(s) = a.timeout_secs {
+        if !(0.5..=3600.0).contains(&s) {
+            return Err(Error::msg("--timeout-secs must be between 0.5 and 3600"));
+        }
+        timeouts = Timeouts { io: Duration::from_secs_f64(s), heartbeat: Duration::from_secs_f64(s / 5.0) };
+    }
+    serve(AgentOptions { listen: a.listen, secret, cache_dir, timeouts })
+}

@@ -1,0 +1,221 @@
+//! `prima up cluster.toml [-p PROMPT]`: bring the cluster up from the head and generate on it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use argh::FromArgs;
+
+use crate::chat::ChatTemplate;
+use crate::chat_loop::ChatSession;
+use crate::cluster::bootstrap::{UpOptions, up};
+use crate::cluster::config::ClusterConfig;
+use crate::cluster::messages::{EngineKind, WorkerStats};
+use crate::cluster::ring::{Ring, fmt_ranges};
+use crate::error::{Error, Result};
+use crate::generate::GenParams;
+use crate::gguf::GgufFile;
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::tokenizer::Tokenizer;
+
+/// bring up the cluster described by a cluster.toml (connect, upgrade, send layers, form the
+/// ring) and generate: with -p, print the continuation of PROMPT; without, chat
+#[derive(FromArgs)]
+#[argh(subcommand, name = "up")]
+pub struct UpArgs {
+    /// the cluster file (see cluster.example.toml); without it, the built-in example: three
+    /// devices on this machine running the demo model (fetched into models/ if absent)
+    #[argh(positional)]
+    pub config: Option<PathBuf>,
+    /// start agents for loopback devices that nothing is serving (implied without a cluster file)
+    #[argh(switch)]
+    pub local_agents: bool,
+    /// prompt to continue
+    #[argh(option, short = 'p')]
+    pub prompt: Option<String>,
+    /// tokens to generate (default from [generate] n_predict)
+    #[argh(option, short = 'n')]
+    pub n_predict: Option<u32>,
+    /// sampling temperature, 0 = greedy (default from [generate] temperature)
+    #[argh(option)]
+    pub temp: Option<f32>,
+    /// random seed (default from [generate] seed; 0 = random)
+    #[argh(option)]
+    pub seed: Option<u64>,
+    /// the prompt is a list of token ids ("1 415 2234"), and the output is printed as ids
+    #[argh(switch)]
+    pub ids: bool,
+}
+
+/// `PRIMA_FAKE_ENGINE=1`: run the deterministic fake engine (protocol tests); prompts are bytes
+/// and the output is token ids.
+fn engine() -> EngineKind {
+    if std::env::var("PRIMA_FAKE_ENGINE").is_ok_and(|v| v == "1") { EngineKind::Fake } else { EngineKind::Real }
+}
+
+pub fn run(a: UpArgs) -> Result<()> {
+    let cfg = match &a.config {
+        Some(path) => ClusterConfig::load(path)?,
+        None => crate::cluster::local::default_cluster(&std::env::current_dir()?)?,
+    };
+    let _local_agents = if a.local_agents || a.config.is_none() {
+        let root = cfg.path.parent().unwrap_or(std::path::Path::new(".")).join(".prima-local");
+        Some(crate::cluster::local::start_missing_agents(&cfg, &root)?)
+    } else {
+        None
+    };
+    let kind = engine();
+    let n = a.n_predict.unwrap_or(cfg.generate.n_predict) as usize;
+    let seed = match a.seed.unwrap_or(cfg.generate.seed) {
+        0 => u64::from_le_bytes(crate::cluster::auth::nonce()?[..8].try_into().expect("8 bytes")),
+        s => s,
+    };
+    let sampler = SamplerConfig {
+        temperature: a.temp.unwrap_or(cfg.generate.temperature),
+        top_k: cfg.generate.top_k as usize,
+        top_p: cfg.generate.top_p,
+        seed,
+        ..SamplerConfig::default()
+    };
+    // Text in, text out with the real engine; token ids with --ids or the fake engine.
+    let text_mode = kind == EngineKind::Real && !a.ids;
+    let (tokenizer, gguf) = if text_mode {
+        let g = GgufFile::open(&cfg.model)?;
+        (Some(Tokenizer::from_gguf(&g)?), Some(g))
+    } else {
+        (None, None)
+    };
+    if a.prompt.is_none() && !text_mode {
+        return Err(Error::msg("chat needs text: pass -p with --ids or the fake engine"));
+    }
+
+    let mut ring = up(&cfg, &UpOptions { engine: kind, ..UpOptions::default() })?;
+    let t0 = Instant::now();
+    let n_out = match (&a.prompt, &tokenizer, &gguf) {
+        (None, Some(tok), Some(g)) => {
+            let template = ChatTemplate::from_gguf(g)?.unwrap_or_else(ChatTemplate::chatml);
+            let params = GenParams { n_predict: n, sampler, ignore_eog: false };
+            ChatSession::new(&mut ring, tok, template, params, None).repl()?;
+            0
+        }
+        (Some(p), Some(tok), _) => {
+            let prompt = tok.encode(p, true, false);
+            let params = GenParams { n_predict: n, sampler, ignore_eog: false };
+            let mut so = std::io::stdout().lock();
+            let (out, stats) = crate::generate::generate(&mut ring, tok, &prompt, &params, &mut |t| {
+                let _ = so.write_all(t.as_bytes());
+                let _ = so.flush();
+            })?;
+            let _ = writeln!(so);
+            eprintln!("up: {}", stats.summary());
+            out.len()
+        }
+        (Some(p), _, _) => {
+            let tokens: Vec<u32> = if a.ids {
+                p.split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().map_err(|_| Error::msg(format!("--ids: `{s}` is not a token id"))))
+                    .collect::<Result<_>>()?
+            } else {
+                p.bytes().map(u32::from).collect()
+            };
+            let out = generate_ids(&mut ring, &tokens, n, sampler, |tok| {
+                let mut so = std::io::stdout().lock();
+                let _ = write!(so, "{tok} ");
+                let _ = so.flush();
+            })?;
+            println!();
+            out.len()
+        }
+        (None, _, _) => unreachable!("checked above"),
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    let head_stats = ring.stats;
+    let members = ring.members.clone();
+    let head_ranges = ring.head_ranges.clone();
+    let plan = ring.plan.clone();
+    let stats = ring.stop()?;
+    if n_out > 0 {
+        eprintln!("up: {n_out} tokens in {secs:.2} s; per device and generated token:");
+    }
+    let head = WorkerStats {
+        decode_steps: head_stats.decode_steps,
+        compute_ns: head_stats.compute_ns,
+        wait_ns: head_stats.wait_ns,
+        send_ns: head_stats.send_ns,
+        batches: 0,
+    };
+    print_stats(&cfg.devices[0].name, "head", &fmt_ranges(&head_ranges), &head);
+    for (m, s) in members.iter().zip(&stats) {
+        print_stats(&m.name, &m.addr, &fmt_ranges(&m.ranges), s);
+    }
+    if let Some(hp) = plan.filter(|_| head.decode_steps > 0) {
+        let measured = |s: &WorkerStats| (s.compute_ns + s.send_ns) as f64 / 1e6 / s.decode_steps.max(1) as f64;
+        eprintln!("up: predicted vs measured (computing + sending, ms per token):");
+        let names = std::iter::once((cfg.devices[0].name.as_str(), &head))
+            .chain(members.iter().map(|m| m.name.as_str()).zip(&stats));
+        for (name, s) in names {
+            if let Some(d) = hp.devices.iter().find(|d| d.name == name) {
+                eprintln!("  {name:12} predicted {:8.2}  measured {:8.2}", d.ms.total(), measured(s));
+            }
+        }
+        let per_token = secs * 1e3 / n_out.max(1) as f64;
+        eprintln!(
+            "  {:12} predicted {:8.2}  measured {:8.2} (whole ring, incl. prompt)",
+            "total", hp.ms_per_token, per_token
+        );
+    }
+    Ok(())
+}
+
+fn print_stats(name: &str, addr: &str, layers: &str, s: &WorkerStats) {
+    let per = |ns: u64| ns as f64 / 1e6 / s.decode_steps.max(1) as f64;
+    eprintln!(
+        "  {name:12} {addr:22} layers {layers:16} per token: {:7.2} ms computing {:7.2} ms waiting {:7.2} ms sending",
+        per(s.compute_ns),
+        per(s.wait_ns),
+        per(s.send_ns)
+    );
+}
+
+/// Evaluate the prompt, then sample `n` tokens.
+pub fn generate_ids(
+    ring: &mut Ring,
+    prompt: &[u32],
+    n: usize,
+    cfg: SamplerConfig,
+    mut emit: impl FnMut(u32),
+) -> Result<Vec<u32>> {
+    if prompt.is_empty() {
+        return Err(Error::msg("empty prompt"));
+    }
+    let mut sampler = Sampler::new(cfg);
+    for &t in prompt {
+        sampler.accept(t);
+    }
+    let mut next = sampler.sample(ring.decode(prompt)?);
+    let mut out = Vec::new();
+    loop {
+        emit(next);
+        out.push(next);
+        sampler.accept(next);
+        if out.len() >= n || ring.pos() + 1 >= ring.n_ctx {
+            return Ok(out);
+        }
+        next = sampler.sample(ring.decode(&[next])?);
+    }
+}
+
+/// stop every ring running on the agents of a cluster.toml (the agents stay up); a head that
+/// exits or is interrupted stops its ring by itself
+#[derive(FromArgs)]
+#[argh(subcommand, name = "down")]
+pub struct DownArgs {
+    /// the cluster file
+    #[argh(positional)]
+    pub config: PathBuf,
+}
+
+pub fn down(a: DownArgs) -> Result<()> {
+    crate::cluster::bootstrap::down(&ClusterConfig::load(&a.config)?)
+}

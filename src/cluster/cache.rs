@@ -1,0 +1,454 @@
+//! Layer caches: the head cuts a device's share of the model into a GGUF of its own (all
+//! metadata, only the device's tensors); the agent fills that file from streamed chunks,
+//! resumably, verifies every tensor's sha256, and keeps it for the next run.
+//!
+//! On the device, `<cache>/<model id>/` holds `layers-<split>.gguf` + `.idx` (complete; the last
+//! few distinct layer splits are kept, and tensors move between them by content hash), and
+//! `partial.gguf` + `partial.idx` while a stream is in progress (its byte counts survive a crash
+//! or a dropped connection, so the next `prima up` resumes where this one stopped).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::messages::TensorEntry;
+use super::sha256::{Sha256, hex, sha256};
+use crate::error::{Context, Error, Result};
+use crate::gguf::{GGUF_MAGIC, GgufFile, Value};
+
+/// A model's identity: the hash of its header (metadata and tensor table), hex.
+pub fn model_id(f: &GgufFile) -> String {
+    hex(&sha256(&f.bytes()[..f.data_offset as usize])[..16])
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.push(*x as u8),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(x) => out.push(*x as u8),
+        Value::Str(s) => put_str(out, s),
+        Value::Array(ty, items) => {
+            out.extend_from_slice(&(*ty as u32).to_le_bytes());
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                put_value(out, item);
+            }
+        }
+    }
+}
+
+/// The share of a model that one device needs.
+pub struct Share {
+    pub model_id: String,
+    /// The GGUF header of the device's file (padded to the alignment).
+    pub header: Vec<u8>,
+    pub tensors: Vec<TensorEntry>,
+}
+
+/// Build the device file's header for the named tensors; `hashes` are their sha256.
+pub fn share(f: &GgufFile, names: &[String], hashes: &[[u8; 32]]) -> Result<Share> {
+    let mut head = Vec::new();
+    head.extend_from_slice(GGUF_MAGIC);
+    head.extend_from_slice(&3u32.to_le_bytes());
+    head.extend_from_slice(&(names.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(f.metadata.len() as u64).to_le_bytes());
+    for (k, v) in &f.metadata {
+        put_str(&mut head, k);
+        head.extend_from_slice(&(v.value_type() as u32).to_le_bytes());
+        put_value(&mut head, v);
+    }
+    let align = f.alignment.max(1);
+    let mut rel = Vec::new();
+    let mut offset = 0u64;
+    for name in names {
+        let t = f.tensor(name).ok_or_else(|| Error::msg(format!("the model has no tensor `{name}`")))?;
+        put_str(&mut head, &t.name);
+        head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for d in &t.dims {
+            head.extend_from_slice(&d.to_le_bytes());
+        }
+        head.extend_from_slice(&(t.ty as u32).to_le_bytes());
+        head.extend_from_slice(&offset.to_le_bytes());
+        rel.push((offset, t.size));
+        offset = (offset + t.size).div_ceil(align) * align;
+    }
+    head.resize((head.len() as u64).div_ceil(align) as usize * align as usize, 0);
+    let base = head.len() as u64;
+    let tensors = names
+        .iter()
+        .zip(rel)
+        .zip(hashes)
+        .map(|((name, (off, size)), h)| TensorEntry { name: name.clone(), size, sha256: *h, file_offset: base + off })
+        .collect();
+    Ok(Share { model_id: model_id(f), header: head, tensors })
+}
+
+/// Tensor names of layer `i` (`blk.{i}.*`) and of everything outside layers.
+pub fn layer_tensor_names(f: &GgufFile, layer: usize) -> Vec<String> {
+    let p = format!("blk.{layer}.");
+    f.tensors.iter().filter(|t| t.name.starts_with(&p)).map(|t| t.name.clone()).collect()
+}
+
+/// sha256 of each named tensor, memoised per model file (by id, size and mtime) in `memo_dir`.
+pub fn tensor_hashes(f: &GgufFile, names: &[String], memo_dir: Option<&Path>) -> Result<Vec<[u8; 32]>> {
+    let meta = std::fs::metadata(&f.path).ok();
+    let stamp =
+        meta.map(|m| format!("{} {} {:?}", model_id(f), m.len(), m.modified().ok())).unwrap_or_else(|| model_id(f));
+    let memo_path = memo_dir.map(|d| d.join(format!("{}.sha256", model_id(f))));
+    let mut memo: std::collections::HashMap<String, [u8; 32]> = Default::default();
+    if let Some(p) = &memo_path
+        && let Ok(text) = std::fs::read_to_string(p)
+        && text.lines().next() == Some(stamp.as_str())
+    {
+        for l in text.lines().skip(1) {
+            if let Some((h, name)) = l.split_once(' ')
+                && let Some(d) = unhex32(h)
+            {
+                memo.insert(name.to_string(), d);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(names.len());
+    let mut fresh = false;
+    for name in names {
+        let d = match memo.get(name) {
+            Some(d) => *d,
+            None => {
+                let t = f.tensor(name).ok_or_else(|| Error::msg(format!("the model has no tensor `{name}`")))?;
+                let d = sha256(f.tensor_data(t));
+                memo.insert(name.clone(), d);
+                fresh = true;
+                d
+            }
+        };
+        out.push(d);
+    }
+    if fresh && let Some(p) = &memo_path {
+        let mut text = format!("{stamp}\n");
+        for (n, d) in &memo {
+            text.push_str(&format!("{} {n}\n", hex(d)));
+        }
+        let _ = std::fs::create_dir_all(p.parent().unwrap_or(Path::new(".")));
+        let _ = std::fs::write(p, text);
+    }
+    Ok(out)
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut d = [0u8; 32];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(d)
+}
+
+/// An index file: the header's hash, then one line per tensor `sha256 bytes-present name`.
+struct Index {
+    header_hash: String,
+    entries: Vec<([u8; 32], u64, String)>,
+}
+
+impl Index {
+    fn read(p: &Path) -> Option<Index> {
+        let text = std::fs::read_to_string(p).ok()?;
+        let mut lines = text.lines();
+        let header_hash = lines.next()?.to_string();
+        let mut entries = Vec::new();
+        for l in lines {
+            let mut it = l.splitn(3, ' ');
+            let (h, n, name) = (it.next()?, it.next()?, it.next()?);
+            entries.push((unhex32(h)?, n.parse().ok()?, name.to_string()));
+        }
+        Some(Index { header_hash, entries })
+    }
+
+    fn write(&self, p: &Path) -> Result<()> {
+        let mut text = format!("{}\n", self.header_hash);
+        for (h, n, name) in &self.entries {
+            text.push_str(&format!("{} {n} {name}\n", hex(h)));
+        }
+        let tmp = p.with_extension("idx.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, p)?;
+        Ok(())
+    }
+}
+
+/// The agent's side of one model check and stream.
+pub struct Receiver {
+    dir: PathBuf,
+    header_hash: String,
+    tensors: Vec<TensorEntry>,
+    have: Vec<u64>,
+    file: Option<File>,
+    /// True when a complete cache file already matched: nothing to write.
+    complete: bool,
+}
+
+impl Receiver {
+    /// Compare the request with the cache; prepare a partial file (reusing any tensors the old
+    /// cache file already holds) if something is missing.
+    pub fn open(cache_dir: &Path, model_id: &str, header: &[u8], tensors: Vec<TensorEntry>) -> Result<Receiver> {
+        if model_id.is_empty() || !model_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::msg(format!("bad model id `{model_id}`")));
+        }
+        let dir = cache_dir.join(model_id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let header_hash = hex(&sha256(header));
+        let mut end = header.len() as u64;
+        for t in &tensors {
+            if t.file_offset < header.len() as u64 {
+                return Err(Error::msg(format!("tensor `{}` would overlap the header", t.name)));
+            }
+            end = end.max(t.file_offset.checked_add(t.size).ok_or_else(|| Error::msg("tensor size overflows"))?);
+        }
+        let done_path = dir.join(format!("layers-{}.gguf", &header_hash[..16]));
+        if let Some(ix) = Index::read(&done_path.with_extension("idx"))
+            && ix.header_hash == header_hash
+            && let Ok(f) = File::open(&done_path)
+        {
+            let _ = f.set_modified(std::time::SystemTime::now());
+            let have = tensors.iter().map(|t| t.size).collect();
+            return Ok(Receiver { dir, header_hash, tensors, have, file: None, complete: true });
+        }
+        let part = dir.join("partial.gguf");
+        let mut have = vec![0u64; tensors.len()];
+        if let Some(ix) = Index::read(&dir.join("partial.idx"))
+            && ix.header_hash == header_hash
+            && ix.entries.len() == tensors.len()
+            && part.exists()
+        {
+            for (h, (e, t)) in have.iter_mut().zip(ix.entries.iter().zip(&tensors)) {
+                if e.0 == t.sha256 && e.2 == t.name {
+                    *h = e.1.min(t.size);
+                }
+            }
+            let file = OpenOptions::new().read(true).write(true).open(&part)?;
+            return Ok(Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false });
+        }
+        // A fresh partial file: the header, then every tensor an older cache file already holds
+        // (matched by content hash).
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&part)?;
+        file.write_all(header)?;
+        file.set_len(end)?;
+        for (ix, old) in complete_files(&dir) {
+            for (i, t) in tensors.iter().enumerate() {
+                if have[i] == t.size {
+                    continue;
+                }
+                if let Some(e) = ix.entries.iter().find(|e| e.0 == t.sha256)
+                    && let Some(ot) = old.tensor(&e.2)
+                    && ot.size == t.size
+                {
+                    file.write_all_at(old.tensor_data(ot), t.file_offset)?;
+                    have[i] = t.size;
+                }
+            }
+        }
+        let r = Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false };
+        r.save_state()?;
+        Ok(r)
+    }
+
+    pub fn have(&self) -> &[u64] {
+        &self.have
+    }
+
+    fn save_state(&self) -> Result<()> {
+        Index {
+            header_hash: self.header_hash.clone(),
+            entries: self.tensors.iter().zip(&self.have).map(|(t, h)| (t.sha256, *h, t.name.clone())).collect(),
+        }
+        .write(&self.dir.join("partial.idx"))
+    }
+
+    /// Write a chunk; chunks of a tensor must arrive in order. The tensor is verified when full.
+    pub fn chunk(&mut self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
+        let i = index as usize;
+        let (Some(t), Some(file)) = (self.tensors.get(i), self.file.as_ref()) else {
+            return Err(Error::msg(format!("chunk for unknown tensor {index}")));
+        };
+        if offset != self.have[i] || offset + data.len() as u64 > t.size {
+            return Err(Error::msg(format!(
+                "chunk of `{}` at {offset}+{} does not continue its {} bytes of {}",
+                t.name,
+                data.len(),
+                self.have[i],
+                t.size
+            )));
+        }
+        file.write_all_at(data, t.file_offset + offset)?;
+        self.have[i] += data.len() as u64;
+        if self.have[i] == t.size {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut f = file.try_clone()?;
+            f.seek(SeekFrom::Start(t.file_offset))?;
+            let mut left = t.size;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                f.read_exact(&mut buf[..n])?;
+                h.update(&buf[..n]);
+                left -= n as u64;
+            }
+            if h.finish() != t.sha256 {
+                self.have[i] = 0;
+                self.save_state()?;
+                return Err(Error::msg(format!("tensor `{}` arrived corrupted (sha256 mismatch)", t.name)));
+            }
+        }
+        // Persist progress about every 64 MiB and at each tensor's end.
+        if self.have[i] == t.size || (self.have[i] >> 26) != (offset >> 26) {
+            self.save_state()?;
+        }
+        Ok(())
+    }
+
+    /// After the last chunk: if everything is present, make it the cache file.
+    pub fn finish(&mut self) -> Result<PathBuf> {
+        let done = self.dir.join(format!("layers-{}.gguf", &self.header_hash[..16]));
+        if self.complete {
+            return Ok(done);
+        }
+        if let Some((t, h)) = self.tensors.iter().zip(&self.have).find(|(t, h)| **h != t.size) {
+            self.save_state()?;
+            return Err(Error::msg(format!("tensor `{}` incomplete ({h} of {} bytes)", t.name, t.size)));
+        }
+        if let Some(f) = self.file.take() {
+            f.sync_all()?;
+        }
+        std::fs::rename(self.dir.join("partial.gguf"), &done)?;
+        Index {
+            header_hash: self.header_hash.clone(),
+            entries: self.tensors.iter().map(|t| (t.sha256, t.size, t.name.clone())).collect(),
+        }
+        .write(&done.with_extension("idx"))?;
+        let _ = std::fs::remove_file(self.dir.join("partial.idx"));
+        self.complete = true;
+        prune(&self.dir, KEEP_FILES);
+        Ok(done)
+    }
+}
+
+/// Cache files kept per model (one per distinct layer split, most recently used first).
+const KEEP_FILES: usize = 4;
+
+/// The complete cache files of a model directory with their indexes.
+fn complete_files(dir: &Path) -> Vec<(Index, GgufFile)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let is_layers =
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("layers-") && n.ends_with(".gguf"));
+        if is_layers
+            && let Some(ix) = Index::read(&p.with_extension("idx"))
+            && let Ok(g) = GgufFile::open(&p)
+        {
+            out.push((ix, g));
+        }
+    }
+    out
+}
+
+/// Keep the `keep` most recently used cache files of a model.
+fn prune(dir: &Path, keep: usize) {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("layers-") && n.ends_with(".gguf"))
+        })
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (_, p) in files.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(p.with_extension("idx"));
+        let _ = std::fs::remove_file(&p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::write::GgufWriter;
+    use crate::quant::GgmlType;
+
+    fn model() -> GgufFile {
+        let mut w = GgufWriter::new();
+        w.kv("general.architecture", Value::Str("llama".into())).kv("llama.block_count", Value::U32(2));
+        for (i, n) in ["token_embd.weight", "blk.0.attn_q.weight", "blk.1.attn_q.weight"].iter().enumerate() {
+            let data: Vec<u8> = (0..16 * 4).map(|b| (b * 7 + i * 13) as u8).collect();
+            w.tensor(n, &[16], GgmlType::F32, data);
+        }
+        GgufFile::from_bytes(w.to_bytes()).unwrap()
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("prima-cache-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn share_is_a_valid_gguf_and_streams_resumably() {
+        let f = model();
+        let names = layer_tensor_names(&f, 1);
+        assert_eq!(names, vec!["blk.1.attn_q.weight"]);
+        let names = vec!["blk.0.attn_q.weight".to_string(), "blk.1.attn_q.weight".to_string()];
+        let hashes = tensor_hashes(&f, &names, None).unwrap();
+        let s = share(&f, &names, &hashes).unwrap();
+        let dir = tmpdir("a");
+        let mut r = Receiver::open(&dir, &s.model_id, &s.header, s.tensors.clone()).unwrap();
+        assert_eq!(r.have(), &[0, 0]);
+        let d0 = f.tensor_data(f.tensor(&names[0]).unwrap()).to_vec();
+        let d1 = f.tensor_data(f.tensor(&names[1]).unwrap()).to_vec();
+        r.chunk(0, 0, &d0).unwrap();
+        r.chunk(1, 0, &d1[..10]).unwrap();
+        // Out-of-order chunks are refused.
+        assert!(r.chunk(1, 20, &d1[20..]).is_err());
+        r.save_state().unwrap();
+        drop(r);
+        // Resume: the first tensor is there, the second partly.
+        let mut r = Receiver::open(&dir, &s.model_id, &s.header, s.tensors.clone()).unwrap();
+        assert_eq!(r.have(), &[64, 10]);
+        assert!(r.finish().is_err());
+        // A corrupted tail is caught and that tensor restarts.
+        let mut bad = d1.clone();
+        bad[63] ^= 1;
+        assert!(r.chunk(1, 10, &bad[10..]).unwrap_err().to_string().contains("corrupted"));
+        assert_eq!(r.have(), &[64, 0]);
+        r.chunk(1, 0, &d1).unwrap();
+        let path = r.finish().unwrap();
+        let g = GgufFile::open(&path).unwrap();
+        assert_eq!(g.get_u64("llama.block_count"), Some(2));
+        assert_eq!(g.tensor_data(g.tensor(&names[1]).unwrap()), &d1[..]);
+        // Next run: complete from the start.
+        let r = Receiver::open(&dir, &s.model_id, &s.header, s.tensors.clone()).unwrap();
+        assert!(r.complete && r.have() == [64, 64]);
+        // A different share reuses what the old file holds.
+        let names2 = vec!["token_embd.weight".to_string(), "blk.1.attn_q.weight".to_string()];
+        let s2 = share(&f, &names2, &tensor_hashes(&f, &names2, None).unwrap()).unwrap();
+        let r = Receiver::open(&dir, &s2.model_id, &s2.header, s2.tensors.clone()).unwrap();
+        assert_eq!(r.have(), &[0, 64]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

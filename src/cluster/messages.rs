@@ -1,0 +1,231 @@
+//! Everything that travels between the head and the agents, as one postcard enum.
+//!
+//! A frame on the wire is `[u32 LE length][u8 PROTOCOL_VERSION][postcard(Msg)]`, where the length
+//! counts the version byte and the payload (a heartbeat is a frame without payload). Postcard is
+//! not self-describing, so the version byte is checked: peers built from different protocol
+//! versions understand each other only for the frozen bootstrap messages ([`Msg::is_frozen`]:
+//! authentication, hello, binary shipping — enough for a head to upgrade an agent) and fail
+//! loudly on anything else instead of misreading it.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on every incompatible change of [`Msg`]. The first ten variants (authentication,
+/// `Hello`, `Ship*`, `Restarting`) never change shape or index, so any agent can be upgraded by a
+/// newer head.
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go
+/// in the device's cache file (offset from the start of that file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorEntry {
+    pub name: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub file_offset: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RingRole {
+    /// The connecting peer is the receiver's predecessor: the receiver reads activations from it.
+    Inbound,
+    /// The connecting peer is the receiver's successor: the receiver writes activations to it.
+    Outbound,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOp {
+    /// Forget every cached position.
+    Clear,
+    /// Keep only the first `len` positions.
+    Truncate(u32),
+}
+
+/// Which compute engine a worker runs. `Fake` is a deterministic stand-in used by tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EngineKind {
+    Real,
+    Fake,
+}
+
+/// Per-device counters, reported when a ring stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Single-token batches seen (decode steps).
+    pub decode_steps: u64,
+    /// Nanoseconds spent in decode steps: computing, waiting for input, sending output.
+    pub compute_ns: u64,
+    pub wait_ns: u64,
+    pub send_ns: u64,
+    /// All batches (prefill included).
+    pub batches: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Msg {
+    // --- authentication (the only messages accepted before it succeeds) ---
+    AuthInit {
+        nonce: [u8; 32],
+    },
+    AuthChallenge {
+        nonce: [u8; 32],
+        mac: [u8; 32],
+    },
+    AuthResponse {
+        mac: [u8; 32],
+    },
+    AuthOk,
+
+    // --- control connection: head -> agent requests, agent -> head replies ---
+    Hello,
+    HelloReply {
+        version: String,
+        build_id: [u8; 32],
+        os: String,
+        arch: String,
+    },
+    /// A new binary follows in `ShipChunk`s; the agent verifies `sha256`, installs it next to
+    /// itself and re-executes with the same arguments.
+    ShipBegin {
+        size: u64,
+        sha256: [u8; 32],
+    },
+    ShipChunk {
+        data: Vec<u8>,
+    },
+    ShipEnd,
+    /// Sent by the agent right before it re-executes.
+    Restarting,
+    /// Measure this device for the scheduler (or reuse the measurement cached for this build).
+    ProfileRequest,
+    /// A `DeviceProfile` as JSON (the format `prima bench --profile --json` prints).
+    ProfileReply {
+        json: String,
+    },
+    /// Does the device hold these tensors of model `model_id`? `header` is the GGUF header of the
+    /// device's cache file (every metadata key, the listed tensors' infos).
+    ModelCheck {
+        model_id: String,
+        header: Vec<u8>,
+        tensors: Vec<TensorEntry>,
+    },
+    /// Bytes present and verified, per tensor of the last `ModelCheck` (== size when complete).
+    ModelStatus {
+        have: Vec<u64>,
+    },
+    /// Bytes of tensor `index` starting at `offset` (resumes where `ModelStatus` left off).
+    TensorChunk {
+        index: u32,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// All chunks sent; the agent verifies, finalises the cache file and answers `ModelStatus`.
+    StreamEnd,
+    /// Load the given windows (layer ranges, one per round) of the cached model.
+    Assign {
+        session: u64,
+        model_id: String,
+        windows: Vec<(u32, u32)>,
+        n_ctx: u32,
+        threads: u32,
+        engine: EngineKind,
+    },
+    /// Windows loaded; the agent accepts ring connections for `session`.
+    Assigned {
+        load_ms: u64,
+    },
+    /// Open the outbound ring link to `next` (None: the head connects to us instead).
+    Connect {
+        next: Option<String>,
+    },
+    /// Both ring links are up.
+    RingReady,
+    /// Stop the ring; the agent answers `Stopped` and returns to idle.
+    Stop,
+    Stopped {
+        stats: WorkerStats,
+    },
+
+    // --- ring connection ---
+    /// First message on a ring link after authentication.
+    RingJoin {
+        session: u64,
+        role: RingRole,
+    },
+    /// Hidden states (n_tokens × n_embd, f32) of a batch starting at `pos`, entering `round`.
+    Activations {
+        round: u32,
+        n_tokens: u32,
+        pos: u32,
+        data: Vec<f32>,
+    },
+    /// A KV cache operation, applied by every device and relayed back to the head.
+    Kv(KvOp),
+
+    // --- anywhere ---
+    Heartbeat,
+    Error {
+        msg: String,
+    },
+
+    // --- appended (earlier variants keep their indices) ---
+    /// `prima down`: stop every ring session this agent serves (the agent stays up).
+    Down,
+    DownReply {
+        sessions: u32,
+    },
+}
+
+impl Msg {
+    /// Messages whose index and shape never change, so that any two versions of prima can
+    /// authenticate, say hello and ship a binary (the upgrade path).
+    pub fn is_frozen(&self) -> bool {
+        matches!(
+            self,
+            Msg::AuthInit { .. }
+                | Msg::AuthChallenge { .. }
+                | Msg::AuthResponse { .. }
+                | Msg::AuthOk
+                | Msg::Hello
+                | Msg::HelloReply { .. }
+                | Msg::ShipBegin { .. }
+                | Msg::ShipChunk { .. }
+                | Msg::ShipEnd
+                | Msg::Restarting
+        )
+    }
+
+    /// Short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::AuthInit { .. } => "AuthInit",
+            Msg::AuthChallenge { .. } => "AuthChallenge",
+            Msg::AuthResponse { .. } => "AuthResponse",
+            Msg::AuthOk => "AuthOk",
+            Msg::Hello => "Hello",
+            Msg::HelloReply { .. } => "HelloReply",
+            Msg::ShipBegin { .. } => "ShipBegin",
+            Msg::ShipChunk { .. } => "ShipChunk",
+            Msg::ShipEnd => "ShipEnd",
+            Msg::Restarting => "Restarting",
+            Msg::ProfileRequest => "ProfileRequest",
+            Msg::ProfileReply { .. } => "ProfileReply",
+            Msg::ModelCheck { .. } => "ModelCheck",
+            Msg::ModelStatus { .. } => "ModelStatus",
+            Msg::TensorChunk { .. } => "TensorChunk",
+            Msg::StreamEnd => "StreamEnd",
+            Msg::Assign { .. } => "Assign",
+            Msg::Assigned { .. } => "Assigned",
+            Msg::Connect { .. } => "Connect",
+            Msg::RingReady => "RingReady",
+            Msg::Stop => "Stop",
+            Msg::Stopped { .. } => "Stopped",
+            Msg::RingJoin { .. } => "RingJoin",
+            Msg::Activations { .. } => "Activations",
+            Msg::Kv(_) => "Kv",
+            Msg::Heartbeat => "Heartbeat",
+            Msg::Error { .. } => "Error",
+            Msg::Down => "Down",
+            Msg::DownReply { .. } => "DownReply",
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Choosing the split for `prima up`: manual windows from cluster.toml, an even split, or the
+//! Halda plan over every device's measured profile (the default). Devices the plan drops leave
+//! the ring.
+
+use std::path::Path;
+
+use super::config::{ClusterConfig, Plan, Schedule};
+use super::messages::Msg;
+use super::transport::Conn;
+use crate::error::{Context, Error, Result};
+use crate::gguf::GgufFile;
+use crate::profile::{DeviceProfile, measure};
+use crate::sched::{ModelCost, halda};
+
+const PROFILE_FILE: &str = "profile.json";
+
+/// This device's profile, measured once per build and kept in `dir` (measuring takes seconds,
+/// and the kernels only change with the binary).
+pub fn cached_profile(dir: &Path) -> Result<DeviceProfile> {
+    let path = dir.join(PROFILE_FILE);
+    let build = super::agent::build_id();
+    let stamp: String = build.iter().map(|b| format!("{b:02x}")).collect();
+    let stamp_path = dir.join("profile.build");
+    if std::fs::read_to_string(&stamp_path).is_ok_and(|s| s.trim() == stamp)
+        && let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(p) = DeviceProfile::from_json(&text)
+    {
+        return Ok(p);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let opt = measure::Options { disk_dir: dir.to_path_buf(), ..measure::Options::default() };
+    let p = measure::measure(&opt, &mut |line| eprintln!("profile: {line}"))?;
+    std::fs::write(&path, p.to_json()).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&stamp_path, stamp)?;
+    Ok(p)
+}
+
+/// Ask an agent for its profile.
+pub fn remote_profile(c: &mut Conn, label: &str) -> Result<DeviceProfile> {
+    c.send(&Msg::ProfileRequest)?;
+    match c.recv_ok().with_context(|| format!("profiling {label}"))? {
+        Msg::ProfileReply { json } => DeviceProfile::from_json(&json).with_context(|| label.to_string()),
+        m => Err(Error::msg(format!("{label}: expected ProfileReply, got {}", m.name()))),
+    }
+}
+
+/// The split to run: `Plan` over the devices marked `true` in the returned mask, and the Halda
+/// plan when one was computed (for printing and predicted-vs-measured reports).
+pub struct Choice {
+    pub plan: Plan,
+    pub active: Vec<bool>,
+    pub halda: Option<halda::Plan>,
+}
+
+/// Manual windows win; then the configured schedule. `profiles` are fetched lazily (only Halda
+/// needs them): index 0 is the head.
+pub fn choose(
+    cfg: &ClusterConfig,
+    f: &GgufFile,
+    n_layer: usize,
+    profiles: impl FnOnce() -> Result<Vec<DeviceProfile>>,
+) -> Result<Choice> {
+    let n = cfg.devices.len();
+    let manual = cfg.devices.iter().any(|d| d.window.is_some());
+    if manual || cfg.schedule == Schedule::Even || n == 1 {
+        return Ok(Choice { plan: cfg.plan(n_layer)?, active: vec![true; n], halda: None });
+    }
+    let profiles = profiles()?;
+    let cost = ModelCost::from_gguf(f)?;
+    let opts = halda::Options {
+        n_ctx: cfg.ctx_size as u64,
+        // Our KV cache is f32, and the head (device 0) runs embedding, output and sampling.
+        kv_ty: crate::quant::GgmlType::F32,
+        head: Some(0),
+        k: cfg.rounds,
+        ..halda::Options::default()
+    };
+    let hp = halda::plan(&profiles, &cost, &opts).context("planning the split (Halda)")?;
+    let windows = hp.windows();
+    let active: Vec<bool> = windows.iter().enumerate().map(|(i, &w)| i == 0 || w > 0).collect();
+    let plan = Plan {
+        rounds: hp.k as usize,
+        windows: windows.iter().zip(&active).filter(|(_, a)| **a).map(|(&w, _)| w as usize).collect(),
+    };
+    if plan.n_layer() != n_layer {
+        return Err(Error::msg(format!(
+            "the planner's split {:?} × {} rounds does not cover the model's {n_layer} layers",
+            plan.windows, plan.rounds
+        )));
+    }
+    Ok(Choice { plan, active, halda: Some(hp) })
+}

@@ -1,0 +1,343 @@
+//! Framed, timed, heart-beating TCP connections.
+//!
+//! Every read has a timeout; once a connection is authenticated both ends send a `Heartbeat`
+//! whenever they have been silent for a while, so a silent peer is a dead peer. A frame's length
+//! is checked against a hard limit before anything is allocated, and an undecodable frame is an
+//! error: a hostile or broken peer costs one dropped connection, never a panic.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::messages::{Msg, PROTOCOL_VERSION};
+use crate::error::{Error, Result};
+
+/// Largest frame accepted once authenticated (a 4 MiB tensor chunk, a prefill batch, a header).
+pub const MAX_FRAME: usize = 64 << 20;
+/// Largest frame accepted from a peer that has not authenticated yet.
+pub const AUTH_MAX_FRAME: usize = 256;
+/// Bytes of binary or tensor data per chunk frame.
+pub const CHUNK: usize = 4 << 20;
+
+/// How long a peer may stay silent, and how often we speak when idle.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub io: Duration,
+    pub heartbeat: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { io: Duration::from_secs(6), heartbeat: Duration::from_millis(1000) }
+    }
+}
+
+/// Serialise a message into a complete frame.
+pub fn encode(msg: &Msg) -> Vec<u8> {
+    if *msg == Msg::Heartbeat {
+        // A frame with no payload: understood by every version.
+        return vec![1, 0, 0, 0, PROTOCOL_VERSION];
+    }
+    let mut out = vec![0u8; 5];
+    out[4] = PROTOCOL_VERSION;
+    let mut out = postcard::to_extend(msg, out).expect("postcard encoding into a Vec cannot fail");
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// Decode the body of a frame (version byte + payload). A peer of another protocol version is
+/// understood only for the frozen bootstrap messages (authentication, hello, binary shipping),
+/// which is exactly what a head needs to upgrade it.
+pub fn decode(body: &[u8]) -> Result<Msg> {
+    let Some(&v) = body.first() else { return Err(Error::msg("empty frame")) };
+    if body.len() == 1 {
+        return Ok(Msg::Heartbeat);
+    }
+    let m: Msg = postcard::from_bytes(&body[1..]).map_err(|e| {
+        if v == PROTOCOL_VERSION { Error::msg(format!("malformed frame: {e}")) } else { other_version(v) }
+    })?;
+    if v != PROTOCOL_VERSION && !m.is_frozen() {
+        return Err(other_version(v));
+    }
+    Ok(m)
+}
+
+fn other_version(v: u8) -> Error {
+    Error::msg(format!(
+        "peer speaks protocol version {v}, this prima speaks {PROTOCOL_VERSION} (run `prima up` from the newer head to upgrade the agents)"
+    ))
+}
+
+fn io_err(e: std::io::Error, peer: &str, what: &str) -> Error {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        WouldBlock | TimedOut => Error::msg(format!("{peer}: no answer for too long while {what} (timed out)")),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
+            Error::msg(format!("{peer}: connection closed while {what}"))
+        }
+        _ => Error::msg(format!("{peer}: {what}: {e}")),
+    }
+}
+
+/// Read one frame; `max` bounds its size before any allocation.
+pub fn read_frame(r: &mut impl Read, max: usize, peer: &str) -> Result<Msg> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).map_err(|e| io_err(e, peer, "waiting for a message"))?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 || len > max {
+        return Err(Error::msg(format!("{peer}: frame of {len} bytes rejected (limit {max})")));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).map_err(|e| io_err(e, peer, "reading a message"))?;
+    decode(&body).map_err(|e| e.context(peer))
+}
+
+struct SendInner {
+    stream: Mutex<BufWriter<TcpStream>>,
+    last: Mutex<Instant>,
+    closed: AtomicBool,
+    peer: String,
+}
+
+impl Drop for SendInner {
+    /// The last sender gone closes the connection, even while a reader thread still holds it.
+    fn drop(&mut self) {
+        if let Ok(s) = self.stream.get_mut() {
+            let _ = s.flush();
+            let _ = s.get_ref().shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The sending half; cheap to clone, shared with the heartbeat thread.
+#[derive(Clone)]
+pub struct Sender {
+    inner: Arc<SendInner>,
+}
+
+impl Sender {
+    pub fn send(&self, msg: &Msg) -> Result<()> {
+        self.send_frame(&encode(msg), msg.name())
+    }
+
+    fn send_frame(&self, frame: &[u8], what: &str) -> Result<()> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(Error::msg(format!("{}: connection already closed", self.inner.peer)));
+        }
+        let mut s = self.inner.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let r = s.write_all(frame).and_then(|_| s.flush());
+        *self.inner.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        r.map_err(|e| {
+            self.inner.closed.store(true, Ordering::Relaxed);
+            io_err(e, &self.inner.peer, &format!("sending {what}"))
+        })
+    }
+
+    /// Send `Heartbeat` whenever nothing was sent for `every`; stops when the connection closes
+    /// or every `Sender` clone is gone.
+    pub fn start_heartbeat(&self, every: Duration) {
+        let weak: Weak<SendInner> = Arc::downgrade(&self.inner);
+        let frame = encode(&Msg::Heartbeat);
+        std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every / 4);
+                    let Some(inner) = weak.upgrade() else { return };
+                    if inner.closed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let idle = inner.last.lock().map(|l| l.elapsed()).unwrap_or_default();
+                    if idle >= every && (Sender { inner }).send_frame(&frame, "heartbeat").is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning a thread");
+    }
+
+    /// Close both directions (wakes a reader blocked on this connection).
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Relaxed);
+        if let Ok(s) = self.inner.stream.lock() {
+            let _ = s.get_ref().shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.inner.peer
+    }
+}
+
+/// The receiving half.
+pub struct Receiver {
+    stream: BufReader<TcpStream>,
+    peer: String,
+    pub max_frame: usize,
+}
+
+impl Receiver {
+    /// The next message that is not a heartbeat.
+    pub fn recv(&mut self) -> Result<Msg> {
+        loop {
+            match read_frame(&mut self.stream, self.max_frame, &self.peer)? {
+                Msg::Heartbeat => continue,
+                m => return Ok(m),
+            }
+        }
+    }
+
+    pub fn set_timeout(&self, t: Duration) {
+        let _ = self.stream.get_ref().set_read_timeout(Some(t));
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+}
+
+/// A connection split into its two halves.
+pub struct Conn {
+    pub tx: Sender,
+    pub rx: Receiver,
+}
+
+impl Conn {
+    /// Wrap an accepted or connected stream: no Nagle, read and write timeouts, pre-auth limit.
+    pub fn new(stream: TcpStream, peer: impl Into<String>, t: Timeouts) -> Result<Conn> {
+        let peer = peer.into();
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(t.io))?;
+        stream.set_write_timeout(Some(t.io))?;
+        let read = stream.try_clone()?;
+        Ok(Conn {
+            tx: Sender {
+                inner: Arc::new(SendInner {
+                    stream: Mutex::new(BufWriter::with_capacity(1 << 16, stream)),
+                    last: Mutex::new(Instant::now()),
+                    closed: AtomicBool::new(false),
+                    peer: peer.clone(),
+                }),
+            },
+            rx: Receiver { stream: BufReader::with_capacity(1 << 16, read), peer, max_frame: AUTH_MAX_FRAME },
+        })
+    }
+
+    /// Connect to `addr` within the io timeout.
+    pub fn connect(addr: &str, peer: impl Into<String>, t: Timeouts) -> Result<Conn> {
+        let peer = peer.into();
+        let mut last = Error::msg(format!("{peer}: `{addr}` resolves to no address"));
+        let addrs = addr.to_socket_addrs().map_err(|e| Error::msg(format!("{peer}: bad address `{addr}`: {e}")))?;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, t.io) {
+                Ok(s) => return Conn::new(s, peer, t),
+                Err(e) => last = Error::msg(format!("{peer}: cannot connect to {addr}: {e}")),
+            }
+        }
+        Err(last)
+    }
+
+    pub fn send(&self, msg: &Msg) -> Result<()> {
+        self.tx.send(msg)
+    }
+
+    pub fn recv(&mut self) -> Result<Msg> {
+        self.rx.recv()
+    }
+
+    /// Receive and turn an `Error` message from the peer into an error.
+    pub fn recv_ok(&mut self) -> Result<Msg> {
+        match self.rx.recv()? {
+            Msg::Error { msg } => Err(Error::msg(format!("{}: {msg}", self.rx.peer))),
+            m => Ok(m),
+        }
+    }
+
+    /// After authentication: full frame size and heartbeats.
+    pub fn authenticated(&mut self, t: Timeouts) {
+        self.rx.max_frame = MAX_FRAME;
+        self.tx.start_heartbeat(t.heartbeat);
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.rx.peer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_roundtrip_and_limits() {
+        let m = Msg::Activations { round: 2, n_tokens: 1, pos: 7, data: vec![1.0, -2.5] };
+        let f = encode(&m);
+        assert_eq!(u32::from_le_bytes(f[..4].try_into().unwrap()) as usize, f.len() - 4);
+        assert_eq!(read_frame(&mut &f[..], MAX_FRAME, "t").unwrap(), m);
+        // Oversized: rejected from the length alone.
+        let big = [0xff, 0xff, 0xff, 0x7f, PROTOCOL_VERSION];
+        assert!(read_frame(&mut &big[..], MAX_FRAME, "t").unwrap_err().to_string().contains("rejected"));
+        // Another version: only the frozen bootstrap messages are understood.
+        let mut bad = f.clone();
+        bad[4] = 99;
+        assert!(read_frame(&mut &bad[..], MAX_FRAME, "t").unwrap_err().to_string().contains("protocol version"));
+        let mut hello = encode(&Msg::Hello);
+        hello[4] = 99;
+        assert_eq!(read_frame(&mut &hello[..], MAX_FRAME, "t").unwrap(), Msg::Hello);
+        let mut hb = encode(&Msg::Heartbeat);
+        assert_eq!(hb.len(), 5);
+        hb[4] = 99;
+        assert_eq!(read_frame(&mut &hb[..], MAX_FRAME, "t").unwrap(), Msg::Heartbeat);
+        // Garbage payload and truncation: errors, not panics.
+        for n in 0..f.len() {
+            let _ = read_frame(&mut &f[..n], MAX_FRAME, "t");
+        }
+        let junk = [6, 0, 0, 0, PROTOCOL_VERSION, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(read_frame(&mut &junk[..], MAX_FRAME, "t").is_err());
+        // A huge Vec length inside a small frame does not allocate it.
+        let lie = [7, 0, 0, 0, PROTOCOL_VERSION, 7, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(read_frame(&mut &lie[..], MAX_FRAME, "t").is_err());
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Round trips of a decode-sized activation frame over loopback (run with --nocapture).
+    #[test]
+    fn loopback_round_trip() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = Timeouts::default();
+        let echo = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut c = Conn::new(s, "head", t).unwrap();
+            c.rx.max_frame = MAX_FRAME;
+            while let Ok(m) = c.recv() {
+                if c.send(&m).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut c = Conn::connect(&addr, "echo", t).unwrap();
+        c.rx.max_frame = MAX_FRAME;
+        let msg = Msg::Activations { round: 0, n_tokens: 1, pos: 0, data: vec![0.5; 576] };
+        let n = 300;
+        let (mut send, mut total) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..n {
+            let t0 = Instant::now();
+            c.send(&msg).unwrap();
+            send += t0.elapsed();
+            assert!(matches!(c.recv().unwrap(), Msg::Activations { .. }));
+            total += t0.elapsed();
+        }
+        eprintln!("loopback: send {:?}, round trip {:?} per 576-float frame", send / n, total / n);
+        c.tx.close();
+        echo.join().unwrap();
+    }
+}
