@@ -80,6 +80,13 @@ unsafe fn dot_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
     if VNNI { unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b) } } else { mul_sum_us8(a, b) }
 }
 
+/// `acc + madd(a, b)` (i16 pairs to i32), one VNNI `vpdpwssd` when `VNNI`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn madd_acc<const VNNI: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    if VNNI { unsafe { _mm256_dpwssd_epi32(acc, a, b) } } else { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
+}
+
 /// 16 bytes of nibbles → 32 bytes: low nibbles in lanes 0..16, high nibbles in 16..32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -337,7 +344,7 @@ fn bcast16(v: __m256i, k: i32) -> __m256i {
 /// Shared body of Q4_K and Q5_K: `HIGH` adds the fifth bit from `qh`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k4_family<const NT: usize, const HIGH: bool>(
+unsafe fn k4_family<const NT: usize, const HIGH: bool, const VNNI: bool>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -373,9 +380,9 @@ unsafe fn k4_family<const NT: usize, const HIGH: bool>(
             let sh = bcast16(scales, 2 * j as i32 + 1);
             for t in 0..NT {
                 let y = unsafe { a.add(t * astride + i * Q8K + Q8K_QS + 64 * j) };
-                let pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(ql, unsafe { load256(y) }));
-                let ph = _mm256_madd_epi16(sh, _mm256_maddubs_epi16(qhi, unsafe { load256(y.add(32)) }));
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pl, ph));
+                let pl = _mm256_maddubs_epi16(ql, unsafe { load256(y) });
+                let ph = _mm256_maddubs_epi16(qhi, unsafe { load256(y.add(32)) });
+                sumi[t] = unsafe { madd_acc::<VNNI>(madd_acc::<VNNI>(sumi[t], sl, pl), sh, ph) };
             }
         }
         for t in 0..NT {
@@ -393,18 +400,39 @@ unsafe fn k4_family<const NT: usize, const HIGH: bool>(
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
-    unsafe { k4_family::<NT, false>(nb, w, a, astride, out) }
+pub(super) unsafe fn q4_k<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
+    unsafe { k4_family::<NT, false, VNNI>(nb, w, a, astride, out) }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
-    unsafe { k4_family::<NT, true>(nb, w, a, astride, out) }
+pub(super) unsafe fn q5_k<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
+    unsafe { k4_family::<NT, true, VNNI>(nb, w, a, astride, out) }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+pub(super) unsafe fn q6_k<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
     let m4 = _mm256_set1_epi8(0x0f);
     let m3 = _mm256_set1_epi8(0x03);
     let mut acc = [_mm256_setzero_ps(); NT];
@@ -432,8 +460,8 @@ unsafe fn q6_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: 
                 let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, mask));
                 for t in 0..NT {
                     let y = unsafe { a.add(t * astride + i * Q8K + Q8K_QS + 128 * half + 32 * k) };
-                    let p = _mm256_madd_epi16(s, _mm256_maddubs_epi16(qk, unsafe { load256(y) }));
-                    sumi[t] = _mm256_add_epi32(sumi[t], p);
+                    let p = _mm256_maddubs_epi16(qk, unsafe { load256(y) });
+                    sumi[t] = unsafe { madd_acc::<VNNI>(sumi[t], s, p) };
                 }
             }
         }
@@ -451,8 +479,15 @@ unsafe fn q6_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: 
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn iq4_xs<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+pub(super) unsafe fn iq4_xs<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
     let m4 = _mm256_set1_epi8(0x0f);
     let table = iq4_table();
     let mut acc = [_mm256_setzero_ps(); NT];
@@ -479,7 +514,7 @@ unsafe fn iq4_xs<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride
                 for t in 0..NT {
                     let y = unsafe { load256(a.add(t * astride + i * Q8K + Q8K_QS + 32 * ib)) };
                     let p16 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, *qx));
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(ls, p16));
+                    sumi[t] = unsafe { madd_acc::<VNNI>(sumi[t], ls, p16) };
                 }
             }
         }
@@ -544,7 +579,11 @@ plain!(
     q8_0_plain = q8_0,
     iq4_nl_plain = iq4_nl,
     q4_1_plain = q4_1,
-    q5_1_plain = q5_1
+    q5_1_plain = q5_1,
+    q4_k_plain = q4_k,
+    q5_k_plain = q5_k,
+    q6_k_plain = q6_k,
+    iq4_xs_plain = iq4_xs
 );
 
 /// Safe `vec_dot` and `vec_dot_x4` wrappers around one generic kernel: checks the slice
@@ -577,10 +616,10 @@ entry!(vd_q8_0, vd4_q8_0, q8_0_plain, 32, 34, 34);
 entry!(vd_iq4_nl, vd4_iq4_nl, iq4_nl_plain, 32, 18, 34);
 entry!(vd_q4_1, vd4_q4_1, q4_1_plain, 32, 20, 36);
 entry!(vd_q5_1, vd4_q5_1, q5_1_plain, 32, 24, 36);
-entry!(vd_q4_k, vd4_q4_k, q4_k, 256, 144, Q8K);
-entry!(vd_q5_k, vd4_q5_k, q5_k, 256, 176, Q8K);
-entry!(vd_q6_k, vd4_q6_k, q6_k, 256, 210, Q8K);
-entry!(vd_iq4_xs, vd4_iq4_xs, iq4_xs, 256, 136, Q8K);
+entry!(vd_q4_k, vd4_q4_k, q4_k_plain, 256, 144, Q8K);
+entry!(vd_q5_k, vd4_q5_k, q5_k_plain, 256, 176, Q8K);
+entry!(vd_q6_k, vd4_q6_k, q6_k_plain, 256, 210, Q8K);
+entry!(vd_iq4_xs, vd4_iq4_xs, iq4_xs_plain, 256, 136, Q8K);
 entry!(vd_f16_8, vd4_f16_8, f16, 8, 16, 16);
 entry!(vd_f32_8, vd4_f32_8, f32, 8, 32, 32);
 
