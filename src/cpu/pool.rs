@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it sleeps on the condition variable.
 const SPIN: Duration = Duration::from_micros(200);
+/// Spins before a waiting thread starts yielding its core (a few µs).
+const YIELD_AFTER_SPINS: u32 = 2000;
 
 type Job = dyn Fn(usize) + Sync;
 
@@ -98,8 +100,17 @@ impl ThreadPool {
             s.wake.notify_all();
         }
         work_on(s, cur);
+        // A task still running elsewhere: spin briefly, then yield, so that on a busy machine a
+        // worker preempted in the middle of its task gets the core back instead of watching us
+        // spin.
+        let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) < n {
-            std::hint::spin_loop();
+            spins += 1;
+            if spins < YIELD_AFTER_SPINS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
     }
 
@@ -148,6 +159,9 @@ fn worker(s: &Shared) {
                 break;
             }
             spins += 1;
+            if spins > YIELD_AFTER_SPINS {
+                std::thread::yield_now();
+            }
             if spins.is_multiple_of(64) && start.elapsed() > SPIN {
                 let guard = s.sleep_lock.lock().unwrap();
                 if s.generation.load(Ordering::Acquire) == seen {

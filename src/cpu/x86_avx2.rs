@@ -80,6 +80,13 @@ unsafe fn dot_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
     if VNNI { unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b) } } else { mul_sum_us8(a, b) }
 }
 
+/// `acc + madd(a, b)` (i16 pairs to i32), one VNNI `vpdpwssd` when `VNNI`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn madd_acc<const VNNI: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    if VNNI { unsafe { _mm256_dpwssd_epi32(acc, a, b) } } else { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
+}
+
 /// 16 bytes of nibbles → 32 bytes: low nibbles in lanes 0..16, high nibbles in 16..32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -139,14 +146,15 @@ pub(super) unsafe fn q4_0<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     for i in 0..nb {
         let x = unsafe { w.add(i * 18) };
         let qx = _mm256_sub_epi8(unsafe { nibbles32(x.add(2)) }, _mm256_set1_epi8(8));
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]);
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
     }
 }
 
@@ -159,16 +167,17 @@ pub(super) unsafe fn q5_0<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     for i in 0..nb {
         let x = unsafe { w.add(i * 22) };
         // q - 16: the nibble, with 0xf0 or'ed in where the fifth bit is clear.
         let hi = _mm256_andnot_si256(unsafe { bits32(x.add(2)) }, _mm256_set1_epi8(0xf0u8 as i8));
         let qx = _mm256_or_si256(unsafe { nibbles32(x.add(6)) }, hi);
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]);
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
     }
 }
 
@@ -181,14 +190,15 @@ pub(super) unsafe fn q8_0<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     for i in 0..nb {
         let x = unsafe { w.add(i * 34) };
         let qx = unsafe { load256(x.add(2)) };
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]);
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
     }
 }
 
@@ -201,15 +211,16 @@ pub(super) unsafe fn iq4_nl<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     let table = iq4_table();
     for i in 0..nb {
         let x = unsafe { w.add(i * 18) };
         let qx = _mm256_shuffle_epi8(table, unsafe { nibbles32(x.add(2)) });
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]);
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
     }
 }
 
@@ -243,17 +254,26 @@ pub(super) unsafe fn q4_1<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     let mut accm = [0f32; NT];
     for i in 0..nb {
         let x = unsafe { w.add(i * 20) };
         let qx = unsafe { nibbles32(x.add(4)) };
         unsafe {
-            step_unsigned_q8_1::<NT, VNNI>(f16_at(x), f16_at(x.add(2)), qx, a.add(i * 36), astride, &mut acc, &mut accm)
+            step_unsigned_q8_1::<NT, VNNI>(
+                f16_at(x),
+                f16_at(x.add(2)),
+                qx,
+                a.add(i * 36),
+                astride,
+                &mut acc[i & 1],
+                &mut accm,
+            )
         };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]) + accm[t];
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t])) + accm[t];
     }
 }
 
@@ -266,18 +286,27 @@ pub(super) unsafe fn q5_1<const NT: usize, const VNNI: bool>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let mut acc = [_mm256_setzero_ps(); NT];
+    // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
+    let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     let mut accm = [0f32; NT];
     for i in 0..nb {
         let x = unsafe { w.add(i * 24) };
         let hi = _mm256_and_si256(unsafe { bits32(x.add(4)) }, _mm256_set1_epi8(0x10));
         let qx = _mm256_or_si256(unsafe { nibbles32(x.add(8)) }, hi);
         unsafe {
-            step_unsigned_q8_1::<NT, VNNI>(f16_at(x), f16_at(x.add(2)), qx, a.add(i * 36), astride, &mut acc, &mut accm)
+            step_unsigned_q8_1::<NT, VNNI>(
+                f16_at(x),
+                f16_at(x.add(2)),
+                qx,
+                a.add(i * 36),
+                astride,
+                &mut acc[i & 1],
+                &mut accm,
+            )
         };
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]) + accm[t];
+        out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t])) + accm[t];
     }
 }
 
@@ -315,7 +344,7 @@ fn bcast16(v: __m256i, k: i32) -> __m256i {
 /// Shared body of Q4_K and Q5_K: `HIGH` adds the fifth bit from `qh`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k4_family<const NT: usize, const HIGH: bool>(
+unsafe fn k4_family<const NT: usize, const HIGH: bool, const VNNI: bool>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -351,9 +380,9 @@ unsafe fn k4_family<const NT: usize, const HIGH: bool>(
             let sh = bcast16(scales, 2 * j as i32 + 1);
             for t in 0..NT {
                 let y = unsafe { a.add(t * astride + i * Q8K + Q8K_QS + 64 * j) };
-                let pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(ql, unsafe { load256(y) }));
-                let ph = _mm256_madd_epi16(sh, _mm256_maddubs_epi16(qhi, unsafe { load256(y.add(32)) }));
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pl, ph));
+                let pl = _mm256_maddubs_epi16(ql, unsafe { load256(y) });
+                let ph = _mm256_maddubs_epi16(qhi, unsafe { load256(y.add(32)) });
+                sumi[t] = unsafe { madd_acc::<VNNI>(madd_acc::<VNNI>(sumi[t], sl, pl), sh, ph) };
             }
         }
         for t in 0..NT {
@@ -371,18 +400,39 @@ unsafe fn k4_family<const NT: usize, const HIGH: bool>(
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
-    unsafe { k4_family::<NT, false>(nb, w, a, astride, out) }
+pub(super) unsafe fn q4_k<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
+    unsafe { k4_family::<NT, false, VNNI>(nb, w, a, astride, out) }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
-    unsafe { k4_family::<NT, true>(nb, w, a, astride, out) }
+pub(super) unsafe fn q5_k<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
+    unsafe { k4_family::<NT, true, VNNI>(nb, w, a, astride, out) }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+pub(super) unsafe fn q6_k<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
     let m4 = _mm256_set1_epi8(0x0f);
     let m3 = _mm256_set1_epi8(0x03);
     let mut acc = [_mm256_setzero_ps(); NT];
@@ -410,8 +460,8 @@ unsafe fn q6_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: 
                 let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, mask));
                 for t in 0..NT {
                     let y = unsafe { a.add(t * astride + i * Q8K + Q8K_QS + 128 * half + 32 * k) };
-                    let p = _mm256_madd_epi16(s, _mm256_maddubs_epi16(qk, unsafe { load256(y) }));
-                    sumi[t] = _mm256_add_epi32(sumi[t], p);
+                    let p = _mm256_maddubs_epi16(qk, unsafe { load256(y) });
+                    sumi[t] = unsafe { madd_acc::<VNNI>(sumi[t], s, p) };
                 }
             }
         }
@@ -429,8 +479,15 @@ unsafe fn q6_k<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: 
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn iq4_xs<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+pub(super) unsafe fn iq4_xs<const NT: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
     let m4 = _mm256_set1_epi8(0x0f);
     let table = iq4_table();
     let mut acc = [_mm256_setzero_ps(); NT];
@@ -457,7 +514,7 @@ unsafe fn iq4_xs<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride
                 for t in 0..NT {
                     let y = unsafe { load256(a.add(t * astride + i * Q8K + Q8K_QS + 32 * ib)) };
                     let p16 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, *qx));
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(ls, p16));
+                    sumi[t] = unsafe { madd_acc::<VNNI>(sumi[t], ls, p16) };
                 }
             }
         }
@@ -522,7 +579,11 @@ plain!(
     q8_0_plain = q8_0,
     iq4_nl_plain = iq4_nl,
     q4_1_plain = q4_1,
-    q5_1_plain = q5_1
+    q5_1_plain = q5_1,
+    q4_k_plain = q4_k,
+    q5_k_plain = q5_k,
+    q6_k_plain = q6_k,
+    iq4_xs_plain = iq4_xs
 );
 
 /// Safe `vec_dot` and `vec_dot_x4` wrappers around one generic kernel: checks the slice
@@ -555,10 +616,10 @@ entry!(vd_q8_0, vd4_q8_0, q8_0_plain, 32, 34, 34);
 entry!(vd_iq4_nl, vd4_iq4_nl, iq4_nl_plain, 32, 18, 34);
 entry!(vd_q4_1, vd4_q4_1, q4_1_plain, 32, 20, 36);
 entry!(vd_q5_1, vd4_q5_1, q5_1_plain, 32, 24, 36);
-entry!(vd_q4_k, vd4_q4_k, q4_k, 256, 144, Q8K);
-entry!(vd_q5_k, vd4_q5_k, q5_k, 256, 176, Q8K);
-entry!(vd_q6_k, vd4_q6_k, q6_k, 256, 210, Q8K);
-entry!(vd_iq4_xs, vd4_iq4_xs, iq4_xs, 256, 136, Q8K);
+entry!(vd_q4_k, vd4_q4_k, q4_k_plain, 256, 144, Q8K);
+entry!(vd_q5_k, vd4_q5_k, q5_k_plain, 256, 176, Q8K);
+entry!(vd_q6_k, vd4_q6_k, q6_k_plain, 256, 210, Q8K);
+entry!(vd_iq4_xs, vd4_iq4_xs, iq4_xs_plain, 256, 136, Q8K);
 entry!(vd_f16_8, vd4_f16_8, f16, 8, 16, 16);
 entry!(vd_f32_8, vd4_f32_8, f32, 8, 32, 32);
 

@@ -1,8 +1,9 @@
-//! AVX-512 VNNI (`avx512vnni` + `avx512vl`): the 32-element-block kernels of `x86_avx2` with
-//! `vpdpbusd` (`_mm256_dpbusd_epi32`) in place of AVX2's `vpmaddubsw` + `vpmaddwd` pair, on
-//! 256-bit vectors (as ggml does on Zen 4, where 512-bit integer ops are double-pumped).
-//! The K-quant and IQ4_XS kernels gain nothing from VNNI (their sub-block scales multiply the
-//! 16-bit pair sums) and stay AVX2.
+//! AVX-512 VNNI (`avx512vnni` + `avx512vl`): the kernels of `x86_avx2` compiled with VNNI, on
+//! 256-bit vectors (Zen 4 double-pumps 512-bit integer ops, so wider vectors buy nothing
+//! there). The 32-element formats use `vpdpbusd` (`_mm256_dpbusd_epi32`) in place of AVX2's
+//! `vpmaddubsw` + `vpmaddwd` pair. The K-quants and IQ4_XS stay AVX2: folding their scale
+//! multiply into `vpdpwssd` (`madd_acc::<true>` in `x86_avx2`) puts the 4-cycle `vpdpwssd` on
+//! the accumulator chain, and measured 1.5-2x slower on Zen 4 than `vpmaddwd` + `vpaddd`.
 
 use super::kernels::{CpuKernels, VecDot, VecDotX4};
 use super::x86_avx2::{self, entry, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0};

@@ -25,7 +25,9 @@ fn assert_varies(x: &[f32]) {
 }
 
 /// (isa name, table) for every variant but scalar.
-fn simd_tables() -> Vec<(&'static str, fn(GgmlType) -> Option<CpuKernels>)> {
+type Table = fn(GgmlType) -> Option<CpuKernels>;
+
+fn simd_tables() -> Vec<(&'static str, Table)> {
     kernels::available_isas().into_iter().filter(|i| i.name != "scalar").map(|i| (i.name, i.table)).collect()
 }
 
@@ -74,7 +76,7 @@ fn operands(ty: GgmlType, n: usize, rows: usize, tokens: usize, seed: u64) -> (V
 /// Σ|w·x| over the dequantized operands: the scale of the float rounding error.
 fn magnitude(ty: GgmlType, w: &[u8], x: &[f32]) -> f64 {
     let mut d = vec![0f32; x.len()];
-    quant::scalar_kernels(ty).unwrap().dequantize_row.clone()(w, &mut d);
+    (quant::scalar_kernels(ty).unwrap().dequantize_row)(w, &mut d);
     d.iter().zip(x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum()
 }
 
@@ -111,8 +113,8 @@ fn simd_tile_and_variants_agree() {
                     results.push((isa, one));
                 }
                 results.push(("scalar", want));
-                for t in 0..5 {
-                    let tol = 1e-5 * magnitude(ty, wr, &xs[t]) + 1e-30;
+                for (t, x) in xs.iter().enumerate() {
+                    let tol = 1e-5 * magnitude(ty, wr, x) + 1e-30;
                     for a in &results {
                         for b in &results {
                             let d = (a.1[t] as f64 - b.1[t] as f64).abs();
