@@ -359,36 +359,48 @@ fn other_build_gets_our_binary_and_restarts() {
     assert!(o.status.success() && !err.contains("ship "), "{err}");
 }
 
-#[test]
-fn killed_worker_mid_generation_is_reported_within_seconds() {
-    let dir = Scratch::new("kill");
-    let model = deep_model(&dir, "c-llama-q4_k_m.gguf", 3);
-    let slow = [("PRIMA_FAKE_DELAY_MS", "20")];
-    let mut a1 = Agent::start(&dir, "a1", &slow);
-    let mut a2 = Agent::start(&dir, "a2", &slow);
+/// A fake-engine ring of three (slowed by `delay_ms` per window) generating without end, once
+/// the last worker has loaded its layers: the agents, the head process, the model and the config.
+fn endless_ring(
+    dir: &Scratch,
+    delay_ms: &str,
+    prompt: &str,
+    stderr: Stdio,
+) -> (Agent, Agent, std::process::Child, PathBuf, PathBuf) {
+    let model = deep_model(dir, "c-llama-q4_k_m.gguf", 3);
+    let slow = [("PRIMA_FAKE_DELAY_MS", delay_ms)];
+    let a1 = Agent::start(dir, "a1", &slow);
+    let a2 = Agent::start(dir, "a2", &slow);
     let cfg = write_config(
-        &dir,
+        dir,
         "c.toml",
         &model,
         None,
         &[("head", "127.0.0.1:1", Some(1)), ("second", &a1.addr, Some(1)), ("third", &a2.addr, Some(1))],
     );
-    let mut head = Command::new(BIN)
+    let head = Command::new(BIN)
         .arg("up")
         .arg(&cfg)
-        .args(["-p", "a long enough prompt", "-n", "100000", "--temp", "0"])
+        .args(["-p", prompt, "-n", "100000", "--temp", "0"])
         .env("PRIMA_FAKE_ENGINE", "1")
         .env("XDG_CACHE_HOME", dir.path("head-cache"))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
-    // Wait until the ring runs, then kill the third device.
     let t0 = Instant::now();
     while !a2.log().contains("loaded layers") {
         assert!(t0.elapsed() < Duration::from_secs(20), "ring never formed: {}", a2.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+    (a1, a2, head, model, cfg)
+}
+
+#[test]
+fn killed_worker_mid_generation_is_reported_within_seconds() {
+    let dir = Scratch::new("kill");
+    let (mut a1, mut a2, mut head, model, _) = endless_ring(&dir, "20", "a long enough prompt", Stdio::piped());
+    // The ring runs: kill the third device.
     std::thread::sleep(Duration::from_millis(700));
     a2.child.kill().unwrap();
     let killed = Instant::now();
@@ -682,32 +694,7 @@ fn without_windows_the_halda_plan_splits_the_layers() {
 #[test]
 fn head_killed_mid_generation_sends_workers_back_to_idle() {
     let dir = Scratch::new("headkill");
-    let model = deep_model(&dir, "c-llama-q4_k_m.gguf", 3);
-    let slow = [("PRIMA_FAKE_DELAY_MS", "10")];
-    let mut a1 = Agent::start(&dir, "a1", &slow);
-    let mut a2 = Agent::start(&dir, "a2", &slow);
-    let cfg = write_config(
-        &dir,
-        "c.toml",
-        &model,
-        None,
-        &[("head", "127.0.0.1:1", Some(1)), ("second", &a1.addr, Some(1)), ("third", &a2.addr, Some(1))],
-    );
-    let mut head = Command::new(BIN)
-        .arg("up")
-        .arg(&cfg)
-        .args(["-p", "prompt", "-n", "100000", "--temp", "0"])
-        .env("PRIMA_FAKE_ENGINE", "1")
-        .env("XDG_CACHE_HOME", dir.path("head-cache"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !a2.log().contains("loaded layers") {
-        assert!(t0.elapsed() < Duration::from_secs(20), "ring never formed: {}", a2.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut a1, mut a2, mut head, _, cfg) = endless_ring(&dir, "10", "prompt", Stdio::null());
     std::thread::sleep(Duration::from_millis(500));
     head.kill().unwrap();
     head.wait().unwrap();
