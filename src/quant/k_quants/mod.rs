@@ -17,6 +17,47 @@ use crate::quant::block::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
 
 pub(crate) const QK_K: usize = 256;
 
+/// Dequantize one Q4_K/Q5_K super-block: 8 sub-blocks of 32, `d·scale·q − dmin·min`.
+/// `quants(j)` yields sub-block `j`'s unsigned quants (4 bits, or 5 with Q5_K's high bits).
+pub(crate) fn dequantize_block_k4<I: Iterator<Item = u8>>(
+    d: [u8; 2],
+    dmin: [u8; 2],
+    scales: &[u8; 12],
+    quants: impl Fn(usize) -> I,
+    out: &mut [f32],
+) {
+    let d = f16_bits_to_f32(d);
+    let min = f16_bits_to_f32(dmin);
+    for (j, out) in out.chunks_exact_mut(32).enumerate() {
+        let (sc, m) = scale_min_k4(j, scales);
+        let (dl, ml) = (d * sc as f32, min * m as f32);
+        for (o, q) in out.iter_mut().zip(quants(j)) {
+            *o = dl * q as f32 - ml;
+        }
+    }
+}
+
+/// Dot product of one Q4_K/Q5_K super-block with a Q8_K block, combined as ggml does: integer
+/// sums per sub-block, the mins applied through the Q8_K `bsums`.
+pub(crate) fn dot_block_k4<I: Iterator<Item = u8>>(
+    d: [u8; 2],
+    dmin: [u8; 2],
+    scales: &[u8; 12],
+    quants: impl Fn(usize) -> I,
+    y: &crate::quant::q8::BlockQ8K,
+) -> f32 {
+    let (mut isum, mut summs) = (0i32, 0i32);
+    for (j, q8) in y.qs.chunks_exact(32).enumerate() {
+        let (sc, m) = scale_min_k4(j, scales);
+        let s: i32 = q8.iter().zip(quants(j)).map(|(&a, q)| a as i32 * q as i32).sum();
+        isum += sc as i32 * s;
+        summs += m as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1));
+    }
+    let d = f16_bits_to_f32(d) * y.d();
+    let dmin = f16_bits_to_f32(dmin) * y.d();
+    d * isum as f32 - dmin * summs as f32
+}
+
 /// Scale and min of sub-block `j` (0..8) from the 12 packed 6-bit values of Q4_K/Q5_K
 /// (`get_scale_min_k4`).
 #[inline]

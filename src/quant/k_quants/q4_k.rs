@@ -2,8 +2,8 @@
 //! bytes), f16 super-scales `d`, `dmin`; 4-bit quants (`w = d*sc*q - dmin*m`).
 //! Each 64 weights share 32 bytes: low nibbles are the first 32, high nibbles the next 32.
 
-use super::{QK_K, pack_scales_k4, requantize_k4, scale_min_k4, sub_block_scales_k4};
-use crate::quant::block::{Block, assert_block, blocks_mut, f16_bits_to_f32, row_blocks};
+use super::{QK_K, dequantize_block_k4, dot_block_k4, pack_scales_k4, requantize_k4, sub_block_scales_k4};
+use crate::quant::block::{Block, assert_block, blocks_mut, row_blocks};
 use crate::quant::q8::BlockQ8K;
 use crate::quant::{GgmlType, WeightFormat};
 
@@ -39,15 +39,7 @@ impl WeightFormat for Q4K {
     fn dequantize_row(src: &[u8], dst: &mut [f32]) {
         let xs = row_blocks::<BlockQ4K>(src, dst.len());
         for (x, y) in xs.iter().zip(dst.chunks_exact_mut(QK_K)) {
-            let d = f16_bits_to_f32(x.d);
-            let min = f16_bits_to_f32(x.dmin);
-            for (j, out) in y.chunks_exact_mut(32).enumerate() {
-                let (sc, m) = scale_min_k4(j, &x.scales);
-                let (dl, ml) = (d * sc as f32, min * m as f32);
-                for (o, q) in out.iter_mut().zip(sub_block_quants(&x.qs, j)) {
-                    *o = dl * q as f32 - ml;
-                }
-            }
+            dequantize_block_k4(x.d, x.dmin, &x.scales, |j| sub_block_quants(&x.qs, j), y);
         }
     }
 
@@ -56,16 +48,7 @@ impl WeightFormat for Q4K {
         let ys = row_blocks::<BlockQ8K>(act, n);
         let mut sumf = 0f32;
         for (x, y) in xs.iter().zip(ys) {
-            let (mut isum, mut summs) = (0i32, 0i32);
-            for (j, q8) in y.qs.chunks_exact(32).enumerate() {
-                let (sc, m) = scale_min_k4(j, &x.scales);
-                let s: i32 = q8.iter().zip(sub_block_quants(&x.qs, j)).map(|(&a, q)| a as i32 * q as i32).sum();
-                isum += sc as i32 * s;
-                summs += m as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1));
-            }
-            let d = f16_bits_to_f32(x.d) * y.d();
-            let dmin = f16_bits_to_f32(x.dmin) * y.d();
-            sumf += d * isum as f32 - dmin * summs as f32;
+            sumf += dot_block_k4(x.d, x.dmin, &x.scales, |j| sub_block_quants(&x.qs, j), y);
         }
         sumf
     }
