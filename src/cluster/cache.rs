@@ -52,12 +52,6 @@ pub fn share(f: &GgufFile, names: &[String], hashes: &[[u8; 32]]) -> Result<Shar
     Ok(Share { model_id: model_id(f), header: head, tensors })
 }
 
-/// Tensor names of layer `i` (`blk.{i}.*`) and of everything outside layers.
-pub fn layer_tensor_names(f: &GgufFile, layer: usize) -> Vec<String> {
-    let p = format!("blk.{layer}.");
-    f.tensors.iter().filter(|t| t.name.starts_with(&p)).map(|t| t.name.clone()).collect()
-}
-
 /// sha256 of each named tensor, memoised per model file (by id, size and mtime) in `memo_dir`.
 pub fn tensor_hashes(f: &GgufFile, names: &[String], memo_dir: Option<&Path>) -> Result<Vec<[u8; 32]>> {
     let meta = std::fs::metadata(&f.path).ok();
@@ -367,8 +361,6 @@ mod tests {
     #[test]
     fn share_is_a_valid_gguf_and_streams_resumably() {
         let f = model();
-        let names = layer_tensor_names(&f, 1);
-        assert_eq!(names, vec!["blk.1.attn_q.weight"]);
         let names = vec!["blk.0.attn_q.weight".to_string(), "blk.1.attn_q.weight".to_string()];
         let hashes = tensor_hashes(&f, &names, None).unwrap();
         let s = share(&f, &names, &hashes).unwrap();
