@@ -49,31 +49,52 @@ pub fn matmul(pool: &ThreadPool, w: &Weight, x: &[f32], n_tokens: usize, out: &m
         (k.k.quantize_partner)(&x[t * w.cols..(t + 1) * w.cols], &mut scratch[t * act_bytes..(t + 1) * act_bytes]);
     }
     let act = &scratch[..act_bytes * n_tokens];
-    let (rows, cols) = (w.rows, w.cols);
-    let data = w.data();
-    let row_bytes = w.row_bytes;
+    let rows = w.rows;
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let per = rows_per_task(rows, pool.n_threads(), n_tokens);
     let n_tasks = rows.div_ceil(per);
     pool.run(n_tasks, &|task| {
         let range = task * per..((task + 1) * per).min(rows);
-        let tiles = n_tokens / 4;
-        for r in range {
-            let wr = &data[r * row_bytes..(r + 1) * row_bytes];
-            for tile in 0..tiles {
-                let t0 = 4 * tile;
-                let mut o = [0f32; 4];
-                k.dot_x4(cols, wr, &act[t0 * act_bytes..], act_bytes, &mut o);
-                for (i, v) in o.into_iter().enumerate() {
-                    // SAFETY: each (t, r) is written by exactly one task; `out` outlives the call.
-                    unsafe { *out_ptr.get().add((t0 + i) * rows + r) = v };
-                }
-            }
-            for t in 4 * tiles..n_tokens {
-                let v = (k.k.vec_dot)(cols, wr, &act[t * act_bytes..(t + 1) * act_bytes]);
-                // SAFETY: as above.
-                unsafe { *out_ptr.get().add(t * rows + r) = v };
+        // SAFETY: tasks cover disjoint row ranges; `out` outlives the call.
+        unsafe { rows_times_tokens(k, w, range, act, act_bytes, n_tokens, out_ptr, rows) };
+    });
+}
+
+/// `out[t * out_stride + r] = dot(w[r], act[t])` for the weight rows `rows` and the `n_tokens`
+/// quantized activation rows of `act` (`act_bytes` apart): the unit of work one task runs.
+///
+/// # Safety
+/// `out` must have room for `n_tokens × out_stride` values, and no other thread may write the
+/// elements `(t, r)` for `r` in `rows` while this runs.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn rows_times_tokens(
+    k: &CpuKernels,
+    w: &Weight,
+    rows: std::ops::Range<usize>,
+    act: &[u8],
+    act_bytes: usize,
+    n_tokens: usize,
+    out: SyncPtr,
+    out_stride: usize,
+) {
+    let data = w.data();
+    let (cols, row_bytes) = (w.cols, w.row_bytes);
+    let tiles = n_tokens / 4;
+    for r in rows {
+        let wr = &data[r * row_bytes..(r + 1) * row_bytes];
+        for tile in 0..tiles {
+            let t0 = 4 * tile;
+            let mut o = [0f32; 4];
+            k.dot_x4(cols, wr, &act[t0 * act_bytes..], act_bytes, &mut o);
+            for (i, v) in o.into_iter().enumerate() {
+                // SAFETY: the caller owns (t, r) for every r in `rows`.
+                unsafe { *out.get().add((t0 + i) * out_stride + r) = v };
             }
         }
-    });
+        for t in 4 * tiles..n_tokens {
+            let v = (k.k.vec_dot)(cols, wr, &act[t * act_bytes..(t + 1) * act_bytes]);
+            // SAFETY: as above.
+            unsafe { *out.get().add(t * out_stride + r) = v };
+        }
+    }
 }
