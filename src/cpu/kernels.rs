@@ -14,6 +14,26 @@ pub type VecDot = fn(usize, &[u8], &[u8]) -> f32;
 /// over the weight row for four tokens (the prefill tile).
 pub type VecDotX4 = fn(usize, &[u8], &[u8], usize, &mut [f32; 4]);
 
+/// Prefill tiles of a weight type: the activation rows of a matrix product are prepared once
+/// into the tiles' layout, then each task multiplies a range of weight rows by every token.
+#[derive(Clone, Copy, Debug)]
+pub struct Tiles {
+    /// Bytes of one prepared activation row of `cols` elements.
+    pub prepared_row_bytes: fn(usize) -> usize,
+    /// `(partner rows, partner row bytes, n_tokens, cols, out)`: prepare every token's row.
+    pub prepare: fn(&[u8], usize, usize, usize, &mut [u8]),
+    /// `(weights, row_bytes, cols, rows, prepared, n_tokens, out, out_stride)`:
+    /// `out[t * out_stride + r] = dot(w[r], act[t])` for every `r` in `rows` and `t < n_tokens`.
+    pub rows_tokens: TileRowsFn,
+}
+
+/// See [`Tiles::rows_tokens`].
+///
+/// # Safety
+/// `out` must have room for `n_tokens × out_stride` values, and no other thread may write the
+/// elements `(t, r)` for `r` in `rows` while this runs.
+pub type TileRowsFn = unsafe fn(&[u8], usize, usize, std::ops::Range<usize>, &[u8], usize, *mut f32, usize);
+
 /// A weight type's kernels on this CPU.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuKernels {
@@ -50,6 +70,12 @@ impl CpuKernels {
 pub struct Isa {
     pub name: &'static str,
     pub table: fn(GgmlType) -> Option<CpuKernels>,
+    /// The prefill tiles this variant has (None for types without).
+    pub tiles: fn(GgmlType) -> Option<Tiles>,
+}
+
+fn no_tiles(_: GgmlType) -> Option<Tiles> {
+    None
 }
 
 fn scalar_table(ty: GgmlType) -> Option<CpuKernels> {
@@ -59,21 +85,21 @@ fn scalar_table(ty: GgmlType) -> Option<CpuKernels> {
 /// Every variant this CPU can run, from the scalar oracle to the most capable.
 pub fn available_isas() -> Vec<Isa> {
     #[allow(unused_mut)]
-    let mut v = vec![Isa { name: "scalar", table: scalar_table }];
+    let mut v = vec![Isa { name: "scalar", table: scalar_table, tiles: no_tiles }];
     #[cfg(target_arch = "x86_64")]
     {
         if super::x86_avx2::detected() {
-            v.push(Isa { name: "avx2", table: super::x86_avx2::table });
+            v.push(Isa { name: "avx2", table: super::x86_avx2::table, tiles: no_tiles });
         }
         if super::x86_avx512::detected() {
-            v.push(Isa { name: "avx512vnni", table: super::x86_avx512::table });
+            v.push(Isa { name: "avx512vnni", table: super::x86_avx512::table, tiles: super::x86_avx512_tiles::tiles });
         }
     }
     #[cfg(target_arch = "aarch64")]
     {
-        v.push(Isa { name: "neon", table: super::aarch64_neon::table });
+        v.push(Isa { name: "neon", table: super::aarch64_neon::table, tiles: no_tiles });
         if super::aarch64_neon::dotprod_detected() {
-            v.push(Isa { name: "neon-dotprod", table: super::aarch64_neon::table_dotprod });
+            v.push(Isa { name: "neon-dotprod", table: super::aarch64_neon::table_dotprod, tiles: no_tiles });
         }
     }
     v
@@ -82,6 +108,7 @@ pub fn available_isas() -> Vec<Isa> {
 struct Chosen {
     isa: &'static str,
     by_type: Vec<Option<CpuKernels>>,
+    tiles_by_type: Vec<Option<Tiles>>,
 }
 
 static CHOSEN: OnceLock<Chosen> = OnceLock::new();
@@ -101,13 +128,30 @@ fn choose() -> Chosen {
             isas.iter().rev().find_map(|isa| (isa.table)(ty))
         })
         .collect();
-    Chosen { isa: isas.last().map_or("scalar", |i| i.name), by_type }
+    // Tiles come with the ISA that has them; `PRIMA_TILES=0` turns them off (A/B benchmarks).
+    let tiles_on = std::env::var("PRIMA_TILES").map_or(true, |v| v != "0");
+    let tiles_by_type = (0..64u32)
+        .map(|id| {
+            let ty = GgmlType::ALL.iter().copied().find(|t| *t as u32 == id)?;
+            if !tiles_on {
+                return None;
+            }
+            isas.iter().rev().find_map(|isa| (isa.tiles)(ty))
+        })
+        .collect();
+    Chosen { isa: isas.last().map_or("scalar", |i| i.name), by_type, tiles_by_type }
 }
 
 /// The kernels for `ty` on this CPU, or None if the engine cannot run the type.
 #[inline]
 pub fn get(ty: GgmlType) -> Option<&'static CpuKernels> {
     CHOSEN.get_or_init(choose).by_type.get(ty as usize)?.as_ref()
+}
+
+/// The prefill tiles for `ty` on this CPU, if it has them.
+#[inline]
+pub fn tiles(ty: GgmlType) -> Option<&'static Tiles> {
+    CHOSEN.get_or_init(choose).tiles_by_type.get(ty as usize)?.as_ref()
 }
 
 /// The chosen variant and which types run which ISA, e.g.

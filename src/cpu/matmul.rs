@@ -7,7 +7,7 @@
 //! (`vec_dot_x4`), so a weight block is decoded once for four activation rows and stays in L1
 //! while every tile of tokens uses it.
 
-use super::kernels::{self, CpuKernels};
+use super::kernels::{self, CpuKernels, Tiles};
 use super::pool::ThreadPool;
 use crate::model::weights::Weight;
 
@@ -35,50 +35,90 @@ fn rows_per_task(rows: usize, threads: usize, n_tokens: usize) -> usize {
     rows.div_ceil(threads * 4).max(min_rows)
 }
 
+/// Prompt batches of at least this many tokens use the prefill tiles (where the type has them):
+/// below it, decoding each weight block into the tiles' shape costs more than it saves.
+const MIN_TILE_TOKENS: usize = 4;
+
+/// The activation rows of one matrix product, quantized once for every weight that reads them.
+pub struct Activations<'a> {
+    /// `n_tokens` rows in the partner layout, `row_bytes` apart.
+    pub quantized: &'a [u8],
+    pub row_bytes: usize,
+    pub n_tokens: usize,
+    /// The same rows in the prefill tiles' layout, when a tile kernel will read them.
+    pub prepared: Option<(&'static Tiles, &'a [u8])>,
+}
+
+/// Quantize `n_tokens` rows of `x` (`cols` wide) for weights of kernels `k` into `scratch`
+/// (grown, never shrunk), and prepare them for the tiles when the batch is large enough.
+pub fn quantize_activations<'a>(
+    k: &CpuKernels,
+    cols: usize,
+    x: &[f32],
+    n_tokens: usize,
+    scratch: &'a mut Vec<u8>,
+) -> Activations<'a> {
+    let row_bytes = k.k.partner.row_bytes(cols).expect("row length is a whole number of blocks");
+    debug_assert_eq!(x.len(), n_tokens * cols);
+    let tiles = kernels::tiles(k.k.ty).filter(|_| n_tokens >= MIN_TILE_TOKENS);
+    let prepared_bytes = tiles.map_or(0, |t| (t.prepared_row_bytes)(cols) * n_tokens);
+    let need = row_bytes * n_tokens + prepared_bytes;
+    if scratch.len() < need {
+        scratch.resize(need, 0);
+    }
+    let (quantized, rest) = scratch.split_at_mut(row_bytes * n_tokens);
+    for t in 0..n_tokens {
+        (k.k.quantize_partner)(&x[t * cols..(t + 1) * cols], &mut quantized[t * row_bytes..(t + 1) * row_bytes]);
+    }
+    let prepared = tiles.map(|t| {
+        let p = &mut rest[..prepared_bytes];
+        (t.prepare)(quantized, row_bytes, n_tokens, cols, p);
+        (t, &*p)
+    });
+    Activations { quantized, row_bytes, n_tokens, prepared }
+}
+
 /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for `n_tokens` rows of `x` (row-major, `w.cols` wide);
 /// `out` is `n_tokens × w.rows`. `scratch` holds the quantized activations (grown, never shrunk).
 pub fn matmul(pool: &ThreadPool, w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32], scratch: &mut Vec<u8>) {
     let k: &CpuKernels = kernels::get(w.ty).expect("weight type checked at load");
-    let act_bytes = k.k.partner.row_bytes(w.cols).expect("row length is a whole number of blocks");
-    debug_assert_eq!(x.len(), n_tokens * w.cols);
     debug_assert_eq!(out.len(), n_tokens * w.rows);
-    if scratch.len() < act_bytes * n_tokens {
-        scratch.resize(act_bytes * n_tokens, 0);
-    }
-    for t in 0..n_tokens {
-        (k.k.quantize_partner)(&x[t * w.cols..(t + 1) * w.cols], &mut scratch[t * act_bytes..(t + 1) * act_bytes]);
-    }
-    let act = &scratch[..act_bytes * n_tokens];
+    let act = quantize_activations(k, w.cols, x, n_tokens, scratch);
     let rows = w.rows;
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    let per = rows_per_task(rows, pool.n_threads(), n_tokens);
+    let mut per = rows_per_task(rows, pool.n_threads(), n_tokens);
+    if act.prepared.is_some() {
+        per = per.next_multiple_of(4); // whole 4-row tiles per task
+    }
     let n_tasks = rows.div_ceil(per);
     pool.run(n_tasks, &|task| {
         let range = task * per..((task + 1) * per).min(rows);
         // SAFETY: tasks cover disjoint row ranges; `out` outlives the call.
-        unsafe { rows_times_tokens(k, w, range, act, act_bytes, n_tokens, out_ptr, rows) };
+        unsafe { rows_times_tokens(k, w, range, &act, out_ptr, rows) };
     });
 }
 
-/// `out[t * out_stride + r] = dot(w[r], act[t])` for the weight rows `rows` and the `n_tokens`
-/// quantized activation rows of `act` (`act_bytes` apart): the unit of work one task runs.
+/// `out[t * out_stride + r] = dot(w[r], act[t])` for the weight rows `rows` and every token of
+/// `act`: the unit of work one task runs.
 ///
 /// # Safety
 /// `out` must have room for `n_tokens × out_stride` values, and no other thread may write the
 /// elements `(t, r)` for `r` in `rows` while this runs.
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn rows_times_tokens(
     k: &CpuKernels,
     w: &Weight,
     rows: std::ops::Range<usize>,
-    act: &[u8],
-    act_bytes: usize,
-    n_tokens: usize,
+    act: &Activations,
     out: SyncPtr,
     out_stride: usize,
 ) {
     let data = w.data();
-    let (cols, row_bytes) = (w.cols, w.row_bytes);
+    let (cols, row_bytes, n_tokens, act_bytes) = (w.cols, w.row_bytes, act.n_tokens, act.row_bytes);
+    if let Some((tiles, prepared)) = act.prepared {
+        // SAFETY: the caller's guarantees are the tile kernel's.
+        return unsafe { (tiles.rows_tokens)(data, row_bytes, cols, rows, prepared, n_tokens, out.get(), out_stride) };
+    }
+    let act = act.quantized;
     let tiles = n_tokens / 4;
     for r in rows {
         let wr = &data[r * row_bytes..(r + 1) * row_bytes];

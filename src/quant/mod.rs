@@ -24,6 +24,7 @@ mod q8_0;
 mod types;
 
 pub use block::{f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
+pub(crate) use k_quants::scale_min_k4;
 pub use q8::{BlockQ8_0, BlockQ8_1, BlockQ8K};
 pub use types::GgmlType;
 

@@ -127,6 +127,53 @@ fn simd_tile_and_variants_agree() {
     }
 }
 
+/// The prefill tiles (rows × tokens, activations prepared once) against the scalar oracle, on
+/// shapes that exercise every edge: row counts that are not multiples of 4, token counts with
+/// a partial tile and more than one 64-token block, odd block counts (a half run), and rows
+/// longer than one decoded chunk.
+#[test]
+fn prefill_tiles_match_scalar_oracle() {
+    let mut tested = Vec::new();
+    for isa in kernels::available_isas() {
+        for ty in types_with_quantizer() {
+            let Some(tiles) = (isa.tiles)(ty) else { continue };
+            tested.push(format!("{} {ty}", isa.name));
+            let scalar = quant::scalar_kernels(ty).unwrap();
+            let shapes: &[(usize, usize, usize)] = if ty.block_size() == 256 {
+                &[(256, 6, 5), (2048, 9, 4), (4096 + 256, 4, 67)]
+            } else {
+                &[(576, 6, 5), (96, 9, 4), (32, 5, 7), (4096 + 96, 4, 67)]
+            };
+            for &(n, rows, tokens) in shapes {
+                let (w, act, xs) = operands(ty, n, rows, tokens, (n * rows + tokens) as u64 ^ ty as u64);
+                let (wb, ab) = (ty.row_bytes(n).unwrap(), scalar.partner.row_bytes(n).unwrap());
+                let mut prepared = vec![0u8; (tiles.prepared_row_bytes)(n) * tokens];
+                (tiles.prepare)(&act, ab, tokens, n, &mut prepared);
+                let mut out = vec![f32::NAN; rows * tokens];
+                // Two ranges, as two tasks would split them: 0..3 and 3..rows.
+                for range in [0..3, 3..rows] {
+                    // SAFETY: `out` is rows × tokens and the ranges are disjoint.
+                    unsafe { (tiles.rows_tokens)(&w, wb, n, range, &prepared, tokens, out.as_mut_ptr(), rows) };
+                }
+                for r in 0..rows {
+                    let wr = &w[r * wb..(r + 1) * wb];
+                    for t in 0..tokens {
+                        let want = (scalar.vec_dot)(n, wr, &act[t * ab..(t + 1) * ab]);
+                        let got = out[t * rows + r];
+                        let tol = 1e-5 * magnitude(ty, wr, &xs[t]) + 1e-30;
+                        assert!(
+                            (got as f64 - want as f64).abs() <= tol,
+                            "{} {ty} n={n} row {r} token {t}: tiles {got} vs scalar {want} (tolerance {tol:e})",
+                            isa.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("prefill tiles tested: {tested:?}");
+}
+
 #[test]
 fn tables_keep_the_x86_exact_activation_quantizers() {
     for (isa, table) in simd_tables() {
