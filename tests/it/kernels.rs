@@ -155,12 +155,14 @@ fn prefill_tiles_match_scalar_oracle() {
                     // SAFETY: `out` is rows × tokens and the ranges are disjoint.
                     unsafe { (tiles.rows_tokens)(&w, wb, n, range, &prepared, tokens, out.as_mut_ptr(), rows) };
                 }
+                let mut worst = 0f64;
                 for r in 0..rows {
                     let wr = &w[r * wb..(r + 1) * wb];
                     for t in 0..tokens {
                         let want = (scalar.vec_dot)(n, wr, &act[t * ab..(t + 1) * ab]);
                         let got = out[t * rows + r];
                         let tol = 1e-5 * magnitude(ty, wr, &xs[t]) + 1e-30;
+                        worst = worst.max((got as f64 - want as f64).abs() / tol);
                         assert!(
                             (got as f64 - want as f64).abs() <= tol,
                             "{} {ty} n={n} row {r} token {t}: tiles {got} vs scalar {want} (tolerance {tol:e})",
@@ -168,6 +170,7 @@ fn prefill_tiles_match_scalar_oracle() {
                         );
                     }
                 }
+                eprintln!("{} {ty} n={n}: worst error {worst:.4} of the tolerance", isa.name);
             }
         }
     }
