@@ -54,6 +54,8 @@ enum ActPrep {
     Q8_1Sum,
     /// From Q8_K with `s = d·bsum16 / 4` per lane.
     Q8KSum,
+    /// From Q8_K for [`micro_k`]: `s = d·bsum16[g]` for the super-block's 16 groups `g`.
+    Q8KInt,
 }
 
 /// One weight format as the tiles see it.
@@ -61,6 +63,8 @@ trait TileFormat {
     const PREP: ActPrep;
     /// Float min/offset term present (`mw`).
     const MIN: bool;
+    /// Integer-scaled K-quant runs (see [`micro_k`]) instead of per-lane float scales.
+    const KINT: bool = false;
     /// Weight bytes per decoding unit and runs per unit (a block pair, or a super-block).
     const UNIT_BYTES: usize;
     const UNIT_RUNS: usize;
@@ -193,26 +197,42 @@ macro_rules! block32_format {
 // Quants `u = q + 8` are the raw nibbles.
 block32_format!(Q4_0, ActPrep::Q8_0Offset(3), false, 18, |x| nibbles32(x.add(2)), |x| (f16(x), 0.0));
 // `u = q + 16`: nibble | fifth bit.
-block32_format!(Q5_0, ActPrep::Q8_0Offset(4), false, 22, |x| _mm256_or_si256(nibbles32(x.add(6)), fifth_bits32(x.add(2))), |x| (
-    f16(x),
-    0.0
-));
+block32_format!(
+    Q5_0,
+    ActPrep::Q8_0Offset(4),
+    false,
+    22,
+    |x| _mm256_or_si256(nibbles32(x.add(6)), fifth_bits32(x.add(2))),
+    |x| (f16(x), 0.0)
+);
 // `u = q + 128`.
-block32_format!(Q8_0, ActPrep::Q8_0Offset(7), false, 34, |x| _mm256_xor_si256(
-    _mm256_loadu_si256(x.add(2).cast()),
-    _mm256_set1_epi8(-128)
-), |x| (f16(x), 0.0));
+block32_format!(
+    Q8_0,
+    ActPrep::Q8_0Offset(7),
+    false,
+    34,
+    |x| _mm256_xor_si256(_mm256_loadu_si256(x.add(2).cast()), _mm256_set1_epi8(-128)),
+    |x| (f16(x), 0.0)
+);
 // `u = level + 128`.
-block32_format!(IQ4_NL, ActPrep::Q8_0Offset(7), false, 18, |x| _mm256_shuffle_epi8(
-    _mm512_castsi512_si256(iq4_levels_biased()),
-    nibbles32(x.add(2))
-), |x| (f16(x), 0.0));
+block32_format!(
+    IQ4_NL,
+    ActPrep::Q8_0Offset(7),
+    false,
+    18,
+    |x| _mm256_shuffle_epi8(_mm512_castsi512_si256(iq4_levels_biased()), nibbles32(x.add(2))),
+    |x| (f16(x), 0.0)
+);
 // Unsigned quants with a min: `d·q + m`.
 block32_format!(Q4_1, ActPrep::Q8_1Sum, true, 20, |x| nibbles32(x.add(4)), |x| (f16(x), f16(x.add(2))));
-block32_format!(Q5_1, ActPrep::Q8_1Sum, true, 24, |x| _mm256_or_si256(nibbles32(x.add(8)), fifth_bits32(x.add(4))), |x| (
-    f16(x),
-    f16(x.add(2))
-));
+block32_format!(
+    Q5_1,
+    ActPrep::Q8_1Sum,
+    true,
+    24,
+    |x| _mm256_or_si256(nibbles32(x.add(8)), fifth_bits32(x.add(4))),
+    |x| (f16(x), f16(x.add(2)))
+);
 
 // ------------------------------------------------------------------------------------------
 // K-quants and IQ4_XS: a unit is a 256-element super-block, four runs.
@@ -232,6 +252,30 @@ fn sub_pair(a: f32, b: f32) -> __m512 {
     halves(a, b)
 }
 
+// Q4_K, Q5_K and Q6_K keep their integer sub-block scales: a decoded super-block is four runs
+// of `u` (64 u8) | `sc` (32 i16, one per element pair, for vpmaddubsw + vpdpwssd) | `extra`,
+// where run 0's extra holds the super-block scale `d` in every lane and run 1's the per-16
+// group min term `mw16` (Q4_K/Q5_K: −dmin·m, Q6_K: −32·d·sc).
+
+/// Stores run `j` of a K-int unit.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn store_kint_run(out: *mut u8, j: usize, u: __m512i, sc: &[i16; 32]) {
+    unsafe {
+        _mm512_storeu_si512(out.add(j * DEC_RUN).cast(), u);
+        _mm512_storeu_si512(out.add(j * DEC_RUN + 64).cast(), _mm512_loadu_si512(sc.as_ptr().cast()));
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn store_kint_scales(out: *mut u8, d: f32, mw16: &[f32; 16]) {
+    unsafe {
+        _mm512_storeu_ps(out.add(128).cast(), _mm512_set1_ps(d));
+        _mm512_storeu_ps(out.add(DEC_RUN + 128).cast(), _mm512_loadu_ps(mw16.as_ptr()));
+    }
+}
+
 /// Q4_K and Q5_K (`HIGH`: the fifth bit from `qh`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -239,6 +283,7 @@ unsafe fn decode_k4<const HIGH: bool>(x: *const u8, out: *mut u8) {
     let qs_off = if HIGH { 48 } else { 16 };
     let (d, dmin) = unsafe { (f16(x), f16(x.add(2))) };
     let qh = if HIGH { unsafe { _mm256_loadu_si256(x.add(16).cast()) } } else { _mm256_setzero_si256() };
+    let mut mw16 = [0f32; 16];
     for j in 0..4 {
         let mut u = unsafe { nibbles64(x.add(qs_off + 32 * j)) };
         if HIGH {
@@ -248,78 +293,72 @@ unsafe fn decode_k4<const HIGH: bool>(x: *const u8, out: *mut u8) {
             let hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32 + 1)), one);
             u = _mm512_or_si512(u, _mm512_slli_epi16(join(lo, hi), 4));
         }
-        let (s0, m0) = unsafe { scale_min_k4(2 * j, x.add(4)) };
-        let (s1, m1) = unsafe { scale_min_k4(2 * j + 1, x.add(4)) };
-        unsafe { store_run(out.add(j * DEC_RUN), u, sub_pair(d * s0, d * s1), sub_pair(-dmin * m0, -dmin * m1)) };
+        let mut sc = [0i16; 32];
+        for h in 0..2 {
+            let (s, m) = unsafe { scale_min_k4(2 * j + h, x.add(4)) };
+            sc[16 * h..16 * h + 16].fill(s as i16);
+            mw16[4 * j + 2 * h] = -dmin * m;
+            mw16[4 * j + 2 * h + 1] = -dmin * m;
+        }
+        unsafe { store_kint_run(out, j, u, &sc) };
     }
+    unsafe { store_kint_scales(out, d, &mw16) };
 }
 
-struct Q4K;
-impl TileFormat for Q4K {
-    const PREP: ActPrep = ActPrep::Q8KSum;
-    const MIN: bool = true;
-    const UNIT_BYTES: usize = 144;
-    const UNIT_RUNS: usize = 4;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn decode(x: *const u8, _: bool, out: *mut u8) {
-        unsafe { decode_k4::<false>(x, out) }
-    }
-}
-
-struct Q5K;
-impl TileFormat for Q5K {
-    const PREP: ActPrep = ActPrep::Q8KSum;
-    const MIN: bool = true;
-    const UNIT_BYTES: usize = 176;
-    const UNIT_RUNS: usize = 4;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn decode(x: *const u8, _: bool, out: *mut u8) {
-        unsafe { decode_k4::<true>(x, out) }
-    }
-}
-
-/// Q6_K: `u` = the 6-bit quant (0..63), scale per 16 elements, offset −32 as the min term.
-struct Q6K;
-impl TileFormat for Q6K {
-    const PREP: ActPrep = ActPrep::Q8KSum;
-    const MIN: bool = true;
-    const UNIT_BYTES: usize = 210;
-    const UNIT_RUNS: usize = 4;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn decode(x: *const u8, _: bool, out: *mut u8) {
-        let d = unsafe { f16(x.add(208)) };
-        let sc = unsafe { &*x.add(192).cast::<[i8; 16]>() };
-        let m4 = _mm256_set1_epi8(0x0f);
-        let m3 = _mm256_set1_epi8(0x03);
-        for half in 0..2 {
-            let ql = unsafe { x.add(64 * half) };
-            let b1 = unsafe { _mm256_loadu_si256(ql.cast()) };
-            let b2 = unsafe { _mm256_loadu_si256(ql.add(32).cast()) };
-            let bh = unsafe { _mm256_loadu_si256(x.add(128 + 32 * half).cast()) };
-            // Element 32k + l of this half: nibble k/2 of ql[l + 32(k%2)], bits 2k..2k+2 of qh[l].
-            let q = |k: usize| {
-                let b = if k % 2 == 0 { b1 } else { b2 };
-                let low = if k < 2 { b } else { _mm256_srli_epi16(b, 4) };
-                let high = _mm256_and_si256(_mm256_srl_epi16(bh, _mm_cvtsi32_si128(2 * k as i32)), m3);
-                _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_slli_epi16(high, 4))
-            };
-            for m in 0..2 {
-                let u = join(q(2 * m), q(2 * m + 1));
-                // Lanes 4g..4g+4 of the run cover 16-element group 8·half + 4m + g.
-                let g0 = 8 * half + 4 * m;
-                let mut dw = [0f32; 16];
-                for (l, v) in dw.iter_mut().enumerate() {
-                    *v = d * sc[g0 + l / 4] as f32;
-                }
-                let dw = unsafe { _mm512_loadu_ps(dw.as_ptr()) };
-                let mw = _mm512_mul_ps(dw, _mm512_set1_ps(-32.0));
-                unsafe { store_run(out.add((2 * half + m) * DEC_RUN), u, dw, mw) };
+macro_rules! kint_format {
+    ($name:ident, $bytes:expr, |$x:ident, $out:ident| $decode:expr) => {
+        struct $name;
+        impl TileFormat for $name {
+            const PREP: ActPrep = ActPrep::Q8KInt;
+            const MIN: bool = true;
+            const KINT: bool = true;
+            const UNIT_BYTES: usize = $bytes;
+            const UNIT_RUNS: usize = 4;
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn decode($x: *const u8, _: bool, $out: *mut u8) {
+                unsafe { $decode }
             }
         }
+    };
+}
+
+kint_format!(Q4K, 144, |x, out| decode_k4::<false>(x, out));
+kint_format!(Q5K, 176, |x, out| decode_k4::<true>(x, out));
+kint_format!(Q6K, 210, |x, out| decode_q6_k(x, out));
+
+/// Q6_K: `u` = the 6-bit quant (0..63), an i8 scale per 16 elements, the −32 offset in `mw16`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn decode_q6_k(x: *const u8, out: *mut u8) {
+    let d = unsafe { f16(x.add(208)) };
+    let scales = unsafe { &*x.add(192).cast::<[i8; 16]>() };
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m3 = _mm256_set1_epi8(0x03);
+    for half in 0..2 {
+        let ql = unsafe { x.add(64 * half) };
+        let b1 = unsafe { _mm256_loadu_si256(ql.cast()) };
+        let b2 = unsafe { _mm256_loadu_si256(ql.add(32).cast()) };
+        let bh = unsafe { _mm256_loadu_si256(x.add(128 + 32 * half).cast()) };
+        // Element 32k + l of this half: nibble k/2 of ql[l + 32(k%2)], bits 2k..2k+2 of qh[l].
+        let q = |k: usize| {
+            let b = if k.is_multiple_of(2) { b1 } else { b2 };
+            let low = if k < 2 { b } else { _mm256_srli_epi16(b, 4) };
+            let high = _mm256_and_si256(_mm256_srl_epi16(bh, _mm_cvtsi32_si128(2 * k as i32)), m3);
+            _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_slli_epi16(high, 4))
+        };
+        for m in 0..2 {
+            // Element pairs 8g'..8g'+8 of this run belong to 16-element group 8·half + 4m + g'.
+            let g0 = 8 * half + 4 * m;
+            let mut sc = [0i16; 32];
+            for (k, v) in sc.iter_mut().enumerate() {
+                *v = scales[g0 + k / 8] as i16;
+            }
+            unsafe { store_kint_run(out, 2 * half + m, join(q(2 * m), q(2 * m + 1)), &sc) };
+        }
     }
+    let mw16 = std::array::from_fn(|g| -32.0 * d * scales[g] as f32);
+    unsafe { store_kint_scales(out, d, &mw16) };
 }
 
 /// IQ4_XS: `u = level + 128`, one 6-bit scale per 32, the −128 offset as the min term.
@@ -374,13 +413,24 @@ unsafe fn prepare_row(prep: ActPrep, cols: usize, src: *const u8, out: *mut u8) 
                 let (d0, d1) = unsafe { (f16(x), if second { f16(y) } else { 0.0 }) };
                 let extra = if let ActPrep::Q8_0Offset(shift) = prep {
                     let sum4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), a);
-                    let c = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_sll_epi32(sum4, _mm_cvtsi32_si128(shift as i32)));
+                    let c = _mm512_sub_epi32(
+                        _mm512_setzero_si512(),
+                        _mm512_sll_epi32(sum4, _mm_cvtsi32_si128(shift as i32)),
+                    );
                     _mm512_castsi512_ps(c)
                 } else {
                     let (s0, s1) = unsafe { (f16(x.add(2)), if second { f16(y.add(2)) } else { 0.0 }) };
                     halves(s0 * 0.125, s1 * 0.125)
                 };
                 (a, halves(d0, d1), extra)
+            }
+            ActPrep::Q8KInt => {
+                let x = unsafe { src.add((r / 4) * 292) };
+                let d = unsafe { x.cast::<f32>().read_unaligned() };
+                let a = unsafe { _mm512_loadu_si512(x.add(4 + 64 * (r % 4)).cast()) };
+                let bsums = _mm512_cvtepi16_epi32(unsafe { _mm256_loadu_si256(x.add(260).cast()) });
+                let da = _mm512_set1_ps(d);
+                (a, da, _mm512_mul_ps(da, _mm512_cvtepi32_ps(bsums)))
             }
             ActPrep::Q8KSum => {
                 // Run r is quarter r % 4 of super-block r / 4 (292 bytes: d, qs[256], bsums[16]).
@@ -444,6 +494,50 @@ unsafe fn micro<const R: usize, const T: usize, const MIN: bool, const OFFSET: b
     }
 }
 
+/// The K-int micro-kernel: per super-block (4 runs), integer sums `Σ sc·Σ u·a` via
+/// vpmaddubsw + vpdpwssd (no saturation: u ≤ 63, |a| ≤ 127), then one float step per
+/// super-block: `acc += cvt(isum)·d·da + mw16·s16`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn micro_k<const R: usize, const T: usize>(
+    runs: usize,
+    dec: *const u8,
+    act: *const u8,
+    astride: usize,
+    acc: &mut [[__m512; T]; R],
+) {
+    for unit in (0..runs).step_by(4) {
+        let mut isum = [[_mm512_setzero_si512(); T]; R];
+        for j in unit..unit + 4 {
+            let mut u = [_mm512_setzero_si512(); R];
+            let mut sc = [_mm512_setzero_si512(); R];
+            for r in 0..R {
+                let x = unsafe { dec.add((r * CHUNK_RUNS + j) * DEC_RUN) };
+                u[r] = unsafe { _mm512_loadu_si512(x.cast()) };
+                sc[r] = unsafe { _mm512_loadu_si512(x.add(64).cast()) };
+            }
+            for t in 0..T {
+                let a = unsafe { _mm512_loadu_si512(act.add(t * astride + j * ACT_RUN).cast()) };
+                for r in 0..R {
+                    isum[r][t] = _mm512_dpwssd_epi32(isum[r][t], _mm512_maddubs_epi16(u[r], a), sc[r]);
+                }
+            }
+        }
+        for r in 0..R {
+            let x = unsafe { dec.add((r * CHUNK_RUNS + unit) * DEC_RUN) };
+            let d = unsafe { _mm512_loadu_ps(x.add(128).cast()) };
+            let mw16 = unsafe { _mm512_loadu_ps(x.add(DEC_RUN + 128).cast()) };
+            for t in 0..T {
+                let y = unsafe { act.add(t * astride + unit * ACT_RUN) };
+                let da = unsafe { _mm512_loadu_ps(y.add(64).cast()) };
+                let s16 = unsafe { _mm512_loadu_ps(y.add(128).cast()) };
+                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][t]), _mm512_mul_ps(d, da), acc[r][t]);
+                acc[r][t] = _mm512_fmadd_ps(mw16, s16, v);
+            }
+        }
+    }
+}
+
 /// Rows `rows` of the weight matrix `w` (`row_bytes` apart, `cols` wide) times every prepared
 /// token row, written to `out[t * ostride + r]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -461,16 +555,20 @@ unsafe fn rows_tokens<F: TileFormat>(
     let astride = prepared_row_bytes(cols);
     let total_runs = cols.div_ceil(RUN);
     let offset = matches!(F::PREP, ActPrep::Q8_0Offset(_));
-    let mut dec = [0u8; 4 * CHUNK_RUNS * DEC_RUN];
-    let mut acc = [[[_mm512_setzero_ps(); 4]; 4]; TOKEN_BLOCK / 4];
+    // Scratch on the stack, not zeroed: every byte read is written first (decoded runs, and the
+    // accumulators of the tiles in use are zeroed per token block). A task runs this once.
+    let mut dec = std::mem::MaybeUninit::<[u8; 4 * CHUNK_RUNS * DEC_RUN]>::uninit();
+    let dec = dec.as_mut_ptr().cast::<u8>();
+    let mut acc_store = std::mem::MaybeUninit::<[[[__m512; 4]; 4]; TOKEN_BLOCK / 4]>::uninit();
+    let acc = acc_store.as_mut_ptr().cast::<[[__m512; 4]; 4]>();
     let mut r0 = rows.start;
     while r0 < rows.end {
         let nr = (rows.end - r0).min(4);
         let mut t0 = 0;
         while t0 < n_tokens {
             let nt_block = (n_tokens - t0).min(TOKEN_BLOCK);
-            for a in acc.iter_mut().take(nt_block.div_ceil(4)) {
-                *a = [[_mm512_setzero_ps(); 4]; 4];
+            for tile in 0..nt_block.div_ceil(4) {
+                unsafe { acc.add(tile).write([[_mm512_setzero_ps(); 4]; 4]) };
             }
             let mut run0 = 0;
             while run0 < total_runs {
@@ -482,7 +580,7 @@ unsafe fn rows_tokens<F: TileFormat>(
                     for unit in 0..runs / F::UNIT_RUNS {
                         let ui = run0 / F::UNIT_RUNS + unit;
                         let half_tail = F::UNIT_RUNS == 1 && 2 * ui + 1 >= blocks32;
-                        let o = unsafe { dec.as_mut_ptr().add((r * CHUNK_RUNS + unit * F::UNIT_RUNS) * DEC_RUN) };
+                        let o = unsafe { dec.add((r * CHUNK_RUNS + unit * F::UNIT_RUNS) * DEC_RUN) };
                         unsafe { F::decode(row.add(ui * F::UNIT_BYTES), half_tail, o) };
                     }
                 }
@@ -490,14 +588,15 @@ unsafe fn rows_tokens<F: TileFormat>(
                 for tile in 0..nt_block.div_ceil(4) {
                     let nt = (nt_block - 4 * tile).min(4);
                     let y = unsafe { a0.add(4 * tile * astride) };
-                    unsafe { dispatch::<F>(nr, nt, offset, runs, dec.as_ptr(), y, astride, &mut acc[tile]) };
+                    // SAFETY: the tile was zeroed above.
+                    unsafe { dispatch::<F>(nr, nt, offset, runs, dec, y, astride, &mut *acc.add(tile)) };
                 }
                 run0 += runs;
             }
             for tile in 0..nt_block.div_ceil(4) {
                 for t in 0..(nt_block - 4 * tile).min(4) {
                     for r in 0..nr {
-                        let v = _mm512_reduce_add_ps(acc[tile][r][t]);
+                        let v = _mm512_reduce_add_ps(unsafe { (*acc.add(tile))[r][t] });
                         unsafe { *out.add((t0 + 4 * tile + t) * ostride + r0 + r) = v };
                     }
                 }
@@ -555,6 +654,7 @@ unsafe fn run_micro<F: TileFormat, const R: usize, const T: usize>(
         }
     }
     match (F::MIN, offset) {
+        _ if F::KINT => unsafe { micro_k::<R, T>(runs, dec, act, astride, &mut a) },
         (true, _) => unsafe { micro::<R, T, true, false>(runs, dec, act, astride, &mut a) },
         (false, true) => unsafe { micro::<R, T, false, true>(runs, dec, act, astride, &mut a) },
         (false, false) => unsafe { micro::<R, T, false, false>(runs, dec, act, astride, &mut a) },
@@ -583,7 +683,7 @@ fn partner_row_bytes(prep: ActPrep, cols: usize) -> usize {
     match prep {
         ActPrep::Q8_0Offset(_) => cols / 32 * 34,
         ActPrep::Q8_1Sum => cols / 32 * 36,
-        ActPrep::Q8KSum => cols / 256 * 292,
+        ActPrep::Q8KSum | ActPrep::Q8KInt => cols / 256 * 292,
     }
 }
 

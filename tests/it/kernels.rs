@@ -250,3 +250,57 @@ fn throughput() {
         }
     }
 }
+
+/// Single-thread prefill throughput, tiles vs the 4-token kernels, on 64 rows × 64 tokens of
+/// 4096 columns (cache-resident): the best of many short runs, so a busy machine still gives
+/// a usable number. `cargo test --release --test it kernels::tiles_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn tiles_throughput() {
+    let (n, rows, tokens) = (4096, 64, 64);
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_1,
+        GgmlType::IQ4_NL,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::IQ4_XS,
+    ] {
+        let (w, act, _) = operands(ty, n, rows, tokens, 5);
+        let (wb, ab) = (ty.row_bytes(n).unwrap(), quant::vec_dot_type(ty).row_bytes(n).unwrap());
+        let k = kernels::get(ty).unwrap();
+        let best = |f: &mut dyn FnMut()| {
+            let mut best = f64::MAX;
+            for _ in 0..30 {
+                let t = std::time::Instant::now();
+                f();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            (rows * tokens * n) as f64 / best / 1e9
+        };
+        let mut out = vec![0f32; rows * tokens];
+        let x4 = best(&mut || {
+            for r in 0..rows {
+                for t0 in (0..tokens).step_by(4) {
+                    let mut o = [0f32; 4];
+                    k.dot_x4(n, &w[r * wb..(r + 1) * wb], &act[t0 * ab..], ab, &mut o);
+                    out[t0 * rows + r] = o[0];
+                }
+            }
+        });
+        let tiles = kernels::tiles(ty).map(|tl| {
+            let mut prepared = vec![0u8; (tl.prepared_row_bytes)(n) * tokens];
+            best(&mut || {
+                (tl.prepare)(&act, ab, tokens, n, &mut prepared);
+                // SAFETY: `out` is rows × tokens.
+                unsafe { (tl.rows_tokens)(&w, wb, n, 0..rows, &prepared, tokens, out.as_mut_ptr(), rows) };
+            })
+        });
+        eprintln!(
+            "{ty:7} {}: x4 {x4:6.1} GMAC/s, tiles {}",
+            k.isa,
+            tiles.map_or("-".into(), |t| format!("{t:6.1} GMAC/s ({:.2}x)", t / x4))
+        );
+    }
+}
