@@ -101,16 +101,87 @@ pub fn softmax(x: &mut [f32]) {
 
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     // Eight partial sums: vectorises, and rounds closer to ggml's SIMD sum than a serial loop.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for j in 0..8 {
-            acc[j] += a[i * 8 + j] * b[i * 8 + j];
+    dot8(a, b)
+}
+
+/// One query head's attention over `seen` cached positions: scores `q·k_j · scale`, softmax,
+/// then `out = Σ_j p_j v_j`. Keys and values of position `j` start at `j * kstride` and
+/// `j * vstride`; `scores` has room for `seen` values. On x86 the same code is compiled for
+/// AVX2+FMA when the CPU has it (prefill runs this for every token and head).
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    q: &[f32],
+    keys: &[f32],
+    kstride: usize,
+    values: &[f32],
+    vstride: usize,
+    seen: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features were just checked.
+        return unsafe { attend_avx2(q, keys, kstride, values, vstride, seen, scale, scores, out) };
+    }
+    attend_body(q, keys, kstride, values, vstride, seen, scale, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_avx2(
+    q: &[f32],
+    keys: &[f32],
+    kstride: usize,
+    values: &[f32],
+    vstride: usize,
+    seen: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend_body(q, keys, kstride, values, vstride, seen, scale, scores, out)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_body(
+    q: &[f32],
+    keys: &[f32],
+    kstride: usize,
+    values: &[f32],
+    vstride: usize,
+    seen: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let (hk, hv) = (q.len(), out.len());
+    let scores = &mut scores[..seen];
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot8(q, &keys[j * kstride..][..hk]) * scale;
+    }
+    softmax(scores);
+    out.fill(0.0);
+    for (j, &p) in scores.iter().enumerate() {
+        for (o, v) in out.iter_mut().zip(&values[j * vstride..][..hv]) {
+            *o += p * v;
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
+}
+
+/// `dot_f32`'s eight partial sums, inlined into the caller's target features.
+#[inline(always)]
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
     }
-    s
+    acc.iter().sum::<f32>() + tail
 }

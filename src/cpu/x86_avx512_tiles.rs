@@ -567,9 +567,6 @@ unsafe fn rows_tokens<F: TileFormat>(
         let mut t0 = 0;
         while t0 < n_tokens {
             let nt_block = (n_tokens - t0).min(TOKEN_BLOCK);
-            for tile in 0..nt_block.div_ceil(4) {
-                unsafe { acc.add(tile).write([[_mm512_setzero_ps(); 4]; 4]) };
-            }
             let mut run0 = 0;
             while run0 < total_runs {
                 // Whole units only: a chunk boundary never splits a super-block.
@@ -588,7 +585,11 @@ unsafe fn rows_tokens<F: TileFormat>(
                 for tile in 0..nt_block.div_ceil(4) {
                     let nt = (nt_block - 4 * tile).min(4);
                     let y = unsafe { a0.add(4 * tile * astride) };
-                    // SAFETY: the tile was zeroed above.
+                    // The first chunk starts the tile's sums from zero (no separate clearing pass).
+                    if run0 == 0 {
+                        unsafe { acc.add(tile).write([[_mm512_setzero_ps(); 4]; 4]) };
+                    }
+                    // SAFETY: the tile was initialised above.
                     unsafe { dispatch::<F>(nr, nt, offset, runs, dec, y, astride, &mut *acc.add(tile)) };
                 }
                 run0 += runs;

@@ -245,18 +245,8 @@ fn attention(
             let g = h / group;
             let seen = pos + t + 1;
             let qh = &q[t * c.n_head * hk + h * hk..][..hk];
-            for (j, s) in sc[..seen].iter_mut().enumerate() {
-                *s = ops::dot_f32(qh, &keys[j * kd + g * hk..][..hk]) * scale;
-            }
-            ops::softmax(&mut sc[..seen]);
             let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(t * c.n_head * hv + h * hv), hv) };
-            o.fill(0.0);
-            for (j, &p) in sc[..seen].iter().enumerate() {
-                let vj = &values[j * vd + g * hv..][..hv];
-                for (a, b) in o.iter_mut().zip(vj) {
-                    *a += p * b;
-                }
-            }
+            ops::attend(qh, &keys[g * hk..], kd, &values[g * hv..], vd, seen, scale, sc, o);
         }
     });
 }
