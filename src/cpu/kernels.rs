@@ -18,8 +18,8 @@ pub type VecDotX4 = fn(usize, &[u8], &[u8], usize, &mut [f32; 4]);
 /// into the tiles' layout, then each task multiplies a range of weight rows by every token.
 #[derive(Clone, Copy, Debug)]
 pub struct Tiles {
-    /// Bytes of one prepared activation row of `cols` elements.
-    pub prepared_row_bytes: fn(usize) -> usize,
+    /// Bytes of `n_tokens` prepared activation rows of `cols` elements: `(cols, n_tokens)`.
+    pub prepared_bytes: fn(usize, usize) -> usize,
     /// `(partner rows, partner row bytes, n_tokens, cols, out)`: prepare every token's row.
     pub prepare: fn(&[u8], usize, usize, usize, &mut [u8]),
     /// `(weights, row_bytes, cols, rows, prepared, n_tokens, out, out_stride)`:

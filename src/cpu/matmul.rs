@@ -61,7 +61,7 @@ pub fn quantize_activations<'a>(
     let row_bytes = k.k.partner.row_bytes(cols).expect("row length is a whole number of blocks");
     debug_assert_eq!(x.len(), n_tokens * cols);
     let tiles = kernels::tiles(k.k.ty).filter(|_| n_tokens >= MIN_TILE_TOKENS);
-    let prepared_bytes = tiles.map_or(0, |t| (t.prepared_row_bytes)(cols) * n_tokens);
+    let prepared_bytes = tiles.map_or(0, |t| (t.prepared_bytes)(cols, n_tokens));
     let need = row_bytes * n_tokens + prepared_bytes;
     if scratch.len() < need {
         scratch.resize(need, 0);

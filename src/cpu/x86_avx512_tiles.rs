@@ -1,41 +1,26 @@
-//! AVX-512 VNNI prefill tiles: the batched matrix product of a prompt (many tokens) on 512-bit
-//! vectors, 4 weight rows × 4 tokens per step with the 16 accumulators in registers.
+//! AVX-512 VNNI prefill tiles: the batched matrix product of a prompt (many tokens), for
+//! Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL and, block by sub-block, Q4_K Q5_K Q6_K IQ4_XS.
 //!
-//! Every weight format is reduced to one shape first, so a single micro-kernel serves them all:
-//! a run of 64 weights ("pair": two 32-element blocks, or a quarter of a K-quant super-block)
-//! becomes 64 *unsigned* bytes `u` for `vpdpbusd`, a scale per 4-weight lane `dw`, and, for
-//! formats with a real-valued min or offset, a per-lane `mw`:
+//! One 512-bit accumulator holds a whole 4-row × 4-token tile: lane `4r + t` is the dot
+//! product of weight row `r` with token `t`. For each block, eight `vpdpbusd` (one per group
+//! of 4 elements) multiply
+//! - the token side, 4 tokens' 4 activations of group `g` (16 bytes) broadcast to all four
+//!   128-bit lanes straight from memory, biased by +128 to be vpdpbusd's unsigned operand, with
+//! - the weight side, row `r`'s 4 quants of group `g` repeated for the 4 tokens (64 bytes,
+//!   the signed memory operand),
 //!
-//! `dot = Σ_lanes dw·da·(Σ4 u·a + c) + mw·s`
-//!
-//! where the activation side is prepared once per matrix product from the exact ggml
-//! activation blocks (Q8_0 / Q8_1 / Q8_K): quants `a`, their scale `da` per lane, and either an
-//! integer correction `c = −2^k·Σ4 a` (formats whose quants are `u − 2^k`: Q4_0 Q5_0 Q8_0
-//! IQ4_NL) or `s = da·Σa / lanes` (formats with a min: Q4_1 Q5_1 and the K-quants, whose
-//! mins/offsets `mw` then multiply the activations' block sums). The integer sums are ggml's
-//! exactly; only float rounding order differs.
-//!
-//! Weights are decoded into that shape once per group of 4 rows and column chunk (into an
-//! L1-sized buffer on the stack) and reused by every token tile: the weights stay in the map
-//! untouched (no repacked copy), yet each block is unpacked once per 64 tokens, not once per
-//! token tile. Only reached through [`table`], which checks the CPU first.
+//! so every instruction does 64 useful multiply-adds and the block's scales apply once per
+//! 16 outputs: `acc += cvt(Σ q·(a+128) − 128·Σq)·(d_w·d_a)` (+ `m_w·s_a` for Q4_1/Q5_1).
+//! Activations are laid out once per matrix product (4-token tiles); weights are decoded once
+//! per group of 4 rows and chunk of blocks into an L1-sized buffer and reused by every token
+//! tile: the weights themselves stay in the map, untouched. The integer sums are ggml's exactly;
+//! only float rounding order differs. Only reached through [`tiles`], which checks the CPU.
 
-#![allow(clippy::needless_range_loop)] // the tile loops index several arrays by row and token
+#![allow(clippy::needless_range_loop)] // the loops index several arrays by row and token
 
 use core::arch::x86_64::*;
 
 use crate::quant::GgmlType;
-
-/// Elements per run (one 512-bit vector of bytes).
-const RUN: usize = 64;
-/// Prepared activation bytes per run: `a` (64 i8) | `da` (16 f32) | `c` (16 i32) or `s` (16 f32).
-const ACT_RUN: usize = 192;
-/// Decoded weight bytes per run: `u` (64 u8) | `dw` (16 f32) | `mw` (16 f32).
-const DEC_RUN: usize = 192;
-/// Runs decoded at once per row: 4 rows × 32 runs × 192 B = 24 KiB, half of a 48 KiB L1d.
-const CHUNK_RUNS: usize = 32;
-/// Tokens per pass over a decoded chunk (the accumulators of 16 tiles live on the stack).
-const TOKEN_BLOCK: usize = 64;
 
 pub fn detected() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -45,70 +30,44 @@ pub fn detected() -> bool {
         && super::x86_avx2::detected()
 }
 
-/// The prepared-activation layout a format's tiles read.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum ActPrep {
-    /// From Q8_0 with `c = −2^shift·Σ4 a` (quants stored as `u = q + 2^shift`).
-    Q8_0Offset(u32),
-    /// From Q8_1 with `s = s_block / 8` per lane.
-    Q8_1Sum,
-    /// From Q8_K with `s = d·bsum16 / 4` per lane.
-    Q8KSum,
-    /// From Q8_K for [`micro_k`]: `s = d·bsum16[g]` for the super-block's 16 groups `g`.
-    Q8KInt,
+/// Prepared activation bytes per block of a 4-token tile: 8 groups × 16 bytes of `a + 128`,
+/// the 4 scales `d_a`, the 4 block sums `s_a` (Q8_1).
+const ACT_BLOCK: usize = 8 * 16 + 16 + 16;
+/// Decoded weight bytes per block of a 4-row group: 8 groups × 64 bytes of quants, then 16
+/// lanes each of the correction `−128·Σq` (i32), `d_w` and `m_w` (f32).
+const DEC_BLOCK: usize = 8 * 64 + 3 * 64;
+/// Blocks decoded at once: 32 × 704 B = 22 KiB, half of a 48 KiB L1d.
+const CHUNK_BLOCKS: usize = 32;
+/// Token tiles whose accumulators stay live across chunks (512 tokens).
+const MAX_TILES: usize = 128;
+
+/// The activation format a weight format is paired with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Partner {
+    Q8_0,
+    Q8_1,
+    /// Q8_K, read in chunks of the tile block's length (`s` from the 16-element `bsums`).
+    Q8K,
 }
 
-/// One weight format as the tiles see it.
-trait TileFormat {
-    const PREP: ActPrep;
-    /// Float min/offset term present (`mw`).
+/// One weight format as the tiles see it: blocks of `ELEMS` (32, or 16 for Q6_K's scale
+/// groups) with one scale `d` (and min `m`: `d·q + m`), stored in units of `UNIT_ELEMS`
+/// elements / `UNIT_BYTES` bytes; `unpack(row, b)` gives block `b`'s quants as signed bytes
+/// (the first `ELEMS` of 32), its scale and min.
+trait LaneFormat {
+    const PARTNER: Partner;
+    const ELEMS: usize = 32;
     const MIN: bool;
-    /// Integer-scaled K-quant runs (see [`micro_k`]) instead of per-lane float scales.
-    const KINT: bool = false;
-    /// Weight bytes per decoding unit and runs per unit (a block pair, or a super-block).
+    const UNIT_ELEMS: usize = 32;
     const UNIT_BYTES: usize;
-    const UNIT_RUNS: usize;
-    /// Decode unit `i` of a row (`units` whole units plus, for 32-element formats, possibly
-    /// one trailing half: `half_tail` means the unit's second block is absent) into
-    /// `UNIT_RUNS × DEC_RUN` bytes at `out`.
-    unsafe fn decode(x: *const u8, half_tail: bool, out: *mut u8);
+    unsafe fn unpack(row: *const u8, b: usize) -> (__m256i, f32, f32);
 }
-
-// ------------------------------------------------------------------------------------------
-// Small helpers.
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn f16(p: *const u8) -> f32 {
     let bits = unsafe { p.cast::<u16>().read_unaligned() };
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-}
-
-/// 16 lanes: `a` in the first 8, `b` in the last 8.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn halves(a: f32, b: f32) -> __m512 {
-    _mm512_castpd_ps(_mm512_insertf64x4(
-        _mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(a))),
-        _mm256_castps_pd(_mm256_set1_ps(b)),
-        1,
-    ))
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn join(lo: __m256i, hi: __m256i) -> __m512i {
-    _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn store_run(out: *mut u8, u: __m512i, dw: __m512, mw: __m512) {
-    unsafe {
-        _mm512_storeu_si512(out.cast(), u);
-        _mm512_storeu_ps(out.add(64).cast(), dw);
-        _mm512_storeu_ps(out.add(128).cast(), mw);
-    }
 }
 
 /// 16 bytes of nibbles → 32 bytes: low nibbles first (elements 0..16), then high (16..32).
@@ -119,14 +78,6 @@ unsafe fn nibbles32(p: *const u8) -> __m256i {
     _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f))
 }
 
-/// 32 bytes of nibbles → 64: low nibbles first (elements 0..32), then high (32..64).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn nibbles64(p: *const u8) -> __m512i {
-    let t = unsafe { _mm256_loadu_si256(p.cast()) };
-    _mm512_and_si512(join(t, _mm256_srli_epi16(t, 4)), _mm512_set1_epi8(0x0f))
-}
-
 /// Bit `j` of the u32 at `p` as bit 4 of byte `j` (the fifth bit of Q5_0/Q5_1 quants).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -135,321 +86,214 @@ unsafe fn fifth_bits32(p: *const u8) -> __m256i {
     _mm256_maskz_set1_epi8(bits, 0x10)
 }
 
-/// The IQ4 levels + 128, in all four 128-bit lanes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn iq4_levels_biased() -> __m512i {
-    let t = _mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, -127, -115, -103, -90, -75, -59, -39, -15);
-    _mm512_broadcast_i32x4(t)
-}
-
-// ------------------------------------------------------------------------------------------
-// 32-element formats: a unit is a pair of blocks.
-
-/// Writes one run from two blocks (`b` absent when `half_tail`): quants via `quants`, scales
-/// (and mins) via `dm`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn pair_run(
-    x: *const u8,
-    bytes: usize,
-    half_tail: bool,
-    quants: impl Fn(*const u8) -> __m256i,
-    dm: impl Fn(*const u8) -> (f32, f32),
-    out: *mut u8,
-) {
-    let (qa, (da, ma)) = (quants(x), dm(x));
-    let (qb, (db, mb)) = if half_tail {
-        (_mm256_setzero_si256(), (0.0, 0.0))
-    } else {
-        let y = unsafe { x.add(bytes) };
-        (quants(y), dm(y))
-    };
-    unsafe { store_run(out, join(qa, qb), halves(da, db), halves(ma, mb)) };
-}
-
-macro_rules! block32_format {
-    ($name:ident, $prep:expr, $min:expr, $bytes:expr, |$x:ident| $quants:expr, |$y:ident| $dm:expr) => {
+macro_rules! block32 {
+    ($name:ident, $bytes:expr, $min:expr, |$x:ident| $unpack:expr) => {
         #[allow(non_camel_case_types)] // ggml's names
         struct $name;
-        impl TileFormat for $name {
-            const PREP: ActPrep = $prep;
+        impl LaneFormat for $name {
+            const PARTNER: Partner = if $min { Partner::Q8_1 } else { Partner::Q8_0 };
             const MIN: bool = $min;
-            const UNIT_BYTES: usize = 2 * $bytes;
-            const UNIT_RUNS: usize = 1;
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn decode(x: *const u8, half_tail: bool, out: *mut u8) {
-                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-                fn quants($x: *const u8) -> __m256i {
-                    unsafe { $quants }
-                }
-                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-                fn dm($y: *const u8) -> (f32, f32) {
-                    unsafe { $dm }
-                }
-                unsafe { pair_run(x, $bytes, half_tail, |p| quants(p), |p| dm(p), out) }
-            }
-        }
-    };
-}
-
-// Quants `u = q + 8` are the raw nibbles.
-block32_format!(Q4_0, ActPrep::Q8_0Offset(3), false, 18, |x| nibbles32(x.add(2)), |x| (f16(x), 0.0));
-// `u = q + 16`: nibble | fifth bit.
-block32_format!(
-    Q5_0,
-    ActPrep::Q8_0Offset(4),
-    false,
-    22,
-    |x| _mm256_or_si256(nibbles32(x.add(6)), fifth_bits32(x.add(2))),
-    |x| (f16(x), 0.0)
-);
-// `u = q + 128`.
-block32_format!(
-    Q8_0,
-    ActPrep::Q8_0Offset(7),
-    false,
-    34,
-    |x| _mm256_xor_si256(_mm256_loadu_si256(x.add(2).cast()), _mm256_set1_epi8(-128)),
-    |x| (f16(x), 0.0)
-);
-// `u = level + 128`.
-block32_format!(
-    IQ4_NL,
-    ActPrep::Q8_0Offset(7),
-    false,
-    18,
-    |x| _mm256_shuffle_epi8(_mm512_castsi512_si256(iq4_levels_biased()), nibbles32(x.add(2))),
-    |x| (f16(x), 0.0)
-);
-// Unsigned quants with a min: `d·q + m`.
-block32_format!(Q4_1, ActPrep::Q8_1Sum, true, 20, |x| nibbles32(x.add(4)), |x| (f16(x), f16(x.add(2))));
-block32_format!(
-    Q5_1,
-    ActPrep::Q8_1Sum,
-    true,
-    24,
-    |x| _mm256_or_si256(nibbles32(x.add(8)), fifth_bits32(x.add(4))),
-    |x| (f16(x), f16(x.add(2)))
-);
-
-// ------------------------------------------------------------------------------------------
-// K-quants and IQ4_XS: a unit is a 256-element super-block, four runs.
-
-/// Scale and min of sub-block `j` from Q4_K/Q5_K's 12 packed 6-bit values.
-#[inline]
-unsafe fn scale_min_k4(j: usize, q: *const u8) -> (f32, f32) {
-    let q = unsafe { &*q.cast::<[u8; 12]>() };
-    let (sc, m) = crate::quant::scale_min_k4(j, q);
-    (sc as f32, m as f32)
-}
-
-/// Per-lane values for a run of two 32-element sub-blocks.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn sub_pair(a: f32, b: f32) -> __m512 {
-    halves(a, b)
-}
-
-// Q4_K, Q5_K and Q6_K keep their integer sub-block scales: a decoded super-block is four runs
-// of `u` (64 u8) | `sc` (32 i16, one per element pair, for vpmaddubsw + vpdpwssd) | `extra`,
-// where run 0's extra holds the super-block scale `d` in every lane and run 1's the per-16
-// group min term `mw16` (Q4_K/Q5_K: −dmin·m, Q6_K: −32·d·sc).
-
-/// Stores run `j` of a K-int unit.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn store_kint_run(out: *mut u8, j: usize, u: __m512i, sc: &[i16; 32]) {
-    unsafe {
-        _mm512_storeu_si512(out.add(j * DEC_RUN).cast(), u);
-        _mm512_storeu_si512(out.add(j * DEC_RUN + 64).cast(), _mm512_loadu_si512(sc.as_ptr().cast()));
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn store_kint_scales(out: *mut u8, d: f32, mw16: &[f32; 16]) {
-    unsafe {
-        _mm512_storeu_ps(out.add(128).cast(), _mm512_set1_ps(d));
-        _mm512_storeu_ps(out.add(DEC_RUN + 128).cast(), _mm512_loadu_ps(mw16.as_ptr()));
-    }
-}
-
-/// Q4_K and Q5_K (`HIGH`: the fifth bit from `qh`).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn decode_k4<const HIGH: bool>(x: *const u8, out: *mut u8) {
-    let qs_off = if HIGH { 48 } else { 16 };
-    let (d, dmin) = unsafe { (f16(x), f16(x.add(2))) };
-    let qh = if HIGH { unsafe { _mm256_loadu_si256(x.add(16).cast()) } } else { _mm256_setzero_si256() };
-    let mut mw16 = [0f32; 16];
-    for j in 0..4 {
-        let mut u = unsafe { nibbles64(x.add(qs_off + 32 * j)) };
-        if HIGH {
-            // Bit 2j of qh[l] for the first sub-block, 2j + 1 for the second, to bit 4.
-            let one = _mm256_set1_epi8(1);
-            let lo = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32)), one);
-            let hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32 + 1)), one);
-            u = _mm512_or_si512(u, _mm512_slli_epi16(join(lo, hi), 4));
-        }
-        let mut sc = [0i16; 32];
-        for h in 0..2 {
-            let (s, m) = unsafe { scale_min_k4(2 * j + h, x.add(4)) };
-            sc[16 * h..16 * h + 16].fill(s as i16);
-            mw16[4 * j + 2 * h] = -dmin * m;
-            mw16[4 * j + 2 * h + 1] = -dmin * m;
-        }
-        unsafe { store_kint_run(out, j, u, &sc) };
-    }
-    unsafe { store_kint_scales(out, d, &mw16) };
-}
-
-macro_rules! kint_format {
-    ($name:ident, $bytes:expr, |$x:ident, $out:ident| $decode:expr) => {
-        struct $name;
-        impl TileFormat for $name {
-            const PREP: ActPrep = ActPrep::Q8KInt;
-            const MIN: bool = true;
-            const KINT: bool = true;
             const UNIT_BYTES: usize = $bytes;
-            const UNIT_RUNS: usize = 4;
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn decode($x: *const u8, _: bool, $out: *mut u8) {
-                unsafe { $decode }
+            unsafe fn unpack(row: *const u8, b: usize) -> (__m256i, f32, f32) {
+                let $x = unsafe { row.add(b * $bytes) };
+                unsafe { $unpack }
             }
         }
     };
 }
 
-kint_format!(Q4K, 144, |x, out| decode_k4::<false>(x, out));
-kint_format!(Q5K, 176, |x, out| decode_k4::<true>(x, out));
-kint_format!(Q6K, 210, |x, out| decode_q6_k(x, out));
+block32!(Q4_0, 18, false, |x| (_mm256_sub_epi8(nibbles32(x.add(2)), _mm256_set1_epi8(8)), f16(x), 0.0));
+block32!(Q5_0, 22, false, |x| (
+    _mm256_sub_epi8(_mm256_or_si256(nibbles32(x.add(6)), fifth_bits32(x.add(2))), _mm256_set1_epi8(16)),
+    f16(x),
+    0.0
+));
+block32!(Q8_0, 34, false, |x| (_mm256_loadu_si256(x.add(2).cast()), f16(x), 0.0));
+block32!(IQ4_NL, 18, false, |x| {
+    let t = _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+    (_mm256_shuffle_epi8(_mm256_set_m128i(t, t), nibbles32(x.add(2))), f16(x), 0.0)
+});
+block32!(Q4_1, 20, true, |x| (nibbles32(x.add(4)), f16(x), f16(x.add(2))));
+block32!(Q5_1, 24, true, |x| (_mm256_or_si256(nibbles32(x.add(8)), fifth_bits32(x.add(4))), f16(x), f16(x.add(2))));
 
-/// Q6_K: `u` = the 6-bit quant (0..63), an i8 scale per 16 elements, the −32 offset in `mw16`.
+// Super-block formats: a tile block is one sub-block (its scale `d·sc`, its min `−dmin·m`).
+
+/// Q4_K and Q5_K sub-block `j` of the super-block at `x` (`HIGH`: the fifth bit from `qh`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn decode_q6_k(x: *const u8, out: *mut u8) {
-    let d = unsafe { f16(x.add(208)) };
-    let scales = unsafe { &*x.add(192).cast::<[i8; 16]>() };
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m3 = _mm256_set1_epi8(0x03);
-    for half in 0..2 {
-        let ql = unsafe { x.add(64 * half) };
-        let b1 = unsafe { _mm256_loadu_si256(ql.cast()) };
-        let b2 = unsafe { _mm256_loadu_si256(ql.add(32).cast()) };
-        let bh = unsafe { _mm256_loadu_si256(x.add(128 + 32 * half).cast()) };
-        // Element 32k + l of this half: nibble k/2 of ql[l + 32(k%2)], bits 2k..2k+2 of qh[l].
-        let q = |k: usize| {
-            let b = if k.is_multiple_of(2) { b1 } else { b2 };
-            let low = if k < 2 { b } else { _mm256_srli_epi16(b, 4) };
-            let high = _mm256_and_si256(_mm256_srl_epi16(bh, _mm_cvtsi32_si128(2 * k as i32)), m3);
-            _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_slli_epi16(high, 4))
-        };
-        for m in 0..2 {
-            // Element pairs 8g'..8g'+8 of this run belong to 16-element group 8·half + 4m + g'.
-            let g0 = 8 * half + 4 * m;
-            let mut sc = [0i16; 32];
-            for (k, v) in sc.iter_mut().enumerate() {
-                *v = scales[g0 + k / 8] as i16;
-            }
-            unsafe { store_kint_run(out, 2 * half + m, join(q(2 * m), q(2 * m + 1)), &sc) };
-        }
+unsafe fn k4_sub_block<const HIGH: bool>(x: *const u8, j: usize) -> (__m256i, f32, f32) {
+    let qs = unsafe { x.add(if HIGH { 48 } else { 16 } + 32 * (j / 2)) };
+    let bits = unsafe { _mm256_loadu_si256(qs.cast()) };
+    // Even sub-blocks are the low nibbles of their 32 bytes, odd ones the high nibbles.
+    let shifted = if j.is_multiple_of(2) { bits } else { _mm256_srli_epi16(bits, 4) };
+    let mut q = _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f));
+    if HIGH {
+        let qh = unsafe { _mm256_loadu_si256(x.add(16).cast()) };
+        let hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)), _mm256_set1_epi8(1));
+        q = _mm256_or_si256(q, _mm256_slli_epi16(hb, 4));
     }
-    let mw16 = std::array::from_fn(|g| -32.0 * d * scales[g] as f32);
-    unsafe { store_kint_scales(out, d, &mw16) };
+    let sc = unsafe { &*x.add(4).cast::<[u8; 12]>() };
+    let (s, m) = crate::quant::scale_min_k4(j, sc);
+    let (d, dmin) = unsafe { (f16(x), f16(x.add(2))) };
+    (q, d * s as f32, -dmin * m as f32)
 }
 
-/// IQ4_XS: `u = level + 128`, one 6-bit scale per 32, the −128 offset as the min term.
-struct IQ4XS;
-impl TileFormat for IQ4XS {
-    const PREP: ActPrep = ActPrep::Q8KSum;
-    const MIN: bool = true;
-    const UNIT_BYTES: usize = 136;
-    const UNIT_RUNS: usize = 4;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn decode(x: *const u8, _: bool, out: *mut u8) {
-        let d = unsafe { f16(x) };
-        let sh = unsafe { x.add(2).cast::<u16>().read_unaligned() } as u32;
-        let levels = _mm512_castsi512_si256(iq4_levels_biased());
-        let scale = |ib: usize| {
-            let sl = unsafe { *x.add(4 + ib / 2) } as u32;
-            let ls = ((sl >> (4 * (ib % 2))) & 0x0f) | (((sh >> (2 * ib)) & 3) << 4);
-            d * (ls as i32 - 32) as f32
-        };
-        for j in 0..4 {
-            let q = |ib: usize| _mm256_shuffle_epi8(levels, unsafe { nibbles32(x.add(8 + 16 * ib)) });
-            let u = join(q(2 * j), q(2 * j + 1));
-            let (s0, s1) = (scale(2 * j), scale(2 * j + 1));
-            unsafe { store_run(out.add(j * DEC_RUN), u, sub_pair(s0, s1), sub_pair(-128.0 * s0, -128.0 * s1)) };
+macro_rules! k_format {
+    ($name:ident, $bytes:expr, $elems:expr, $min:expr, |$x:ident, $j:ident| $unpack:expr) => {
+        struct $name;
+        impl LaneFormat for $name {
+            const PARTNER: Partner = Partner::Q8K;
+            const ELEMS: usize = $elems;
+            const MIN: bool = $min;
+            const UNIT_ELEMS: usize = 256;
+            const UNIT_BYTES: usize = $bytes;
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn unpack(row: *const u8, b: usize) -> (__m256i, f32, f32) {
+                let per = 256 / $elems;
+                let ($x, $j) = (unsafe { row.add((b / per) * $bytes) }, b % per);
+                unsafe { $unpack }
+            }
         }
-    }
+    };
 }
+
+k_format!(Q4K, 144, 32, true, |x, j| k4_sub_block::<false>(x, j));
+k_format!(Q5K, 176, 32, true, |x, j| k4_sub_block::<true>(x, j));
+// Q6_K: 16-element groups (one i8 scale each), quants q − 32.
+k_format!(Q6K, 210, 16, false, |x, g| {
+    // Element e = 16g + l (l < 16) of the super-block: half h = e / 128, within it e' = e % 128,
+    // k = e' / 32: nibble k/2 of ql[64h + e' % 64], bits 2k..2k+2 of qh[32h + e' % 32].
+    let (h, e) = (g / 8, (16 * g) % 128);
+    let k = e / 32;
+    let ql = _mm_loadu_si128(x.add(64 * h + e % 64).cast());
+    let qh = _mm_loadu_si128(x.add(128 + 32 * h + e % 32).cast());
+    let low = if k < 2 { ql } else { _mm_srli_epi16(ql, 4) };
+    let low = _mm_and_si128(low, _mm_set1_epi8(0x0f));
+    let high = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), _mm_set1_epi8(3));
+    let q = _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32));
+    let sc = *x.add(192 + g) as i8;
+    (_mm256_zextsi128_si256(q), f16(x.add(208)) * sc as f32, 0.0)
+});
+// IQ4_XS: non-linear levels, a 6-bit scale per 32.
+k_format!(IQ4XS, 136, 32, false, |x, j| {
+    let t = _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+    let q = _mm256_shuffle_epi8(_mm256_set_m128i(t, t), nibbles32(x.add(8 + 16 * j)));
+    let sh = x.add(2).cast::<u16>().read_unaligned() as u32;
+    let sl = *x.add(4 + j / 2) as u32;
+    let ls = ((sl >> (4 * (j % 2))) & 0x0f) | (((sh >> (2 * j)) & 3) << 4);
+    (q, f16(x) * (ls as i32 - 32) as f32, 0.0)
+});
 
 // ------------------------------------------------------------------------------------------
-// Activation preparation (once per matrix product).
+// Layouts.
 
-/// Prepared bytes per activation row of `cols` elements.
-fn prepared_row_bytes(cols: usize) -> usize {
-    cols.div_ceil(RUN) * ACT_RUN
+/// Prepared bytes for `n_tokens` activation rows of `cols` elements (whole 4-token tiles).
+fn prepared_bytes<F: LaneFormat>(cols: usize, n_tokens: usize) -> usize {
+    n_tokens.div_ceil(4) * (cols / F::ELEMS) * ACT_BLOCK
 }
 
+/// Lay out 4 tokens' activation rows (`rows[t]`, None past the last token) for the tiles:
+/// per block, group `g`'s 16 bytes are `[a_0 a_1 a_2 a_3]` (4 bytes of each token, +128),
+/// then the tokens' 4 scales and 4 block sums (`d_a·Σa`, for formats with a min).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn prepare_row(prep: ActPrep, cols: usize, src: *const u8, out: *mut u8) {
-    let runs = cols.div_ceil(RUN);
-    for r in 0..runs {
-        let o = unsafe { out.add(r * ACT_RUN) };
-        let (a, da, extra): (__m512i, __m512, __m512) = match prep {
-            ActPrep::Q8_0Offset(_) | ActPrep::Q8_1Sum => {
-                let (bytes, qs) = if prep == ActPrep::Q8_1Sum { (36, 4) } else { (34, 2) };
-                let x = unsafe { src.add(2 * r * bytes) };
-                let second = 2 * r + 1 < cols / 32;
-                let y = unsafe { x.add(bytes) };
-                let qa = unsafe { _mm256_loadu_si256(x.add(qs).cast()) };
-                let qb = if second { unsafe { _mm256_loadu_si256(y.add(qs).cast()) } } else { _mm256_setzero_si256() };
-                let a = join(qa, qb);
-                let (d0, d1) = unsafe { (f16(x), if second { f16(y) } else { 0.0 }) };
-                let extra = if let ActPrep::Q8_0Offset(shift) = prep {
-                    let sum4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), a);
-                    let c = _mm512_sub_epi32(
-                        _mm512_setzero_si512(),
-                        _mm512_sll_epi32(sum4, _mm_cvtsi32_si128(shift as i32)),
-                    );
-                    _mm512_castsi512_ps(c)
-                } else {
-                    let (s0, s1) = unsafe { (f16(x.add(2)), if second { f16(y.add(2)) } else { 0.0 }) };
-                    halves(s0 * 0.125, s1 * 0.125)
-                };
-                (a, halves(d0, d1), extra)
-            }
-            ActPrep::Q8KInt => {
-                let x = unsafe { src.add((r / 4) * 292) };
-                let d = unsafe { x.cast::<f32>().read_unaligned() };
-                let a = unsafe { _mm512_loadu_si512(x.add(4 + 64 * (r % 4)).cast()) };
-                let bsums = _mm512_cvtepi16_epi32(unsafe { _mm256_loadu_si256(x.add(260).cast()) });
-                let da = _mm512_set1_ps(d);
-                (a, da, _mm512_mul_ps(da, _mm512_cvtepi32_ps(bsums)))
-            }
-            ActPrep::Q8KSum => {
-                // Run r is quarter r % 4 of super-block r / 4 (292 bytes: d, qs[256], bsums[16]).
-                let x = unsafe { src.add((r / 4) * 292) };
-                let d = unsafe { x.cast::<f32>().read_unaligned() };
-                let a = unsafe { _mm512_loadu_si512(x.add(4 + 64 * (r % 4)).cast()) };
-                let mut s = [0f32; 16];
-                for (l, v) in s.iter_mut().enumerate() {
-                    let g = 4 * (r % 4) + l / 4;
-                    let bsum = unsafe { x.add(260 + 2 * g).cast::<i16>().read_unaligned() };
-                    *v = d * bsum as f32 * 0.25;
+unsafe fn prepare_tile<F: LaneFormat>(rows: [Option<*const u8>; 4], nb: usize, out: *mut u8) {
+    let bias = _mm256_set1_epi8(-128);
+    for b in 0..nb {
+        let o = unsafe { out.add(b * ACT_BLOCK) };
+        let mut q = [_mm256_setzero_si256(); 4];
+        let (mut d, mut s) = ([0f32; 4], [0f32; 4]);
+        for (t, row) in rows.iter().enumerate() {
+            let Some(row) = *row else { continue };
+            match F::PARTNER {
+                Partner::Q8_0 | Partner::Q8_1 => {
+                    let (bytes, qs) = if F::PARTNER == Partner::Q8_1 { (36, 4) } else { (34, 2) };
+                    let x = unsafe { row.add(b * bytes) };
+                    q[t] = unsafe { _mm256_loadu_si256(x.add(qs).cast()) };
+                    d[t] = unsafe { f16(x) };
+                    if F::PARTNER == Partner::Q8_1 {
+                        s[t] = unsafe { f16(x.add(2)) };
+                    }
                 }
-                (a, _mm512_set1_ps(d), unsafe { _mm512_loadu_ps(s.as_ptr()) })
+                Partner::Q8K => {
+                    // Chunk b of the row's Q8_K blocks (292 bytes: f32 d, 256 quants, 16 bsums).
+                    let per = 256 / F::ELEMS;
+                    let x = unsafe { row.add((b / per) * 292) };
+                    let e0 = (b % per) * F::ELEMS;
+                    let qs = unsafe { x.add(4 + e0) };
+                    q[t] = if F::ELEMS == 32 {
+                        unsafe { _mm256_loadu_si256(qs.cast()) }
+                    } else {
+                        _mm256_zextsi128_si256(unsafe { _mm_loadu_si128(qs.cast()) })
+                    };
+                    d[t] = unsafe { x.cast::<f32>().read_unaligned() };
+                    let bsum = |g: usize| unsafe { x.add(260 + 2 * g).cast::<i16>().read_unaligned() } as i32;
+                    let sum: i32 = (e0 / 16..(e0 + F::ELEMS) / 16).map(bsum).sum();
+                    s[t] = d[t] * sum as f32;
+                }
             }
-        };
+        }
+        // Transpose 4 tokens × 8 dwords into 8 groups × 4 tokens.
+        let q = q.map(|v| _mm256_xor_si256(v, bias));
+        let t01l = _mm256_unpacklo_epi32(q[0], q[1]); // a0g0 a1g0 a0g1 a1g1 | a0g4 a1g4 a0g5 a1g5
+        let t01h = _mm256_unpackhi_epi32(q[0], q[1]); // g2, g3 | g6, g7
+        let t23l = _mm256_unpacklo_epi32(q[2], q[3]);
+        let t23h = _mm256_unpackhi_epi32(q[2], q[3]);
+        let g04 = _mm256_unpacklo_epi64(t01l, t23l); // [g0 | g4]
+        let g15 = _mm256_unpackhi_epi64(t01l, t23l); // [g1 | g5]
+        let g26 = _mm256_unpacklo_epi64(t01h, t23h); // [g2 | g6]
+        let g37 = _mm256_unpackhi_epi64(t01h, t23h); // [g3 | g7]
         unsafe {
-            _mm512_storeu_si512(o.cast(), a);
-            _mm512_storeu_ps(o.add(64).cast(), da);
-            _mm512_storeu_ps(o.add(128).cast(), extra);
+            _mm256_storeu_si256(o.cast(), _mm256_permute2x128_si256(g04, g15, 0x20)); // g0 g1
+            _mm256_storeu_si256(o.add(32).cast(), _mm256_permute2x128_si256(g26, g37, 0x20)); // g2 g3
+            _mm256_storeu_si256(o.add(64).cast(), _mm256_permute2x128_si256(g04, g15, 0x31)); // g4 g5
+            _mm256_storeu_si256(o.add(96).cast(), _mm256_permute2x128_si256(g26, g37, 0x31)); // g6 g7
+            _mm_storeu_ps(o.add(128).cast(), _mm_loadu_ps(d.as_ptr()));
+            _mm_storeu_ps(o.add(144).cast(), _mm_loadu_ps(s.as_ptr()));
+        }
+    }
+}
+
+/// Decode blocks `b0..b0 + n` of 4 rows (`rows[r]`, None past the last row) for the tiles:
+/// per block, group `g`'s 64 bytes hold row `r`'s 4 quants in lanes `4r..4r+4` (once per
+/// token), then the per-lane correction, `d_w` and `m_w`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn decode_rows<F: LaneFormat>(rows: [Option<*const u8>; 4], b0: usize, n: usize, out: *mut u8) {
+    // Lane 4r + t of group g takes dword 8r + g of [row0 row1 | row2 row3].
+    let idx: [__m512i; 8] = std::array::from_fn(|g| {
+        let mut v = [0i32; 16];
+        for (l, x) in v.iter_mut().enumerate() {
+            *x = (8 * (l / 4) + g) as i32;
+        }
+        unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+    });
+    for b in 0..n {
+        let o = unsafe { out.add(b * DEC_BLOCK) };
+        let mut q = [_mm256_setzero_si256(); 4];
+        let (mut corr, mut d, mut m) = ([0i32; 16], [0f32; 16], [0f32; 16]);
+        for (r, row) in rows.iter().enumerate() {
+            let Some(row) = *row else { continue };
+            let (qr, dr, mr) = unsafe { F::unpack(row, b0 + b) };
+            q[r] = qr;
+            // Σq: the sum of the biased bytes (q + 128, via psadbw) minus 32·128.
+            let sad = _mm256_sad_epu8(_mm256_xor_si256(qr, _mm256_set1_epi8(-128)), _mm256_setzero_si256());
+            let s128 = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+            let sum = _mm_cvtsi128_si64(_mm_add_epi64(s128, _mm_unpackhi_epi64(s128, s128))) as i32 - 32 * 128;
+            corr[4 * r..4 * r + 4].fill(-128 * sum);
+            d[4 * r..4 * r + 4].fill(dr);
+            m[4 * r..4 * r + 4].fill(mr);
+        }
+        let lo = _mm512_inserti64x4(_mm512_castsi256_si512(q[0]), q[1], 1);
+        let hi = _mm512_inserti64x4(_mm512_castsi256_si512(q[2]), q[3], 1);
+        for (g, ix) in idx.iter().enumerate() {
+            unsafe { _mm512_storeu_si512(o.add(64 * g).cast(), _mm512_permutex2var_epi32(lo, *ix, hi)) };
+        }
+        unsafe {
+            _mm512_storeu_si512(o.add(512).cast(), _mm512_loadu_si512(corr.as_ptr().cast()));
+            _mm512_storeu_ps(o.add(576).cast(), _mm512_loadu_ps(d.as_ptr()));
+            _mm512_storeu_ps(o.add(640).cast(), _mm512_loadu_ps(m.as_ptr()));
         }
     }
 }
@@ -457,92 +301,67 @@ unsafe fn prepare_row(prep: ActPrep, cols: usize, src: *const u8, out: *mut u8) 
 // ------------------------------------------------------------------------------------------
 // The micro-kernel and the loop nest.
 
-/// `acc[r][t] += Σ over `runs` of the decoded rows × prepared tokens` for R ≤ 4 rows
-/// (`DEC_RUN·CHUNK_RUNS` bytes apart in `dec`) and T ≤ 4 tokens (`astride` apart in `act`).
+/// `acc[i] += Σ over blocks` of the decoded 4-row group × prepared token tile `i`, for
+/// `NT` ≤ 2 tiles `tstride` bytes apart (each weight load serves every tile).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn micro<const R: usize, const T: usize, const MIN: bool, const OFFSET: bool>(
-    runs: usize,
+unsafe fn micro<const NT: usize, const MIN: bool, const G: usize>(
+    nb: usize,
     dec: *const u8,
     act: *const u8,
-    astride: usize,
-    acc: &mut [[__m512; T]; R],
+    tstride: usize,
+    acc: &mut [__m512; NT],
 ) {
-    for p in 0..runs {
-        let mut u = [_mm512_setzero_si512(); R];
-        let mut dw = [_mm512_setzero_ps(); R];
-        for r in 0..R {
-            let x = unsafe { dec.add((r * CHUNK_RUNS + p) * DEC_RUN) };
-            u[r] = unsafe { _mm512_loadu_si512(x.cast()) };
-            dw[r] = unsafe { _mm512_loadu_ps(x.add(64).cast()) };
+    for b in 0..nb {
+        let w = unsafe { dec.add(b * DEC_BLOCK) };
+        let corr = unsafe { _mm512_loadu_si512(w.add(512).cast()) };
+        let mut sum = [corr; NT];
+        for g in 0..G {
+            let wg = unsafe { _mm512_loadu_si512(w.add(64 * g).cast()) };
+            for i in 0..NT {
+                let a = unsafe {
+                    _mm512_broadcast_i32x4(_mm_loadu_si128(act.add(i * tstride + b * ACT_BLOCK + 16 * g).cast()))
+                };
+                sum[i] = _mm512_dpbusd_epi32(sum[i], a, wg);
+            }
         }
-        for t in 0..T {
-            let y = unsafe { act.add(t * astride + p * ACT_RUN) };
-            let a = unsafe { _mm512_loadu_si512(y.cast()) };
-            let da = unsafe { _mm512_loadu_ps(y.add(64).cast()) };
-            let extra = unsafe { _mm512_loadu_si512(y.add(128).cast()) };
-            for r in 0..R {
-                let c = if OFFSET { extra } else { _mm512_setzero_si512() };
-                let sum = _mm512_dpbusd_epi32(c, u[r], a);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw[r], da), acc[r][t]);
-                if MIN {
-                    let mw = unsafe { _mm512_loadu_ps(dec.add((r * CHUNK_RUNS + p) * DEC_RUN + 128).cast()) };
-                    acc[r][t] = _mm512_fmadd_ps(mw, _mm512_castsi512_ps(extra), acc[r][t]);
-                }
+        let dw = unsafe { _mm512_loadu_ps(w.add(576).cast()) };
+        for i in 0..NT {
+            let y = unsafe { act.add(i * tstride + b * ACT_BLOCK) };
+            let da = unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(y.add(128).cast())) };
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[i]), _mm512_mul_ps(dw, da), acc[i]);
+            if MIN {
+                let mw = unsafe { _mm512_loadu_ps(w.add(640).cast()) };
+                let sa = unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(y.add(144).cast())) };
+                acc[i] = _mm512_fmadd_ps(mw, sa, acc[i]);
             }
         }
     }
 }
 
-/// The K-int micro-kernel: per super-block (4 runs), integer sums `Σ sc·Σ u·a` via
-/// vpmaddubsw + vpdpwssd (no saturation: u ≤ 63, |a| ≤ 127), then one float step per
-/// super-block: `acc += cvt(isum)·d·da + mw16·s16`.
+/// `micro` for `F`'s min flag and block length.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn micro_k<const R: usize, const T: usize>(
-    runs: usize,
+unsafe fn run_micro<F: LaneFormat, const NT: usize>(
+    nb: usize,
     dec: *const u8,
     act: *const u8,
-    astride: usize,
-    acc: &mut [[__m512; T]; R],
+    tstride: usize,
+    acc: &mut [__m512; NT],
 ) {
-    for unit in (0..runs).step_by(4) {
-        let mut isum = [[_mm512_setzero_si512(); T]; R];
-        for j in unit..unit + 4 {
-            let mut u = [_mm512_setzero_si512(); R];
-            let mut sc = [_mm512_setzero_si512(); R];
-            for r in 0..R {
-                let x = unsafe { dec.add((r * CHUNK_RUNS + j) * DEC_RUN) };
-                u[r] = unsafe { _mm512_loadu_si512(x.cast()) };
-                sc[r] = unsafe { _mm512_loadu_si512(x.add(64).cast()) };
-            }
-            for t in 0..T {
-                let a = unsafe { _mm512_loadu_si512(act.add(t * astride + j * ACT_RUN).cast()) };
-                for r in 0..R {
-                    isum[r][t] = _mm512_dpwssd_epi32(isum[r][t], _mm512_maddubs_epi16(u[r], a), sc[r]);
-                }
-            }
-        }
-        for r in 0..R {
-            let x = unsafe { dec.add((r * CHUNK_RUNS + unit) * DEC_RUN) };
-            let d = unsafe { _mm512_loadu_ps(x.add(128).cast()) };
-            let mw16 = unsafe { _mm512_loadu_ps(x.add(DEC_RUN + 128).cast()) };
-            for t in 0..T {
-                let y = unsafe { act.add(t * astride + unit * ACT_RUN) };
-                let da = unsafe { _mm512_loadu_ps(y.add(64).cast()) };
-                let s16 = unsafe { _mm512_loadu_ps(y.add(128).cast()) };
-                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][t]), _mm512_mul_ps(d, da), acc[r][t]);
-                acc[r][t] = _mm512_fmadd_ps(mw16, s16, v);
-            }
-        }
+    match (F::MIN, F::ELEMS) {
+        (true, 32) => unsafe { micro::<NT, true, 8>(nb, dec, act, tstride, acc) },
+        (false, 32) => unsafe { micro::<NT, false, 8>(nb, dec, act, tstride, acc) },
+        (true, _) => unsafe { micro::<NT, true, 4>(nb, dec, act, tstride, acc) },
+        (false, _) => unsafe { micro::<NT, false, 4>(nb, dec, act, tstride, acc) },
     }
 }
 
-/// Rows `rows` of the weight matrix `w` (`row_bytes` apart, `cols` wide) times every prepared
-/// token row, written to `out[t * ostride + r]`.
+/// Rows `rows` of `w` (`row_bytes` apart, `cols` wide) times every prepared token tile,
+/// written to `out[t * ostride + r]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows_tokens<F: TileFormat>(
+unsafe fn rows_tokens<F: LaneFormat>(
     w: *const u8,
     row_bytes: usize,
     cols: usize,
@@ -552,146 +371,82 @@ unsafe fn rows_tokens<F: TileFormat>(
     out: *mut f32,
     ostride: usize,
 ) {
-    let astride = prepared_row_bytes(cols);
-    let total_runs = cols.div_ceil(RUN);
-    let offset = matches!(F::PREP, ActPrep::Q8_0Offset(_));
-    // Scratch on the stack, not zeroed: every byte read is written first (decoded runs, and the
-    // accumulators of the tiles in use are zeroed per token block). A task runs this once.
-    let mut dec = std::mem::MaybeUninit::<[u8; 4 * CHUNK_RUNS * DEC_RUN]>::uninit();
+    let nb = cols / F::ELEMS;
+    let tstride = nb * ACT_BLOCK;
+    let n_tiles = n_tokens.div_ceil(4);
+    // Stack scratch, not zeroed: decoded blocks are written before they are read, and each
+    // tile's accumulator is set on the first chunk.
+    let mut dec = std::mem::MaybeUninit::<[u8; CHUNK_BLOCKS * DEC_BLOCK]>::uninit();
     let dec = dec.as_mut_ptr().cast::<u8>();
-    let mut acc_store = std::mem::MaybeUninit::<[[[__m512; 4]; 4]; TOKEN_BLOCK / 4]>::uninit();
-    let acc = acc_store.as_mut_ptr().cast::<[[__m512; 4]; 4]>();
+    let mut acc = [_mm512_setzero_ps(); MAX_TILES];
     let mut r0 = rows.start;
     while r0 < rows.end {
         let nr = (rows.end - r0).min(4);
-        let mut t0 = 0;
-        while t0 < n_tokens {
-            let nt_block = (n_tokens - t0).min(TOKEN_BLOCK);
-            let mut run0 = 0;
-            while run0 < total_runs {
-                // Whole units only: a chunk boundary never splits a super-block.
-                let runs = (total_runs - run0).min(CHUNK_RUNS / F::UNIT_RUNS * F::UNIT_RUNS);
-                for r in 0..nr {
-                    let row = unsafe { w.add((r0 + r) * row_bytes) };
-                    let blocks32 = cols / 32;
-                    for unit in 0..runs / F::UNIT_RUNS {
-                        let ui = run0 / F::UNIT_RUNS + unit;
-                        let half_tail = F::UNIT_RUNS == 1 && 2 * ui + 1 >= blocks32;
-                        let o = unsafe { dec.add((r * CHUNK_RUNS + unit * F::UNIT_RUNS) * DEC_RUN) };
-                        unsafe { F::decode(row.add(ui * F::UNIT_BYTES), half_tail, o) };
-                    }
+        let row_ptrs: [Option<*const u8>; 4] =
+            std::array::from_fn(|r| (r < nr).then(|| unsafe { w.add((r0 + r) * row_bytes) }));
+        for tile0 in (0..n_tiles).step_by(MAX_TILES) {
+            let tiles = (n_tiles - tile0).min(MAX_TILES);
+            acc[..tiles].fill(_mm512_setzero_ps());
+            for b0 in (0..nb).step_by(CHUNK_BLOCKS) {
+                let n = (nb - b0).min(CHUNK_BLOCKS);
+                unsafe { decode_rows::<F>(row_ptrs, b0, n, dec) };
+                let a0 = unsafe { act.add(tile0 * tstride + b0 * ACT_BLOCK) };
+                let mut i = 0;
+                while i + 2 <= tiles {
+                    let mut pair = [acc[i], acc[i + 1]];
+                    let a = unsafe { a0.add(i * tstride) };
+                    unsafe { run_micro::<F, 2>(n, dec, a, tstride, &mut pair) };
+                    (acc[i], acc[i + 1]) = (pair[0], pair[1]);
+                    i += 2;
                 }
-                let a0 = unsafe { act.add(t0 * astride + run0 * ACT_RUN) };
-                for tile in 0..nt_block.div_ceil(4) {
-                    let nt = (nt_block - 4 * tile).min(4);
-                    let y = unsafe { a0.add(4 * tile * astride) };
-                    // The first chunk starts the tile's sums from zero (no separate clearing pass).
-                    if run0 == 0 {
-                        unsafe { acc.add(tile).write([[_mm512_setzero_ps(); 4]; 4]) };
-                    }
-                    // SAFETY: the tile was initialised above.
-                    unsafe { dispatch::<F>(nr, nt, offset, runs, dec, y, astride, &mut *acc.add(tile)) };
+                if i < tiles {
+                    let mut one = [acc[i]];
+                    let a = unsafe { a0.add(i * tstride) };
+                    unsafe { run_micro::<F, 1>(n, dec, a, tstride, &mut one) };
+                    acc[i] = one[0];
                 }
-                run0 += runs;
             }
-            for tile in 0..nt_block.div_ceil(4) {
-                for t in 0..(nt_block - 4 * tile).min(4) {
+            for i in 0..tiles {
+                let mut lanes = [0f32; 16];
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc[i]) };
+                let t0 = 4 * (tile0 + i);
+                for t in 0..(n_tokens - t0).min(4) {
                     for r in 0..nr {
-                        let v = _mm512_reduce_add_ps(unsafe { (*acc.add(tile))[r][t] });
-                        unsafe { *out.add((t0 + 4 * tile + t) * ostride + r0 + r) = v };
+                        unsafe { *out.add((t0 + t) * ostride + r0 + r) = lanes[4 * r + t] };
                     }
                 }
             }
-            t0 += nt_block;
         }
         r0 += nr;
-    }
-}
-
-/// The micro-kernel for an `nr × nt` tile: full 4 × 4 tiles are the hot case; the edges (the
-/// end of a task's rows, the last tokens) go row by row and token by token.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dispatch<F: TileFormat>(
-    nr: usize,
-    nt: usize,
-    offset: bool,
-    runs: usize,
-    dec: *const u8,
-    act: *const u8,
-    astride: usize,
-    acc: &mut [[__m512; 4]; 4],
-) {
-    if nr == 4 && nt == 4 {
-        return unsafe { run_micro::<F, 4, 4>(offset, runs, dec, act, astride, acc, 0, 0) };
-    }
-    for r in 0..nr {
-        for t in 0..nt {
-            let (x, y) = unsafe { (dec.add(r * CHUNK_RUNS * DEC_RUN), act.add(t * astride)) };
-            unsafe { run_micro::<F, 1, 1>(offset, runs, x, y, astride, acc, r, t) };
-        }
-    }
-}
-
-/// `micro` on the `R × T` sub-tile of `acc` at (`r0`, `t0`).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn run_micro<F: TileFormat, const R: usize, const T: usize>(
-    offset: bool,
-    runs: usize,
-    dec: *const u8,
-    act: *const u8,
-    astride: usize,
-    acc: &mut [[__m512; 4]; 4],
-    r0: usize,
-    t0: usize,
-) {
-    let mut a = [[_mm512_setzero_ps(); T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            a[r][t] = acc[r0 + r][t0 + t];
-        }
-    }
-    match (F::MIN, offset) {
-        _ if F::KINT => unsafe { micro_k::<R, T>(runs, dec, act, astride, &mut a) },
-        (true, _) => unsafe { micro::<R, T, true, false>(runs, dec, act, astride, &mut a) },
-        (false, true) => unsafe { micro::<R, T, false, true>(runs, dec, act, astride, &mut a) },
-        (false, false) => unsafe { micro::<R, T, false, false>(runs, dec, act, astride, &mut a) },
-    }
-    for r in 0..R {
-        for t in 0..T {
-            acc[r0 + r][t0 + t] = a[r][t];
-        }
     }
 }
 
 // ------------------------------------------------------------------------------------------
 // Safe entry points and the table.
 
-fn prepare<F: TileFormat>(q8: &[u8], act_bytes: usize, n_tokens: usize, cols: usize, out: &mut [u8]) {
-    let pb = prepared_row_bytes(cols);
-    assert!(q8.len() >= n_tokens * act_bytes && out.len() >= n_tokens * pb);
-    assert!(cols.is_multiple_of(32) && act_bytes >= partner_row_bytes(F::PREP, cols));
-    for t in 0..n_tokens {
+fn prepare<F: LaneFormat>(q8: &[u8], act_bytes: usize, n_tokens: usize, cols: usize, out: &mut [u8]) {
+    let nb = cols / F::ELEMS;
+    let partner_bytes = match F::PARTNER {
+        Partner::Q8_0 => cols / 32 * 34,
+        Partner::Q8_1 => cols / 32 * 36,
+        Partner::Q8K => cols / 256 * 292,
+    };
+    assert!(cols.is_multiple_of(F::UNIT_ELEMS) && act_bytes >= partner_bytes);
+    assert!(q8.len() >= n_tokens * act_bytes && out.len() >= prepared_bytes::<F>(cols, n_tokens));
+    for tile in 0..n_tokens.div_ceil(4) {
+        let rows = std::array::from_fn(|t| {
+            let tok = 4 * tile + t;
+            (tok < n_tokens).then(|| unsafe { q8.as_ptr().add(tok * act_bytes) })
+        });
         // SAFETY: CPU features checked before the table was built; lengths checked above.
-        unsafe { prepare_row(F::PREP, cols, q8.as_ptr().add(t * act_bytes), out.as_mut_ptr().add(t * pb)) };
-    }
-}
-
-fn partner_row_bytes(prep: ActPrep, cols: usize) -> usize {
-    match prep {
-        ActPrep::Q8_0Offset(_) => cols / 32 * 34,
-        ActPrep::Q8_1Sum => cols / 32 * 36,
-        ActPrep::Q8KSum | ActPrep::Q8KInt => cols / 256 * 292,
+        unsafe { prepare_tile::<F>(rows, nb, out.as_mut_ptr().add(tile * nb * ACT_BLOCK)) };
     }
 }
 
 /// # Safety
 /// As [`super::kernels::TileRowsFn`].
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows_tokens_entry<F: TileFormat>(
+unsafe fn rows_tokens_entry<F: LaneFormat>(
     w: &[u8],
     row_bytes: usize,
     cols: usize,
@@ -701,17 +456,19 @@ unsafe fn rows_tokens_entry<F: TileFormat>(
     out: *mut f32,
     ostride: usize,
 ) {
-    let elems_per_unit = 64 * F::UNIT_RUNS;
-    let units_bytes = cols / elems_per_unit * F::UNIT_BYTES + (cols % elems_per_unit) / 32 * (F::UNIT_BYTES / 2);
-    assert!(cols.is_multiple_of(if F::UNIT_RUNS == 1 { 32 } else { 256 }) && row_bytes == units_bytes);
-    assert!(rows.end * row_bytes <= w.len() && prepared.len() >= n_tokens * prepared_row_bytes(cols));
+    assert!(cols.is_multiple_of(F::UNIT_ELEMS) && row_bytes == cols / F::UNIT_ELEMS * F::UNIT_BYTES);
+    assert!(rows.end * row_bytes <= w.len() && prepared.len() >= prepared_bytes::<F>(cols, n_tokens));
     // SAFETY: CPU features checked before the table was built; input lengths checked above;
     // the caller owns the outputs.
     unsafe { rows_tokens::<F>(w.as_ptr(), row_bytes, cols, rows, prepared.as_ptr(), n_tokens, out, ostride) }
 }
 
-fn tiles_of<F: TileFormat>() -> super::kernels::Tiles {
-    super::kernels::Tiles { prepared_row_bytes, prepare: prepare::<F>, rows_tokens: rows_tokens_entry::<F> }
+fn tiles_of<F: LaneFormat>() -> super::kernels::Tiles {
+    super::kernels::Tiles {
+        prepared_bytes: prepared_bytes::<F>,
+        prepare: prepare::<F>,
+        rows_tokens: rows_tokens_entry::<F>,
+    }
 }
 
 /// The prefill tiles for `ty`, or None without AVX-512 VNNI or for types without tiles.

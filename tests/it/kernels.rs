@@ -147,7 +147,7 @@ fn prefill_tiles_match_scalar_oracle() {
             for &(n, rows, tokens) in shapes {
                 let (w, act, xs) = operands(ty, n, rows, tokens, (n * rows + tokens) as u64 ^ ty as u64);
                 let (wb, ab) = (ty.row_bytes(n).unwrap(), scalar.partner.row_bytes(n).unwrap());
-                let mut prepared = vec![0u8; (tiles.prepared_row_bytes)(n) * tokens];
+                let mut prepared = vec![0u8; (tiles.prepared_bytes)(n, tokens)];
                 (tiles.prepare)(&act, ab, tokens, n, &mut prepared);
                 let mut out = vec![f32::NAN; rows * tokens];
                 // Two ranges, as two tasks would split them: 0..3 and 3..rows.
@@ -290,7 +290,7 @@ fn tiles_throughput() {
             }
         });
         let tiles = kernels::tiles(ty).map(|tl| {
-            let mut prepared = vec![0u8; (tl.prepared_row_bytes)(n) * tokens];
+            let mut prepared = vec![0u8; (tl.prepared_bytes)(n, tokens)];
             best(&mut || {
                 (tl.prepare)(&act, ab, tokens, n, &mut prepared);
                 // SAFETY: `out` is rows × tokens.
