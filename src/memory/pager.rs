@@ -106,7 +106,8 @@ impl Pager {
         }
         if self.policy.prefetch {
             let j = (i + 1) % k;
-            let next = if self.policy.streams { head_bytes(&self.tail(j), self.policy.cap) } else { self.windows[j].clone() };
+            let next =
+                if self.policy.streams { head_bytes(&self.tail(j), self.policy.cap) } else { self.windows[j].clone() };
             // Window j runs after one more `done`; touching it after that is wasted.
             self.prefetch(next, self.steps + 1);
         }
@@ -149,7 +150,11 @@ impl Pager {
         let what = if !p.streams {
             "fits in memory".to_string()
         } else if p.release_done {
-            format!("streams from disk: {} MiB resident, {} MiB of tails re-read per token", kept >> 20, (total - kept) >> 20)
+            format!(
+                "streams from disk: {} MiB resident, {} MiB of tails re-read per token",
+                kept >> 20,
+                (total - kept) >> 20
+            )
         } else {
             "streams from disk (the OS decides what stays)".to_string()
         };

@@ -121,8 +121,14 @@ mod tests {
     #[test]
     fn fitting_share_prefetches_the_next_window_and_keeps_everything() {
         let p = plan(&[100 * M; 4], 1000 * M, PrefetchMode::Auto);
-        let want =
-            Policy { streams: false, keep: vec![100 * M; 4], prefetch: true, cap: u64::MAX, touch: false, release_done: false };
+        let want = Policy {
+            streams: false,
+            keep: vec![100 * M; 4],
+            prefetch: true,
+            cap: u64::MAX,
+            touch: false,
+            release_done: false,
+        };
         assert_eq!(p, want);
         assert!(plan(&[100 * M; 4], 1000 * M, PrefetchMode::Touch).touch);
     }
@@ -133,7 +139,14 @@ mod tests {
         // keeps 90 MiB and streams a 276 MiB tail (the room: read while the others compute).
         let w = [366 * M, 366 * M];
         let p = plan(&w, 456 * M, PrefetchMode::Auto);
-        let want = Policy { streams: true, keep: vec![90 * M; 2], prefetch: true, cap: 276 * M, touch: true, release_done: true };
+        let want = Policy {
+            streams: true,
+            keep: vec![90 * M; 2],
+            prefetch: true,
+            cap: 276 * M,
+            touch: true,
+            release_done: true,
+        };
         assert_eq!(p, want);
         // Resident bytes plus one tail in flight fit the budget.
         assert_eq!(p.keep.iter().sum::<u64>() + p.cap, 456 * M);
