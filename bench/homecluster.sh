@@ -90,6 +90,12 @@ LINK_PIDS=()   # the delay programs: stopped last, so agents' last packets still
 
 cleanup() {
     set +e
+    # Lift the disk throttles first: a process blocked on a throttled read cannot die until the
+    # read completes, and its cgroup cannot be removed until it has.
+    for d in "${DEVS[@]}"; do
+        read -r name _ <<<"$d"
+        [ -e "$BLKCG/$name/blkio.throttle.read_bps_device" ] && echo "$DISK 0" >"$BLKCG/$name/blkio.throttle.read_bps_device"
+    done
     for p in "${PIDS[@]}" $(jobs -p); do kill "$p" 2>/dev/null; done
     sleep 0.3
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
@@ -106,7 +112,13 @@ cleanup() {
         ip netns del "$TAG-$name" 2>/dev/null
         ip link del "$TAG-$name" 2>/dev/null
         for cg in "$MEMCG/$name" "$CPUCG/$name" "$BLKCG/$name"; do
-            [ -d "$cg" ] && { xargs -r kill -9 <"$cg/cgroup.procs" 2>/dev/null; sleep 0.1; rmdir "$cg"; }
+            [ -d "$cg" ] || continue
+            for _ in $(seq 50); do
+                [ -s "$cg/cgroup.procs" ] || break
+                xargs -r kill -9 <"$cg/cgroup.procs" 2>/dev/null
+                sleep 0.2
+            done
+            rmdir "$cg" || echo "homecluster: could not remove $cg" >&2
         done
     done
     ip link del "$BR" 2>/dev/null
