@@ -43,6 +43,7 @@
 #              links (RTT and TCP rate head → each device) ["links prima llama"]
 #   WORK       scratch dir (device caches persist here between runs) [/var/tmp/prima-homecluster]
 set -euo pipefail
+trap 'echo "homecluster: line $LINENO: \`$BASH_COMMAND\` failed" >&2' ERR
 
 MODEL=${MODEL:-/work/models-shared/l3-8b-16L-q4km.gguf}
 PRIMA=$(readlink -f "${PRIMA:-target/release/prima}")
@@ -80,7 +81,8 @@ PRIMA=$WORK/phcd
 MEMCG=/sys/fs/cgroup/memory$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)/$TAG
 CPUCG=/sys/fs/cgroup/cpu/$TAG
 BLKCG=/sys/fs/cgroup/blkio/$TAG
-DISK=$(lsblk -no MAJ:MIN,TYPE "$(findmnt -no SOURCE -T "$WORK")" 2>/dev/null | awk '{print $1}' | head -1)
+# (awk NR == 1, not head: with pipefail a SIGPIPE'd writer would end the script silently)
+DISK=$(lsblk -no MAJ:MIN,TYPE "$(findmnt -no SOURCE -T "$WORK")" 2>/dev/null | awk 'NR == 1 {print $1}' || true)
 DISK=${DISK:-$(findmnt -no MAJ:MIN -T "$WORK")}
 DISK=${DISK%:*}:0   # throttle the whole disk
 
@@ -90,6 +92,7 @@ LINK_PIDS=()   # the delay programs: stopped last, so agents' last packets still
 
 cleanup() {
     set +e
+    trap - ERR
     # Lift the disk throttles first: a process blocked on a throttled read cannot die until the
     # read completes, and its cgroup cannot be removed until it has.
     for d in "${DEVS[@]}"; do
@@ -315,7 +318,7 @@ run_llama() {
     tps=$(awk -F, 'NR == 1 {for (i = 1; i <= NF; i++) if ($i ~ /avg_ts/) c = i} NR > 1 && c {gsub(/"/, "", $c); print $c}' "$WORK/llama.csv" | tail -1)
     echo "RESULT llama.cpp ms/token=$(awk -v t="${tps:-0}" 'BEGIN {print (t > 0 ? 1000 / t : "FAILED")}') oom_kills=$(($(oom_kills) - before))"
     sleep 0.5
-    report_pressure | head -1
+    report_pressure | awk 'NR == 1'
 }
 
 # ------------------------------------------- prima alone on the head device (same limits)
@@ -333,7 +336,7 @@ run_solo() {
     ms=$(sed -n 's/.*generation: [0-9]* tokens, \([0-9.]*\) ms\/token.*/\1/p' "$WORK/solo.log")
     echo "RESULT prima-solo ms/token=${ms:-FAILED}"
     sleep 0.5
-    report_pressure | head -1
+    report_pressure | awk 'NR == 1'
 }
 
 echo "model $(basename "$MODEL"): $(($(stat -c %s "$MODEL") >> 20)) MiB; disk $DISK; devices: $DEVICES"

@@ -6,6 +6,7 @@
 //! prefetches the next window's tail (or, when everything fits, the next window).
 
 use std::ops::Range;
+use std::time::Instant;
 
 use super::policy::{self, Policy, PrefetchMode};
 use super::prefetch::Prefetcher;
@@ -35,6 +36,11 @@ fn reserve(total: u64) -> u64 {
 pub struct Pager {
     file: Option<GgufFile>,
     windows: Vec<Vec<Range<usize>>>,
+    window_bytes: Vec<u64>,
+    mode: PrefetchMode,
+    /// When the last window's output was sent, and the waits (s) since then in this token.
+    sent: Option<Instant>,
+    waits: Vec<f64>,
     pub policy: Policy,
     pub budget: u64,
     prefetcher: Option<Prefetcher>,
@@ -61,6 +67,10 @@ impl Pager {
         let Some(f) = file.filter(|f| f.mmap().is_some()) else {
             return Pager {
                 file: None,
+                window_bytes: Vec::new(),
+                mode: mode(),
+                sent: None,
+                waits: Vec::new(),
                 windows,
                 policy: Policy::default(),
                 budget: 0,
@@ -73,10 +83,23 @@ impl Pager {
         let hot = hot_head_bytes(&f);
         let budget = snap.available.saturating_sub(reserve(snap.total) + hot);
         let bytes: Vec<u64> = windows.iter().map(|w| w.iter().map(|r| r.len() as u64).sum()).collect();
-        let policy = policy::plan(&bytes, budget, mode());
+        let mode = mode();
+        let policy = policy::plan(&bytes, budget, mode);
         super::release(&f, &unused_ranges(&f, &windows));
         let prefetcher = policy.touch.then(|| Prefetcher::new(f.clone()));
-        let p = Pager { file: Some(f), windows, policy, budget, prefetcher, monitor, steps: 0 };
+        let p = Pager {
+            file: Some(f),
+            windows,
+            window_bytes: bytes,
+            mode,
+            sent: None,
+            waits: Vec::new(),
+            policy,
+            budget,
+            prefetcher,
+            monitor,
+            steps: 0,
+        };
         eprintln!("memory: {}", p.describe());
         if p.policy.prefetch && !p.windows.is_empty() {
             // Cold start: what the first token reads, the first window first.
@@ -86,6 +109,16 @@ impl Pager {
             }
         }
         p
+    }
+
+    /// The input of a window (for `n_tokens` tokens) has arrived: the wait since the last
+    /// output was sent is time the prefetch had.
+    pub fn arrived(&mut self, n_tokens: usize) {
+        if n_tokens == 1
+            && let Some(t) = self.sent.take()
+        {
+            self.waits.push(t.elapsed().as_secs_f64());
+        }
     }
 
     /// Window `i`'s output (for `n_tokens` tokens) has been sent: drop its tail, prefetch what
@@ -100,16 +133,48 @@ impl Pager {
         if let Some(p) = &self.prefetcher {
             p.advance(self.steps);
         }
+        if self.file.is_none() {
+            return;
+        }
+        if i + 1 == k {
+            self.resize_room();
+        }
         let Some(f) = &self.file else { return };
         if self.policy.release_done {
             super::release(f, &self.tail(i));
         }
+        self.sent = Some(Instant::now());
         if self.policy.prefetch {
             let j = (i + 1) % k;
             let next =
                 if self.policy.streams { head_bytes(&self.tail(j), self.policy.cap) } else { self.windows[j].clone() };
             // Window j runs after one more `done`; touching it after that is wasted.
             self.prefetch(next, self.steps + 1);
+        }
+    }
+
+    /// After each token (from the second on), stream through the room the disk can fill while
+    /// the token is elsewhere ([`policy::measured_room`]); the bytes the room gives back stay
+    /// resident.
+    fn resize_room(&mut self) {
+        let waits = std::mem::take(&mut self.waits);
+        let rate = self.prefetcher.as_ref().and_then(|p| p.read_rate());
+        let k = self.windows.len();
+        if !(self.policy.streams && self.policy.prefetch) || self.steps <= k as u64 || waits.len() < k - 1 {
+            return;
+        }
+        let Some(rate) = rate else { return };
+        let wait = waits.iter().sum::<f64>() / waits.len() as f64;
+        let room = policy::measured_room(&self.window_bytes, self.budget, rate, wait);
+        if room.abs_diff(self.policy.cap) * 10 > self.policy.cap {
+            self.policy = policy::plan_with_room(&self.window_bytes, self.budget, self.mode, room);
+            eprintln!(
+                "memory: room {} MiB ({:.0} ms between windows at {:.0} MB/s): {}",
+                room >> 20,
+                wait * 1e3,
+                rate / 1e6,
+                self.describe()
+            );
         }
     }
 

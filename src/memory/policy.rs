@@ -69,8 +69,23 @@ impl Policy {
 }
 
 /// The policy for windows of `window_bytes` (in run order) on a device with `budget` bytes for
-/// weights.
+/// weights, with the largest useful room (see [`max_room`]).
 pub fn plan(window_bytes: &[u64], budget: u64, mode: PrefetchMode) -> Policy {
+    plan_with_room(window_bytes, budget, mode, max_room(window_bytes, budget))
+}
+
+/// The room that hides the whole overflow behind the other devices' turns, (S − B)/(k − 1);
+/// with one window there are no turns to hide behind, and a little slack keeps the tail from
+/// evicting the rest.
+pub fn max_room(window_bytes: &[u64], budget: u64) -> u64 {
+    let k = window_bytes.len() as u64;
+    let over = window_bytes.iter().sum::<u64>().saturating_sub(budget);
+    let room = if k > 1 { (over / (k - 1)).max(MIN_ROOM) } else { MIN_ROOM };
+    room.min(budget.saturating_sub(MIN_ROOM))
+}
+
+/// As [`plan`], streaming through a room of `room` bytes (clamped to what is useful).
+pub fn plan_with_room(window_bytes: &[u64], budget: u64, mode: PrefetchMode, room: u64) -> Policy {
     let k = window_bytes.len();
     let total: u64 = window_bytes.iter().sum();
     let streams = total > budget;
@@ -84,15 +99,21 @@ pub fn plan(window_bytes: &[u64], budget: u64, mode: PrefetchMode) -> Policy {
         let touch = matches!(mode, PrefetchMode::Touch);
         return Policy { streams, keep: all, prefetch: true, cap: u64::MAX, touch, release_done: false };
     }
-    let over = total - budget;
-    // The room that hides the overflow behind the other devices' turns; with one window there
-    // are no turns to hide behind, and a little slack keeps the tail from evicting the rest.
-    let room = if k > 1 { (over / (k as u64 - 1)).max(MIN_ROOM) } else { MIN_ROOM };
-    let room = room.min(budget - MIN_ROOM);
-    let tails = level_split(window_bytes, over + room);
+    let room = room.clamp(MIN_ROOM.min(budget - MIN_ROOM), max_room(window_bytes, budget));
+    let tails = level_split(window_bytes, total - budget + room);
     let keep = window_bytes.iter().zip(&tails).map(|(w, t)| w - t).collect();
     let touch = !matches!(mode, PrefetchMode::Advise);
     Policy { streams, keep, prefetch: k > 1, cap: room, touch, release_done: true }
+}
+
+/// The room worth streaming through, from what the device measured over the last token: a room
+/// is read while the token is elsewhere (`wait_s`, the mean time between sending a window's
+/// output and the next window's input) at the disk's rate (`read_bps`, bytes/s). A bigger room
+/// would hide nothing more, only make every token read more (S − B + room bytes), and a disk that
+/// cannot keep up makes the whole ring wait.
+pub fn measured_room(window_bytes: &[u64], budget: u64, read_bps: f64, wait_s: f64) -> u64 {
+    let fits = (read_bps.max(0.0) * wait_s.max(0.0)) as u64;
+    fits.clamp(MIN_ROOM.min(max_room(window_bytes, budget)), max_room(window_bytes, budget))
 }
 
 /// Split `total` bytes over windows as evenly as their sizes allow (no part above its window).
@@ -155,6 +176,23 @@ mod tests {
         let p = plan(&[100 * M; 4], 250 * M, PrefetchMode::Auto);
         assert_eq!((p.keep.clone(), p.cap), (vec![50 * M; 4], 50 * M));
         assert!(!plan(&[100 * M; 4], 250 * M, PrefetchMode::Advise).touch);
+    }
+
+    #[test]
+    fn measured_room_is_what_the_disk_reads_during_a_wait() {
+        let w = [366 * M, 366 * M];
+        // 0.4 s between windows at 250 MB/s: 100 MB of room, not the whole 276 MiB overflow.
+        let r = measured_room(&w, 456 * M, 250e6, 0.4);
+        assert_eq!(r, 100_000_000);
+        let p = plan_with_room(&w, 456 * M, PrefetchMode::Auto, r);
+        assert_eq!(p.cap, r);
+        // Smaller room, more resident: the budget is still exactly used.
+        assert_eq!(p.keep.iter().sum::<u64>() + p.cap, 456 * M);
+        assert!(p.keep[0] > 90 * M);
+        // Long waits: capped at the room that hides everything; none at all: the minimum.
+        assert_eq!(measured_room(&w, 456 * M, 250e6, 10.0), 276 * M);
+        assert_eq!(measured_room(&w, 456 * M, 250e6, 0.0), MIN_ROOM);
+        assert_eq!(plan_with_room(&w, 456 * M, PrefetchMode::Auto, u64::MAX), plan(&w, 456 * M, PrefetchMode::Auto));
     }
 
     #[test]
