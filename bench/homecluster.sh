@@ -126,6 +126,7 @@ cleanup() {
     done
     ip link del "$BR" 2>/dev/null
     rmdir "$MEMCG" "$CPUCG" "$BLKCG" 2>/dev/null
+    return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
