@@ -4,58 +4,73 @@
 #
 #   MODEL=/path/model.gguf bench/homecluster.sh
 #
-# Each device is a network namespace (veth to a bridge; tbf rate limit like home Wi-Fi), a
-# memory cgroup with its RAM limit, a CPU quota and a blkio read-bandwidth throttle, running
-# `prima agent` with its own cache dir (its own copy of its layers: page caches are not shared).
-# The first device is the head (`prima up` runs there, inside its namespace and cgroups).
+# Each device is a network namespace (veth to a bridge; tbf rate limit like home Wi-Fi, and a
+# delay on every packet it receives), a memory cgroup with its RAM limit, a CPU quota and a blkio
+# read-bandwidth throttle, running `prima agent` with its own cache dir (its own copy of its
+# layers: page caches are not shared). The first device is the head (`prima up` runs there,
+# inside its namespace and cgroups).
 #
 # Device profiles: the prima.cpp paper's Table 1 (D1 Mac M1, D2 laptop, D3 desktop, D4 phone)
 # scaled to this 2-core VM: available RAM ÷ 8 (GiB → ×128 MiB), disk read speed ÷ 8, cores ÷ 8
 # of this machine (the ring computes one device at a time, so quotas need not sum to 2 cores),
 # Wi-Fi rates as measured in the paper (320–610 Mbit/s). GPUs are not emulated (CPU only).
-#   D3 desktop : 9.7 GiB → 1242 MiB, 3.0 GB/s → 375 MB/s, 16 cores → 2.0, 600 Mbit/s  (head)
-#   D1 Mac M1  : 2.4 GiB →  307 MiB, 0.7 GB/s →  88 MB/s,  8 cores → 1.0, 500 Mbit/s
-#   D2 laptop  : 4.1 GiB →  525 MiB, 3.0 GB/s → 375 MB/s,  8 cores → 1.0, 400 Mbit/s
-#   D4 phone   : 1.9 GiB →  243 MiB, 1.4 GB/s → 175 MB/s,  8 cores → 1.0, 320 Mbit/s
-# Link latency (paper: 3–7 ms) is NOT emulated: this kernel has no netem, and the NFQUEUE
-# workaround needs a user-space packet holder we do not ship. At k rounds and 4 devices it would
-# add about k·4·5 ms per token to prima (llama.cpp alone has no network).
+#   D3 desktop : 9.7 GiB → 1242 MiB, 3.0 GB/s → 375 MB/s, 16 cores → 2.0, 600 Mbit/s, 3 ms (head)
+#   D1 Mac M1  : 2.4 GiB →  307 MiB, 0.7 GB/s →  88 MB/s,  8 cores → 1.0, 500 Mbit/s, 5 ms
+#   D2 laptop  : 4.1 GiB →  525 MiB, 3.0 GB/s → 375 MB/s,  8 cores → 1.0, 400 Mbit/s, 5 ms
+#   D4 phone   : 1.9 GiB →  243 MiB, 1.4 GB/s → 175 MB/s,  8 cores → 1.0, 320 Mbit/s, 7 ms
+#
+# Link latency: this kernel has no netem, so each device's namespace sends every packet it
+# receives on eth0 to an NFQUEUE (iptables-legacy, installed with apt-get when missing) served
+# by bench/nfqdelay.py, which accepts it `delay` ms later. A packet from device A to device B
+# waits B's delay, so the round trip A–B is delay(A) + delay(B) (as with netem on every
+# device's egress); `RUNS=links` measures it with `ping -U` and TCP throughput with
+# bench/tcprate.py. Delaying outgoing packets instead collapses TCP (the kernel counts held
+# packets against the sender), so the delay is on ingress.
 #
 # The benchmark model (README "Home-cluster benchmark"): Llama-3-8B's shape, 16 layers, Q4_K_M:
 #   prima synth --shape llama3-8b --layers 16 --vocab-from tests/fixtures/vocab/smollm2-135m.vocab-only.gguf \
-#       -o /work/bench/l3-8b-16L-q4km.gguf
+#       -o /work/models-shared/l3-8b-16L-q4km.gguf
 #
 # Environment (defaults in brackets):
-#   MODEL      the GGUF to run [/work/bench/l3-8b-16L-q4km.gguf]
+#   MODEL      the GGUF to run [/work/models-shared/l3-8b-16L-q4km.gguf]
 #   PRIMA      prima binary [target/release/prima]
 #   LLAMA_BIN  llama.cpp bin dir [$HOME/.cache/prima-oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin]
-#   DEVICES    "name ram_mib disk_MBps cores mbit window;..." (head first) [the four above]
+#   DEVICES    "name ram_mib disk_MBps cores mbit delay_ms [window];..." (head first; without
+#              windows the Halda plan splits the layers) [the four above, Halda]
 #   ROUNDS     k, rounds per token [2]        PREFETCH  auto|off|advise|touch [auto]
 #   N_PREDICT  tokens generated [8]           CTX       context [256]
-#   RUNS       what to run: prima, llama (llama.cpp), solo (prima alone on the head device) ["prima llama"]
+#   RUNS       what to run: prima, llama (llama.cpp), solo (prima alone on the head device),
+#              links (RTT and TCP rate head → each device) ["links prima llama"]
 #   WORK       scratch dir (device caches persist here between runs) [/var/tmp/prima-homecluster]
 set -euo pipefail
+trap 'echo "homecluster: line $LINENO: \`$BASH_COMMAND\` failed" >&2' ERR
 
-MODEL=${MODEL:-/work/bench/l3-8b-16L-q4km.gguf}
+MODEL=${MODEL:-/work/models-shared/l3-8b-16L-q4km.gguf}
 PRIMA=$(readlink -f "${PRIMA:-target/release/prima}")
 LLAMA_BIN=${LLAMA_BIN:-$HOME/.cache/prima-oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin}
-DEVICES=${DEVICES:-"d3 1242 375 2.0 600 3; d1 307 88 1.0 500 1; d2 525 375 1.0 400 3; d4 243 175 1.0 320 1"}
+DEVICES=${DEVICES:-"d3 1242 375 2.0 600 3; d1 307 88 1.0 500 5; d2 525 375 1.0 400 5; d4 243 175 1.0 320 7"}
 ROUNDS=${ROUNDS:-2}
 PREFETCH=${PREFETCH:-auto}
 N_PREDICT=${N_PREDICT:-8}
 CTX=${CTX:-256}
-RUNS=${RUNS:-"prima llama"}
+RUNS=${RUNS:-"links prima llama"}
 WORK=${WORK:-/var/tmp/prima-homecluster}
 PROMPT="Once upon a time"
 TAG=phc   # prefix of everything we create
 BR=${TAG}br0
 NET=10.77.0
 PORT=7790
+BENCH=$(dirname "$(readlink -f "$0")")
 
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 [ -x "$PRIMA" ] || { echo "no prima binary at $PRIMA (cargo build --release)" >&2; exit 1; }
 [ -f "$MODEL" ] || { echo "no model at $MODEL" >&2; exit 1; }
 MODEL=$(readlink -f "$MODEL")
+command -v python3 >/dev/null || { echo "the link delay needs python3" >&2; exit 1; }
+if ! command -v iptables-legacy >/dev/null; then
+    echo "== installing iptables (the link delay's NFQUEUE rule)"
+    apt-get install -y iptables >/dev/null || { echo "cannot install iptables" >&2; exit 1; }
+fi
 mkdir -p "$WORK"
 # A private copy under another name: test suites on the same machine that clean up their own
 # `prima agent`s by name must not kill ours.
@@ -66,29 +81,52 @@ PRIMA=$WORK/phcd
 MEMCG=/sys/fs/cgroup/memory$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)/$TAG
 CPUCG=/sys/fs/cgroup/cpu/$TAG
 BLKCG=/sys/fs/cgroup/blkio/$TAG
-DISK=$(lsblk -no MAJ:MIN,TYPE "$(findmnt -no SOURCE -T "$WORK")" 2>/dev/null | awk '{print $1}' | head -1)
+# (awk NR == 1, not head: with pipefail a SIGPIPE'd writer would end the script silently)
+DISK=$(lsblk -no MAJ:MIN,TYPE "$(findmnt -no SOURCE -T "$WORK")" 2>/dev/null | awk 'NR == 1 {print $1}' || true)
 DISK=${DISK:-$(findmnt -no MAJ:MIN -T "$WORK")}
 DISK=${DISK%:*}:0   # throttle the whole disk
 
 IFS=';' read -ra DEVS <<<"$DEVICES"
 PIDS=()
+LINK_PIDS=()   # the delay programs: stopped last, so agents' last packets still pass
 
 cleanup() {
     set +e
+    trap - ERR
+    # Lift the disk throttles first: a process blocked on a throttled read cannot die until the
+    # read completes, and its cgroup cannot be removed until it has.
+    for d in "${DEVS[@]}"; do
+        read -r name _ <<<"$d"
+        [ -e "$BLKCG/$name/blkio.throttle.read_bps_device" ] && echo "$DISK 0" >"$BLKCG/$name/blkio.throttle.read_bps_device"
+    done
     for p in "${PIDS[@]}" $(jobs -p); do kill "$p" 2>/dev/null; done
     sleep 0.3
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    for p in "${LINK_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        local alive=0
+        for p in "${LINK_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
     for d in "${DEVS[@]}"; do
         read -r name _ <<<"$d"
         ip netns pids "$TAG-$name" 2>/dev/null | xargs -r kill -9
         ip netns del "$TAG-$name" 2>/dev/null
         ip link del "$TAG-$name" 2>/dev/null
         for cg in "$MEMCG/$name" "$CPUCG/$name" "$BLKCG/$name"; do
-            [ -d "$cg" ] && { xargs -r kill -9 <"$cg/cgroup.procs" 2>/dev/null; sleep 0.1; rmdir "$cg"; }
+            [ -d "$cg" ] || continue
+            for _ in $(seq 50); do
+                [ -s "$cg/cgroup.procs" ] || break
+                xargs -r kill -9 <"$cg/cgroup.procs" 2>/dev/null
+                sleep 0.2
+            done
+            rmdir "$cg" || echo "homecluster: could not remove $cg" >&2
         done
     done
     ip link del "$BR" 2>/dev/null
     rmdir "$MEMCG" "$CPUCG" "$BLKCG" 2>/dev/null
+    return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -99,7 +137,8 @@ ip link add "$BR" type bridge && ip addr add "$NET.1/24" dev "$BR" && ip link se
 mkdir -p "$MEMCG" "$CPUCG" "$BLKCG"
 i=0
 for d in "${DEVS[@]}"; do
-    read -r name ram disk cores mbit _ <<<"$d"
+    read -r name ram disk cores mbit delay _ <<<"$d"
+    [[ "${delay:-}" =~ ^[0-9.]+$ ]] || { echo "device $name: no delay_ms in \"$d\" (name ram disk cores mbit delay_ms [window])" >&2; exit 1; }
     i=$((i + 1))
     ns=$TAG-$name
     ip netns add "$ns"
@@ -111,6 +150,12 @@ for d in "${DEVS[@]}"; do
     # Wi-Fi rate both ways: device egress in its namespace, ingress on the bridge port.
     tc -n "$ns" qdisc add dev eth0 root tbf rate "${mbit}mbit" burst 256kb latency 50ms
     tc qdisc add dev "$TAG-$name" root tbf rate "${mbit}mbit" burst 256kb latency 50ms
+    # Link latency: hold what the device receives (see the header), not in the device's cgroups.
+    nsenter --net="/run/netns/$ns" python3 "$BENCH/nfqdelay.py" "$delay" 0 2>"$WORK/$name.delay.log" &
+    LINK_PIDS+=($!)
+    for _ in $(seq 50); do grep -q '^nfqdelay: queue' "$WORK/$name.delay.log" && break; sleep 0.1; done
+    grep -q '^nfqdelay: queue' "$WORK/$name.delay.log" || { cat "$WORK/$name.delay.log" >&2; exit 1; }
+    nsenter --net="/run/netns/$ns" iptables-legacy -t mangle -A PREROUTING -i eth0 -j NFQUEUE --queue-num 0
     mkdir -p "$MEMCG/$name" "$CPUCG/$name" "$BLKCG/$name"
     echo $((ram << 20)) >"$MEMCG/$name/memory.limit_in_bytes"
     echo 100000 >"$CPUCG/$name/cpu.cfs_period_us"
@@ -172,7 +217,7 @@ write_config() {
         echo "timeout_secs = 120"
         local j=0
         for d in "${DEVS[@]}"; do
-            read -r name _ _ _ _ window <<<"$d"
+            read -r name _ _ _ _ _ window <<<"$d"
             j=$((j + 1))
             echo "[[device]]"
             echo "name = \"$name\""
@@ -234,6 +279,24 @@ report_pressure() {
     done
 }
 
+# -------------------------------------------- the emulated links, measured from the head
+run_links() {
+    local j=0
+    for d in "${DEVS[@]:1}"; do
+        read -r name _ _ _ mbit delay _ <<<"$d"
+        j=$((j + 1))
+        local addr=$NET.$((11 + j))
+        local rtt
+        rtt=$(on "$HEAD" ping -U -q -c 20 -i 0.05 "$addr" | sed -n 's/^rtt .* = \([0-9.]*\)\/\([0-9.]*\)\/\([0-9.]*\)\/.*/min \1 avg \2 max \3/p')
+        on "$name" python3 "$BENCH/tcprate.py" serve "$addr" $((PORT + 1)) >"$WORK/$name.tcp" &
+        local srv=$!
+        PIDS+=("$srv")
+        run_bg on "$HEAD" python3 "$BENCH/tcprate.py" send "$addr" $((PORT + 1)) 48
+        wait "$srv"
+        echo "RESULT link $HEAD -> $name: rtt (ping -U) ms ${rtt:-FAILED}; $(cat "$WORK/$name.tcp") (tbf ${mbit} Mbit/s, delays $(awk '{print $6}' <<<"${DEVS[0]}") + $delay ms)"
+    done
+}
+
 # ----------------------------------------------------- the same model on one device
 run_llama() {
     local bench=$LLAMA_BIN/llama-bench
@@ -256,7 +319,7 @@ run_llama() {
     tps=$(awk -F, 'NR == 1 {for (i = 1; i <= NF; i++) if ($i ~ /avg_ts/) c = i} NR > 1 && c {gsub(/"/, "", $c); print $c}' "$WORK/llama.csv" | tail -1)
     echo "RESULT llama.cpp ms/token=$(awk -v t="${tps:-0}" 'BEGIN {print (t > 0 ? 1000 / t : "FAILED")}') oom_kills=$(($(oom_kills) - before))"
     sleep 0.5
-    report_pressure | head -1
+    report_pressure | awk 'NR == 1'
 }
 
 # ------------------------------------------- prima alone on the head device (same limits)
@@ -274,7 +337,7 @@ run_solo() {
     ms=$(sed -n 's/.*generation: [0-9]* tokens, \([0-9.]*\) ms\/token.*/\1/p' "$WORK/solo.log")
     echo "RESULT prima-solo ms/token=${ms:-FAILED}"
     sleep 0.5
-    report_pressure | head -1
+    report_pressure | awk 'NR == 1'
 }
 
 echo "model $(basename "$MODEL"): $(($(stat -c %s "$MODEL") >> 20)) MiB; disk $DISK; devices: $DEVICES"

@@ -275,6 +275,7 @@ pub fn run_worker(
         let arrived = Instant::now();
         match ev {
             Event::Ring(Msg::Activations { round, n_tokens, pos, mut data }) => {
+                pager.arrived(n_tokens as usize);
                 let nw = windows.len();
                 let w = windows
                     .get_mut(round as usize)
@@ -464,6 +465,7 @@ impl Ring {
                     self.stats.wait_ns += (t2 - t1).as_nanos() as u64;
                 }
             }
+            self.pager.arrived(n_tokens);
             let t = Instant::now();
             self.windows[round].forward(hidden, n_tokens, pos)?;
             if decode {

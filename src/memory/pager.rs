@@ -1,10 +1,12 @@
 //! One device's page-cache management for its windows: applies [`super::policy`] around the ring.
 //!
 //! At start it drops the parts of the mapped file it will never run (other devices' layers)
-//! and prefetches its first windows; after each window's output is sent ([`Pager::done`]) it
-//! prefetches the next windows and, when streaming, drops the window just used.
+//! and prefetches its first window and the resident heads of the others; after each window's
+//! output is sent ([`Pager::done`]) it drops that window's streamed tail (when streaming) and
+//! prefetches the next window's tail (or, when everything fits, the next window).
 
 use std::ops::Range;
+use std::time::Instant;
 
 use super::policy::{self, Policy, PrefetchMode};
 use super::prefetch::Prefetcher;
@@ -34,6 +36,11 @@ fn reserve(total: u64) -> u64 {
 pub struct Pager {
     file: Option<GgufFile>,
     windows: Vec<Vec<Range<usize>>>,
+    window_bytes: Vec<u64>,
+    mode: PrefetchMode,
+    /// When the last window's output was sent, and the waits (s) since then in this token.
+    sent: Option<Instant>,
+    waits: Vec<f64>,
     pub policy: Policy,
     pub budget: u64,
     prefetcher: Option<Prefetcher>,
@@ -60,6 +67,10 @@ impl Pager {
         let Some(f) = file.filter(|f| f.mmap().is_some()) else {
             return Pager {
                 file: None,
+                window_bytes: Vec::new(),
+                mode: mode(),
+                sent: None,
+                waits: Vec::new(),
                 windows,
                 policy: Policy::default(),
                 budget: 0,
@@ -72,27 +83,47 @@ impl Pager {
         let hot = hot_head_bytes(&f);
         let budget = snap.available.saturating_sub(reserve(snap.total) + hot);
         let bytes: Vec<u64> = windows.iter().map(|w| w.iter().map(|r| r.len() as u64).sum()).collect();
-        let policy = policy::plan(&bytes, budget, mode());
+        let mode = mode();
+        let policy = policy::plan(&bytes, budget, mode);
         super::release(&f, &unused_ranges(&f, &windows));
         let prefetcher = policy.touch.then(|| Prefetcher::new(f.clone()));
-        let p = Pager { file: Some(f), windows, policy, budget, prefetcher, monitor, steps: 0 };
+        let p = Pager {
+            file: Some(f),
+            windows,
+            window_bytes: bytes,
+            mode,
+            sent: None,
+            waits: Vec::new(),
+            policy,
+            budget,
+            prefetcher,
+            monitor,
+            steps: 0,
+        };
         eprintln!("memory: {}", p.describe());
-        if p.policy.depth > 0 && !p.windows.is_empty() {
-            // Cold start: what the first token reads first (its resident windows too).
-            let k = p.windows.len();
-            for j in 0..k.min(p.policy.keep.max(1)) {
-                p.prefetch(j, j as u64 + 1);
-            }
-            for (j, d) in policy::ahead(k - 1, k, p.policy.keep, p.policy.depth) {
-                p.prefetch(j, d as u64);
+        if p.policy.prefetch && !p.windows.is_empty() {
+            // Cold start: what the first token reads, the first window first.
+            p.prefetch(p.windows[0].clone(), u64::MAX);
+            for j in 1..p.windows.len() {
+                p.prefetch(p.head(j), u64::MAX);
             }
         }
         p
     }
 
-    /// Window `i`'s output (for `n_tokens` tokens) has been sent: prefetch what comes next,
-    /// drop what is done. Only decode steps visit the windows in cyclic order; a pipelined
-    /// prompt revisits a window for the next batch, so batches leave the cache alone.
+    /// The input of a window (for `n_tokens` tokens) has arrived: the wait since the last
+    /// output was sent is time the prefetch had.
+    pub fn arrived(&mut self, n_tokens: usize) {
+        if n_tokens == 1
+            && let Some(t) = self.sent.take()
+        {
+            self.waits.push(t.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Window `i`'s output (for `n_tokens` tokens) has been sent: drop its tail, prefetch what
+    /// comes next. Only decode steps visit the windows in cyclic order; a pipelined prompt
+    /// revisits a window for the next batch, so batches leave the cache alone.
     pub fn done(&mut self, i: usize, n_tokens: usize) {
         let k = self.windows.len();
         if k == 0 || i >= k || n_tokens != 1 {
@@ -102,20 +133,70 @@ impl Pager {
         if let Some(p) = &self.prefetcher {
             p.advance(self.steps);
         }
-        let Some(f) = &self.file else { return };
-        if self.policy.release_done && i >= self.policy.keep {
-            super::release(f, &self.windows[i]);
+        if self.file.is_none() {
+            return;
         }
-        for (j, d) in policy::ahead(i, k, self.policy.keep, self.policy.depth) {
-            // Window j runs after d more `done` calls; touching it after that is wasted.
-            self.prefetch(j, self.steps + d as u64);
+        if i + 1 == k {
+            self.resize_room();
+        }
+        let Some(f) = &self.file else { return };
+        if self.policy.release_done {
+            super::release(f, &self.tail(i));
+        }
+        self.sent = Some(Instant::now());
+        if self.policy.prefetch {
+            let j = (i + 1) % k;
+            let next =
+                if self.policy.streams { head_bytes(&self.tail(j), self.policy.cap) } else { self.windows[j].clone() };
+            // Window j runs after one more `done`; touching it after that is wasted.
+            self.prefetch(next, self.steps + 1);
         }
     }
 
-    fn prefetch(&self, j: usize, stale_at: u64) {
+    /// After each token (from the second on), stream through the room the disk can fill while
+    /// the token is elsewhere ([`policy::measured_room`]); the bytes the room gives back stay
+    /// resident.
+    fn resize_room(&mut self) {
+        let waits = std::mem::take(&mut self.waits);
+        let rate = self.prefetcher.as_ref().and_then(|p| p.read_rate());
+        let k = self.windows.len();
+        if !(self.policy.streams && self.policy.prefetch) || self.steps <= k as u64 || waits.len() < k - 1 {
+            return;
+        }
+        let Some(rate) = rate else { return };
+        let wait = waits.iter().sum::<f64>() / waits.len() as f64;
+        let room = policy::measured_room(&self.window_bytes, self.budget, rate, wait);
+        if room.abs_diff(self.policy.cap) * 10 > self.policy.cap {
+            self.policy = policy::plan_with_room(&self.window_bytes, self.budget, self.mode, room);
+            eprintln!(
+                "memory: room {} MiB ({:.0} ms between windows at {:.0} MB/s): {}",
+                room >> 20,
+                wait * 1e3,
+                rate / 1e6,
+                self.describe()
+            );
+        }
+    }
+
+    /// Window `j`'s ranges split at its resident bytes: (head, tail).
+    fn split(&self, j: usize) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
+        let keep = self.policy.keep.get(j).copied().unwrap_or(u64::MAX);
+        split_ranges(&self.windows[j], keep)
+    }
+
+    fn head(&self, j: usize) -> Vec<Range<usize>> {
+        self.split(j).0
+    }
+
+    fn tail(&self, j: usize) -> Vec<Range<usize>> {
+        self.split(j).1
+    }
+
+    fn prefetch(&self, ranges: Vec<Range<usize>>, stale_at: u64) {
         let Some(f) = &self.file else { return };
-        let cap = if j < self.policy.keep { u64::MAX } else { self.policy.cap };
-        let ranges = head_bytes(&self.windows[j], cap);
+        if ranges.is_empty() {
+            return;
+        }
         super::will_need(f, &ranges);
         if let Some(p) = &self.prefetcher {
             p.request_until(ranges, stale_at);
@@ -129,34 +210,54 @@ impl Pager {
 
     pub fn describe(&self) -> String {
         let p = &self.policy;
+        let total: u64 = self.windows.iter().flatten().map(|r| r.len() as u64).sum();
+        let kept: u64 = (0..self.windows.len()).map(|j| self.head(j).iter().map(|r| r.len() as u64).sum::<u64>()).sum();
+        let what = if !p.streams {
+            "fits in memory".to_string()
+        } else if p.release_done {
+            format!(
+                "streams from disk: {} MiB resident, {} MiB of tails re-read per token",
+                kept >> 20,
+                (total - kept) >> 20
+            )
+        } else {
+            "streams from disk (the OS decides what stays)".to_string()
+        };
         format!(
-            "{} ({} MiB budget for {} window(s) of {} MiB): {} resident, prefetch {} ahead{}{}{}",
-            if p.streams { "streams from disk" } else { "fits in memory" },
+            "{what} ({} MiB budget for {} window(s) of {} MiB){}{}",
             self.budget >> 20,
             self.windows.len(),
-            self.windows.iter().flatten().map(|r| r.len()).sum::<usize>() >> 20,
-            p.keep,
-            p.depth,
-            if p.cap < u64::MAX { format!(" (first {} MiB)", p.cap >> 20) } else { String::new() },
+            total >> 20,
+            match (p.prefetch, p.streams) {
+                (false, _) => String::new(),
+                (true, false) => ", prefetch the next window".to_string(),
+                (true, true) => format!(", prefetch the next tail (first {} MiB)", p.cap >> 20),
+            },
             if p.touch { ", touched" } else { "" },
-            if p.release_done { ", drops each window after use" } else { "" }
         )
     }
 }
 
-/// The first `cap` bytes of `ranges`.
-fn head_bytes(ranges: &[Range<usize>], cap: u64) -> Vec<Range<usize>> {
-    let mut left = cap.min(usize::MAX as u64) as usize;
-    let mut out = Vec::new();
+/// `ranges` split after their first `keep` bytes: (head, tail).
+pub fn split_ranges(ranges: &[Range<usize>], keep: u64) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
+    let mut left = keep.min(usize::MAX as u64) as usize;
+    let (mut head, mut tail) = (Vec::new(), Vec::new());
     for r in ranges {
-        if left == 0 {
-            break;
-        }
         let n = r.len().min(left);
-        out.push(r.start..r.start + n);
+        if n > 0 {
+            head.push(r.start..r.start + n);
+        }
+        if n < r.len() {
+            tail.push(r.start + n..r.end);
+        }
         left -= n;
     }
-    out
+    (head, tail)
+}
+
+/// The first `cap` bytes of `ranges`.
+fn head_bytes(ranges: &[Range<usize>], cap: u64) -> Vec<Range<usize>> {
+    split_ranges(ranges, cap).0
 }
 
 /// The output matrix is read every token on the head (tied embeddings: the embedding).

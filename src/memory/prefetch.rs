@@ -23,18 +23,27 @@ pub struct Prefetcher {
     tx: Option<Sender<Request>>,
     thread: Option<JoinHandle<()>>,
     progress: Arc<AtomicU64>,
+    rate: Arc<Rate>,
+}
+
+/// Bytes touched and the time spent touching them: the disk's read rate as prefetch sees it.
+#[derive(Default)]
+struct Rate {
+    bytes: AtomicU64,
+    ns: AtomicU64,
 }
 
 impl Prefetcher {
     pub fn new(file: GgufFile) -> Prefetcher {
         let (tx, rx) = channel();
         let progress = Arc::new(AtomicU64::new(0));
-        let p = progress.clone();
+        let rate = Arc::new(Rate::default());
+        let (p, r) = (progress.clone(), rate.clone());
         let thread = std::thread::Builder::new()
             .name("prima-prefetch".into())
-            .spawn(move || touch_loop(&file, rx, &p))
+            .spawn(move || touch_loop(&file, rx, &p, &r))
             .expect("spawning the prefetch thread");
-        Prefetcher { tx: Some(tx), thread: Some(thread), progress }
+        Prefetcher { tx: Some(tx), thread: Some(thread), progress, rate }
     }
 
     /// Queue ranges to be read in; returns at once.
@@ -53,13 +62,21 @@ impl Prefetcher {
     pub fn advance(&self, to: u64) {
         self.progress.store(to, Ordering::Relaxed);
     }
+
+    /// Bytes per second touched so far (pages already cached count too), once 1 MiB was.
+    pub fn read_rate(&self) -> Option<f64> {
+        let (b, ns) = (self.rate.bytes.load(Ordering::Relaxed), self.rate.ns.load(Ordering::Relaxed));
+        (b >= 1 << 20 && ns > 0).then(|| b as f64 * 1e9 / ns as f64)
+    }
 }
 
-fn touch_loop(file: &GgufFile, rx: Receiver<Request>, progress: &AtomicU64) {
+fn touch_loop(file: &GgufFile, rx: Receiver<Request>, progress: &AtomicU64, rate: &Rate) {
     let page = super::page_size();
     let bytes = file.bytes();
     let mut sum = 0u8;
     while let Ok(req) = rx.recv() {
+        let start = std::time::Instant::now();
+        let mut touched = 0u64;
         'req: for r in req.ranges {
             let end = r.end.min(bytes.len());
             let mut i = r.start;
@@ -70,8 +87,11 @@ fn touch_loop(file: &GgufFile, rx: Receiver<Request>, progress: &AtomicU64) {
                 // A volatile read so the compiler cannot drop the touch.
                 sum ^= unsafe { std::ptr::read_volatile(bytes.as_ptr().add(i)) };
                 i += page;
+                touched += page as u64;
             }
         }
+        rate.bytes.fetch_add(touched, Ordering::Relaxed);
+        rate.ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
     std::hint::black_box(sum);
 }

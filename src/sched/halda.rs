@@ -39,7 +39,9 @@ pub struct Options {
     pub head_priority: f64,
     /// Link cost for devices whose profile has none.
     pub default_link: Link,
-    /// Per-device CPU memory for compute buffers and the runtime, bytes.
+    /// Per-device CPU memory for compute buffers and the runtime, bytes; at most a sixth of a
+    /// small device's memory (what prima needs there: the pager keeps 24 MiB + 1/64 free and
+    /// the process's own memory is about 20 MiB, 40–50 MiB on a 250–300 MiB device).
     pub cpu_reserve: u64,
     /// Per-GPU reserve (context, compute buffers), bytes: discrete GPUs, and unified memory.
     pub gpu_reserve: u64,
@@ -279,7 +281,8 @@ impl Ctx<'_> {
             vram = (g.mem_free as f64 - reserve as f64).max(0.0);
             out_ms_gpu = Some((flops_ms(&out, &gtp, gslow), cost.output_bytes as f64 / (g.read_gbps * 1e6)));
         }
-        let mut ram = p.memory.available as f64 - self.opt.cpu_reserve as f64;
+        let reserve = self.opt.cpu_reserve.min(p.memory.total / 6);
+        let mut ram = p.memory.available as f64 - reserve as f64;
         if p.os == Os::Android {
             ram += p.memory.can_swap as f64;
         }
@@ -401,24 +404,26 @@ impl Ctx<'_> {
         (b, case, ram_need, vram_need, streamed)
     }
 
-    /// Every device's share, with prefetch overlap. With k ≥ 2 rounds and a window that fits
-    /// in memory, a streaming device reads its next window while the token is elsewhere, so
-    /// in steady state a token takes max(Σ busy, max over such devices of busy_m + disk_m):
-    /// the ring waits only for the device that cannot keep up. The excess is charged to that
-    /// device's disk column. With k = 1 the one big window evicts itself while being prefetched
-    /// (prima-reference §3.6): no overlap, disk time adds up.
+    /// Every device's share, with prefetch overlap. With k ≥ 2 rounds a streaming device keeps
+    /// the head of every window resident and reads the next window's tail while the token is
+    /// elsewhere ([`crate::memory::policy`]): its overflow s is hidden in k tails through a
+    /// room of s/(k − 1), so it reads s·k/(k − 1) bytes per token. In steady state a token takes
+    /// max(Σ busy, max over such devices of busy_m + reads_m / disk_m): the ring waits only for
+    /// the device whose disk cannot keep up. The excess is charged to that device's disk
+    /// column. With k = 1 there is no other turn to read behind: disk time adds up.
     fn evaluate_all(&self, s: &Set, k: u32, w: &[u32], n: &[u32]) -> Vec<(Breakdown, Case, f64, f64, f64)> {
         let mut v: Vec<_> = (0..s.devs.len()).map(|m| self.evaluate_dev(s, m, k, w[m], n[m])).collect();
         if k >= 2 {
             let mut overlapped = Vec::new();
+            let kf = k as f64;
             for m in 0..v.len() {
                 let d = s.devs[m];
                 let out_gpu = m == s.head && s.out_gpu;
                 let fixed = self.fixed_bytes(s, m, out_gpu);
-                let win = if d.uma { w[m] } else { w[m] - n[m] } as f64 * self.b_full + fixed;
                 let budget = if d.uma && d.has_gpu { d.vram_budget } else { d.ram_budget };
-                if v[m].0.disk > 0.0 && win <= budget {
-                    overlapped.push((m, v[m].0.disk));
+                let room = v[m].4 / (kf - 1.0);
+                if v[m].0.disk > 0.0 && room + fixed <= budget {
+                    overlapped.push((m, v[m].0.disk * kf / (kf - 1.0)));
                     v[m].0.disk = 0.0;
                 }
             }

@@ -784,6 +784,21 @@ fn profile_render_and_json_format() {
 }
 
 #[test]
+fn halda_reserve_is_a_sixth_of_a_small_device() {
+    // An emulated 300 MiB device (bench/homecluster.sh): the 256 MiB reserve sized for GiB-class
+    // devices would leave it 44 MiB; prima needs about 45 there (pager slack + its own memory).
+    let cost = ModelShape::llama3_8b_q4k().cost().unwrap();
+    let mut small = device("small", Os::Linux, 1, 0.0, 0.4, 0.1, 20.0, 5.0);
+    small.memory.total = 300 << 20;
+    small.memory.available = 290 << 20;
+    let p = halda::plan(std::slice::from_ref(&small), &cost, &HaldaOptions::default()).unwrap();
+    assert_eq!(p.devices[0].ram_budget, (290 << 20) - (300 << 20) / 6);
+    // GiB-class devices keep the full reserve.
+    let p = halda::plan(&[laptop()], &cost, &HaldaOptions::default()).unwrap();
+    assert_eq!(p.devices[0].ram_budget, laptop().memory.available - (256 << 20));
+}
+
+#[test]
 fn halda_memory_cases_on_one_device() {
     let cost = ModelShape::qwen25_32b_q4k().cost().unwrap();
     let opt = HaldaOptions::default();
