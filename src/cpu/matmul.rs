@@ -154,8 +154,38 @@ pub fn matmul_group(
         let start = (task - first[i]) * per;
         let range = start..(start + per).min(w.rows);
         // SAFETY: tasks cover disjoint row ranges of each output; the outputs outlive the call.
-        unsafe { rows_times_tokens(k, w, range, act, outs[i], w.rows) };
+        unsafe {
+            match kernels::rows4(w.ty).filter(|_| n_tokens == 1 && act.prepared.is_none()) {
+                Some(r4) => matvec_rows4(r4, k, w, range, act, outs[i]),
+                None => rows_times_tokens(k, w, range, act, outs[i], w.rows),
+            }
+        }
     });
+}
+
+/// `out[r] = dot(w[r], act)` for one token over the weight rows `rows`: four rows per kernel
+/// call, the remainder through [`rows_times_tokens`].
+///
+/// # Safety
+/// As [`rows_times_tokens`] with `n_tokens = 1`.
+unsafe fn matvec_rows4(
+    r4: kernels::VecDotRows4,
+    k: &CpuKernels,
+    w: &Weight,
+    rows: std::ops::Range<usize>,
+    act: &Activations,
+    out: SyncPtr,
+) {
+    let (data, rb) = (w.data(), w.row_bytes);
+    let whole = rows.start + (rows.len() / 4) * 4;
+    for r in (rows.start..whole).step_by(4) {
+        let mut o = [0f32; 4];
+        r4(w.cols, &data[r * rb..(r + 4) * rb], rb, act.quantized, &mut o);
+        // SAFETY: the caller owns these outputs.
+        unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), out.get().add(r), 4) };
+    }
+    // SAFETY: as above.
+    unsafe { rows_times_tokens(k, w, whole..rows.end, act, out, w.rows) };
 }
 
 /// `out[t * out_stride + r] = dot(w[r], act[t])` for the weight rows `rows` and every token of

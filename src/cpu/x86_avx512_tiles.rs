@@ -193,26 +193,42 @@ macro_rules! block32_format {
 // Quants `u = q + 8` are the raw nibbles.
 block32_format!(Q4_0, ActPrep::Q8_0Offset(3), false, 18, |x| nibbles32(x.add(2)), |x| (f16(x), 0.0));
 // `u = q + 16`: nibble | fifth bit.
-block32_format!(Q5_0, ActPrep::Q8_0Offset(4), false, 22, |x| _mm256_or_si256(nibbles32(x.add(6)), fifth_bits32(x.add(2))), |x| (
-    f16(x),
-    0.0
-));
+block32_format!(
+    Q5_0,
+    ActPrep::Q8_0Offset(4),
+    false,
+    22,
+    |x| _mm256_or_si256(nibbles32(x.add(6)), fifth_bits32(x.add(2))),
+    |x| (f16(x), 0.0)
+);
 // `u = q + 128`.
-block32_format!(Q8_0, ActPrep::Q8_0Offset(7), false, 34, |x| _mm256_xor_si256(
-    _mm256_loadu_si256(x.add(2).cast()),
-    _mm256_set1_epi8(-128)
-), |x| (f16(x), 0.0));
+block32_format!(
+    Q8_0,
+    ActPrep::Q8_0Offset(7),
+    false,
+    34,
+    |x| _mm256_xor_si256(_mm256_loadu_si256(x.add(2).cast()), _mm256_set1_epi8(-128)),
+    |x| (f16(x), 0.0)
+);
 // `u = level + 128`.
-block32_format!(IQ4_NL, ActPrep::Q8_0Offset(7), false, 18, |x| _mm256_shuffle_epi8(
-    _mm512_castsi512_si256(iq4_levels_biased()),
-    nibbles32(x.add(2))
-), |x| (f16(x), 0.0));
+block32_format!(
+    IQ4_NL,
+    ActPrep::Q8_0Offset(7),
+    false,
+    18,
+    |x| _mm256_shuffle_epi8(_mm512_castsi512_si256(iq4_levels_biased()), nibbles32(x.add(2))),
+    |x| (f16(x), 0.0)
+);
 // Unsigned quants with a min: `d·q + m`.
 block32_format!(Q4_1, ActPrep::Q8_1Sum, true, 20, |x| nibbles32(x.add(4)), |x| (f16(x), f16(x.add(2))));
-block32_format!(Q5_1, ActPrep::Q8_1Sum, true, 24, |x| _mm256_or_si256(nibbles32(x.add(8)), fifth_bits32(x.add(4))), |x| (
-    f16(x),
-    f16(x.add(2))
-));
+block32_format!(
+    Q5_1,
+    ActPrep::Q8_1Sum,
+    true,
+    24,
+    |x| _mm256_or_si256(nibbles32(x.add(8)), fifth_bits32(x.add(4))),
+    |x| (f16(x), f16(x.add(2)))
+);
 
 // ------------------------------------------------------------------------------------------
 // K-quants and IQ4_XS: a unit is a 256-element super-block, four runs.
@@ -374,7 +390,10 @@ unsafe fn prepare_row(prep: ActPrep, cols: usize, src: *const u8, out: *mut u8) 
                 let (d0, d1) = unsafe { (f16(x), if second { f16(y) } else { 0.0 }) };
                 let extra = if let ActPrep::Q8_0Offset(shift) = prep {
                     let sum4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), a);
-                    let c = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_sll_epi32(sum4, _mm_cvtsi32_si128(shift as i32)));
+                    let c = _mm512_sub_epi32(
+                        _mm512_setzero_si512(),
+                        _mm512_sll_epi32(sum4, _mm_cvtsi32_si128(shift as i32)),
+                    );
                     _mm512_castsi512_ps(c)
                 } else {
                     let (s0, s1) = unsafe { (f16(x.add(2)), if second { f16(y.add(2)) } else { 0.0 }) };
