@@ -14,6 +14,10 @@ pub type VecDot = fn(usize, &[u8], &[u8]) -> f32;
 /// over the weight row for four tokens (the prefill tile).
 pub type VecDotX4 = fn(usize, &[u8], &[u8], usize, &mut [f32; 4]);
 
+/// `out[r] = dot(w[r], act)` for four weight rows `row_bytes` apart and one activation row:
+/// the decode matrix-vector product's step, one pass over the activation for four rows.
+pub type VecDotRows4 = fn(usize, &[u8], usize, &[u8], &mut [f32; 4]);
+
 /// Prefill tiles of a weight type: the activation rows of a matrix product are prepared once
 /// into the tiles' layout, then each task multiplies a range of weight rows by every token.
 #[derive(Clone, Copy, Debug)]
@@ -169,4 +173,27 @@ pub fn summary() -> String {
     }
     let parts: Vec<String> = groups.iter().map(|(isa, tys)| format!("{isa}: {}", tys.join(" "))).collect();
     format!("{} ({})", c.isa, parts.join("; "))
+}
+
+/// The four-row decode kernel for `ty`, where the ISA chosen for `ty` has one;
+/// `PRIMA_ROWS4=0` turns them off (A/B benchmarks).
+#[inline]
+pub fn rows4(ty: GgmlType) -> Option<VecDotRows4> {
+    static BY_TYPE: OnceLock<Vec<Option<VecDotRows4>>> = OnceLock::new();
+    let by_type = BY_TYPE.get_or_init(|| {
+        let on = std::env::var("PRIMA_ROWS4").map_or(true, |v| v != "0");
+        (0..64u32)
+            .map(|id| {
+                let ty = GgmlType::ALL.iter().copied().find(|t| *t as u32 == id)?;
+                let chosen = get(ty)?;
+                #[cfg(target_arch = "x86_64")]
+                if on && chosen.isa == "avx512vnni" {
+                    return super::x86_avx512_rows4::rows4(ty);
+                }
+                let _ = (on, chosen);
+                None
+            })
+            .collect()
+    });
+    *by_type.get(ty as usize)?
 }

@@ -81,21 +81,111 @@ pub fn quantize_activations<'a>(
 /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for `n_tokens` rows of `x` (row-major, `w.cols` wide);
 /// `out` is `n_tokens × w.rows`. `scratch` holds the quantized activations (grown, never shrunk).
 pub fn matmul(pool: &ThreadPool, w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32], scratch: &mut Vec<u8>) {
-    let k: &CpuKernels = kernels::get(w.ty).expect("weight type checked at load");
-    debug_assert_eq!(out.len(), n_tokens * w.rows);
-    let act = quantize_activations(k, w.cols, x, n_tokens, scratch);
-    let rows = w.rows;
-    let out_ptr = SyncPtr(out.as_mut_ptr());
-    let mut per = rows_per_task(rows, pool.n_threads(), n_tokens);
-    if act.prepared.is_some() {
-        per = per.next_multiple_of(4); // whole 4-row tiles per task
+    let mut group_scratch: GroupScratch = [std::mem::take(scratch), Vec::new(), Vec::new(), Vec::new()];
+    matmul_group(pool, x, n_tokens, &mut [Product { w, out }], &mut group_scratch);
+    *scratch = std::mem::take(&mut group_scratch[0]);
+}
+
+/// One product of a [`matmul_group`]: a weight and its output (`n_tokens × w.rows`).
+pub struct Product<'a> {
+    pub w: &'a Weight,
+    pub out: &'a mut [f32],
+}
+
+/// The most products one group holds (q/k/v is the largest use).
+pub const MAX_GROUP: usize = 4;
+
+/// Activation buffers of a group: one per distinct activation layout (grown, never shrunk).
+pub type GroupScratch = [Vec<u8>; MAX_GROUP];
+
+/// Several products with the same input `x` (q/k/v, gate/up): `x` is quantized once per
+/// distinct activation layout (a Q4_K_M layer mixes Q4_K and Q6_K, both paired with Q8_K),
+/// and every row task of every product runs in one pool dispatch, so a decode step pays one
+/// quantization and one barrier per group instead of one per matrix.
+pub fn matmul_group(
+    pool: &ThreadPool,
+    x: &[f32],
+    n_tokens: usize,
+    products: &mut [Product<'_>],
+    scratch: &mut GroupScratch,
+) {
+    let n = products.len();
+    assert!((1..=MAX_GROUP).contains(&n), "a group holds 1..={MAX_GROUP} products");
+    let cols = products[0].w.cols;
+    // Per product: its kernels and which activation set it reads. A set is keyed by the
+    // partner type and the prefill tiles that will read it (their prepared rows differ).
+    let mut kern: [Option<&CpuKernels>; MAX_GROUP] = [None; MAX_GROUP];
+    let mut set_of = [0usize; MAX_GROUP];
+    let mut sets: [Option<&CpuKernels>; MAX_GROUP] = [None; MAX_GROUP];
+    let key = |k: &CpuKernels| {
+        let tiles = kernels::tiles(k.k.ty).filter(|_| n_tokens >= MIN_TILE_TOKENS);
+        (k.k.partner, tiles.map(|t| t as *const Tiles))
+    };
+    for (i, p) in products.iter().enumerate() {
+        assert_eq!(p.w.cols, cols, "products of a group share their input width");
+        debug_assert_eq!(p.out.len(), n_tokens * p.w.rows);
+        let k: &CpuKernels = kernels::get(p.w.ty).expect("weight type checked at load");
+        let j = sets.iter().position(|s| s.is_none_or(|s| key(s) == key(k))).expect("at most one set per product");
+        sets[j].get_or_insert(k);
+        (kern[i], set_of[i]) = (Some(k), j);
     }
-    let n_tasks = rows.div_ceil(per);
-    pool.run(n_tasks, &|task| {
-        let range = task * per..((task + 1) * per).min(rows);
-        // SAFETY: tasks cover disjoint row ranges; `out` outlives the call.
-        unsafe { rows_times_tokens(k, w, range, &act, out_ptr, rows) };
+    let mut acts: [Option<Activations>; MAX_GROUP] = [None, None, None, None];
+    for ((act, k), buf) in acts.iter_mut().zip(sets).zip(scratch.iter_mut()) {
+        if let Some(k) = k {
+            *act = Some(quantize_activations(k, cols, x, n_tokens, buf));
+        }
+    }
+    // Tasks of every product, numbered consecutively: product i owns tasks first[i]..first[i + 1].
+    let all_rows: usize = products.iter().map(|p| p.w.rows).sum();
+    // Whole 4-row tiles per task.
+    let per = rows_per_task(all_rows, pool.n_threads(), n_tokens).next_multiple_of(4);
+    let mut first = [0usize; MAX_GROUP + 1];
+    let mut outs = [SyncPtr(std::ptr::null_mut()); MAX_GROUP];
+    let mut weights: [Option<&Weight>; MAX_GROUP] = [None; MAX_GROUP];
+    for (i, p) in products.iter_mut().enumerate() {
+        first[i + 1] = first[i] + p.w.rows.div_ceil(per);
+        outs[i] = SyncPtr(p.out.as_mut_ptr());
+        weights[i] = Some(p.w);
+    }
+    pool.run(first[n], &|task| {
+        let i = (0..n).rfind(|&i| first[i] <= task).expect("task 0 belongs to product 0");
+        let (k, w) = (kern[i].expect("set above"), weights[i].expect("set above"));
+        let act = acts[set_of[i]].as_ref().expect("quantized above");
+        let start = (task - first[i]) * per;
+        let range = start..(start + per).min(w.rows);
+        // SAFETY: tasks cover disjoint row ranges of each output; the outputs outlive the call.
+        unsafe {
+            match kernels::rows4(w.ty).filter(|_| n_tokens == 1 && act.prepared.is_none()) {
+                Some(r4) => matvec_rows4(r4, k, w, range, act, outs[i]),
+                None => rows_times_tokens(k, w, range, act, outs[i], w.rows),
+            }
+        }
     });
+}
+
+/// `out[r] = dot(w[r], act)` for one token over the weight rows `rows`: four rows per kernel
+/// call, the remainder through [`rows_times_tokens`].
+///
+/// # Safety
+/// As [`rows_times_tokens`] with `n_tokens = 1`.
+unsafe fn matvec_rows4(
+    r4: kernels::VecDotRows4,
+    k: &CpuKernels,
+    w: &Weight,
+    rows: std::ops::Range<usize>,
+    act: &Activations,
+    out: SyncPtr,
+) {
+    let (data, rb) = (w.data(), w.row_bytes);
+    let whole = rows.start + (rows.len() / 4) * 4;
+    for r in (rows.start..whole).step_by(4) {
+        let mut o = [0f32; 4];
+        r4(w.cols, &data[r * rb..(r + 4) * rb], rb, act.quantized, &mut o);
+        // SAFETY: the caller owns these outputs.
+        unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), out.get().add(r), 4) };
+    }
+    // SAFETY: as above.
+    unsafe { rows_times_tokens(k, w, whole..rows.end, act, out, w.rows) };
 }
 
 /// `out[t * out_stride + r] = dot(w[r], act[t])` for the weight rows `rows` and every token of

@@ -37,6 +37,9 @@ struct Shared {
     /// Tasks finished in the current job.
     done: AtomicUsize,
     current: Mutex<Option<Current>>,
+    /// Workers asleep on `wake` (or about to be): `run` skips the wake-up system call when
+    /// none is, the common case while a token's jobs follow each other.
+    sleepers: AtomicUsize,
     wake: Condvar,
     sleep_lock: Mutex<()>,
     /// Serialises `run` calls from different threads.
@@ -58,6 +61,7 @@ impl ThreadPool {
             claim: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             current: Mutex::new(None),
+            sleepers: AtomicUsize::new(0),
             wake: Condvar::new(),
             sleep_lock: Mutex::new(()),
             run_lock: Mutex::new(()),
@@ -94,8 +98,10 @@ impl ThreadPool {
         *s.current.lock().unwrap() = Some(cur);
         s.done.store(0, Ordering::Relaxed);
         s.claim.store((generation as u64) << 32, Ordering::Release);
-        s.generation.store(generation as usize, Ordering::Release);
-        {
+        // SeqCst pairs with the worker's `sleepers` increment: either it sees this generation
+        // before it sleeps, or we see it counted and wake it.
+        s.generation.store(generation as usize, Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _g = s.sleep_lock.lock().unwrap();
             s.wake.notify_all();
         }
@@ -164,9 +170,11 @@ fn worker(s: &Shared) {
             }
             if spins.is_multiple_of(64) && start.elapsed() > SPIN {
                 let guard = s.sleep_lock.lock().unwrap();
-                if s.generation.load(Ordering::Acquire) == seen {
+                s.sleepers.fetch_add(1, Ordering::SeqCst);
+                if s.generation.load(Ordering::SeqCst) == seen {
                     let _timeout = s.wake.wait_timeout(guard, Duration::from_millis(50)).unwrap();
                 }
+                s.sleepers.fetch_sub(1, Ordering::SeqCst);
             } else {
                 std::hint::spin_loop();
             }

@@ -24,7 +24,7 @@ pub fn detected() -> bool {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_f32(v: __m256) -> f32 {
+pub(super) fn hsum_f32(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));

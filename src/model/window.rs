@@ -8,7 +8,7 @@ use super::Model;
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::weights::{Weight, load_optional_vector, load_vector};
-use crate::cpu::matmul::{SyncPtr, matmul};
+use crate::cpu::matmul::{GroupScratch, Product, SyncPtr, matmul_group};
 use crate::cpu::ops::{self, Rope};
 use crate::cpu::pool::ThreadPool;
 use crate::error::{Error, Result};
@@ -67,7 +67,7 @@ struct Scratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
-    act: Vec<u8>,
+    act: GroupScratch,
     scores: Vec<f32>,
     rope: Vec<(f32, f32)>,
 }
@@ -155,6 +155,12 @@ impl LayerWindow {
             )));
         }
         self.kv.len = pos;
+        // The rotary tables of these positions, shared by every layer.
+        let half = c.rope_dims / 2;
+        self.s.rope.resize(n_tokens * half, (0.0, 0.0));
+        for (t, table) in self.s.rope.chunks_exact_mut(half.max(1)).enumerate() {
+            self.rope.table(pos + t, table);
+        }
         for li in 0..self.weights.len() {
             self.layer(li, hidden, n_tokens, pos);
         }
@@ -172,39 +178,37 @@ impl LayerWindow {
         // Attention block.
         let xn = grow(&mut s.xn, n * c.n_embd);
         ops::rms_norm_into(xn, x, &w.attn_norm, c.rms_eps);
-        let q = grow(&mut s.q, n * q_dim);
-        matmul(pool, &w.wq, xn, n, q, &mut s.act);
-        let k = grow(&mut s.k, n * kd);
-        matmul(pool, &w.wk, xn, n, k, &mut s.act);
-        let v = grow(&mut s.v, n * vd);
-        matmul(pool, &w.wv, xn, n, v, &mut s.act);
+        let (q, k, v) = (grow(&mut s.q, n * q_dim), grow(&mut s.k, n * kd), grow(&mut s.v, n * vd));
+        let mut qkv = [Product { w: &w.wq, out: q }, Product { w: &w.wk, out: k }, Product { w: &w.wv, out: v }];
+        matmul_group(pool, xn, n, &mut qkv, &mut s.act);
+        let [Product { out: q, .. }, Product { out: k, .. }, Product { out: v, .. }] = qkv;
         for (t, b) in [(&mut *q, &w.bq), (&mut *k, &w.bk), (&mut *v, &w.bv)] {
             if let Some(b) = b {
                 ops::add_bias(t, b);
             }
         }
-        s.rope.resize(c.rope_dims / 2, (0.0, 0.0));
+        let half = c.rope_dims / 2;
         for t in 0..n {
-            self.rope.table(pos + t, &mut s.rope);
-            self.rope.apply(&mut q[t * q_dim..(t + 1) * q_dim], c.head_dim_k, &s.rope);
-            self.rope.apply(&mut k[t * kd..(t + 1) * kd], c.head_dim_k, &s.rope);
+            let table = &s.rope[t * half..(t + 1) * half];
+            self.rope.apply(&mut q[t * q_dim..(t + 1) * q_dim], c.head_dim_k, table);
+            self.rope.apply(&mut k[t * kd..(t + 1) * kd], c.head_dim_k, table);
         }
         self.kv.k_rows_mut(li, pos, n).copy_from_slice(k);
         self.kv.v_rows_mut(li, pos, n).copy_from_slice(v);
         let attn = grow(&mut s.attn, n * c.n_head * c.head_dim_v);
         attention(pool, c, &self.kv, li, q, attn, n, pos, &mut s.scores);
         let proj = grow(&mut s.proj, n * c.n_embd);
-        matmul(pool, &w.wo, attn, n, proj, &mut s.act);
+        matmul_group(pool, attn, n, &mut [Product { w: &w.wo, out: proj }], &mut s.act);
         ops::add_in_place(x, proj);
 
         // Feed-forward block (SwiGLU).
         ops::rms_norm_into(xn, x, &w.ffn_norm, c.rms_eps);
-        let gate = grow(&mut s.gate, n * c.n_ff);
-        matmul(pool, &w.gate, xn, n, gate, &mut s.act);
-        let up = grow(&mut s.up, n * c.n_ff);
-        matmul(pool, &w.up, xn, n, up, &mut s.act);
+        let (gate, up) = (grow(&mut s.gate, n * c.n_ff), grow(&mut s.up, n * c.n_ff));
+        let mut gate_up = [Product { w: &w.gate, out: gate }, Product { w: &w.up, out: up }];
+        matmul_group(pool, xn, n, &mut gate_up, &mut s.act);
+        let [Product { out: gate, .. }, Product { out: up, .. }] = gate_up;
         ops::silu_mul(gate, up);
-        matmul(pool, &w.down, gate, n, proj, &mut s.act);
+        matmul_group(pool, gate, n, &mut [Product { w: &w.down, out: proj }], &mut s.act);
         ops::add_in_place(x, proj);
     }
 }
