@@ -65,6 +65,11 @@ pub fn available_isas() -> Vec<Isa> {
         if super::x86_avx2::detected() {
             v.push(Isa { name: "avx2", table: super::x86_avx2::table });
         }
+        // The two VNNI flavours carry the same kernels: where both exist the AVX-512 one
+        // (pushed last) is chosen; AVX-VNNI serves the CPUs without AVX-512.
+        if super::x86_avxvnni::detected() {
+            v.push(Isa { name: "avxvnni", table: super::x86_avxvnni::table });
+        }
         if super::x86_avx512::detected() {
             v.push(Isa { name: "avx512vnni", table: super::x86_avx512::table });
         }

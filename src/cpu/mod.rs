@@ -13,6 +13,8 @@ pub mod pool;
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512;
+#[cfg(target_arch = "x86_64")]
+mod x86_avxvnni;
 
 pub use pool::{ThreadPool, default_threads};
 

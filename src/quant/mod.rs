@@ -12,7 +12,7 @@ mod float;
 mod iq1;
 mod iq2_xxs;
 mod iq4;
-mod iq_tables;
+pub(crate) mod iq_tables;
 mod k_quants;
 pub mod oracle;
 mod q4_0;
