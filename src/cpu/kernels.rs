@@ -14,6 +14,42 @@ pub type VecDot = fn(usize, &[u8], &[u8]) -> f32;
 /// over the weight row for four tokens (the prefill tile).
 pub type VecDotX4 = fn(usize, &[u8], &[u8], usize, &mut [f32; 4]);
 
+/// Float rows (F32, F16, BF16) of any length: `simd` over the multiple of 8 elements, the
+/// scalar product over the rest.
+pub(super) fn float_dot(n: usize, w: &[u8], act: &[u8], ty: GgmlType, simd: VecDot) -> f32 {
+    simd(n / 8 * 8, w, act) + float_tail(n, w, act, ty)
+}
+
+/// [`float_dot`] of one weight row with four activation rows `stride` bytes apart.
+pub(super) fn float_dot_x4(
+    n: usize,
+    w: &[u8],
+    act: &[u8],
+    stride: usize,
+    out: &mut [f32; 4],
+    ty: GgmlType,
+    simd: VecDotX4,
+) {
+    simd(n / 8 * 8, w, act, stride, out);
+    for (t, o) in out.iter_mut().enumerate() {
+        *o += float_tail(n, w, &act[t * stride..], ty);
+    }
+}
+
+/// `Σ w·x` over the elements past the multiple of 8.
+fn float_tail(n: usize, w: &[u8], act: &[u8], ty: GgmlType) -> f32 {
+    let width = ty.row_bytes(1).unwrap_or(4);
+    let at = |b: &[u8], i: usize| -> f32 {
+        let b = &b[width * i..];
+        match ty {
+            GgmlType::F16 => crate::quant::f16_bits_to_f32([b[0], b[1]]),
+            GgmlType::BF16 => f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16),
+            _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        }
+    };
+    (n / 8 * 8..n).map(|i| at(w, i) * at(act, i)).sum()
+}
+
 /// A weight type's kernels on this CPU.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuKernels {
@@ -72,6 +108,9 @@ pub fn available_isas() -> Vec<Isa> {
         }
         if super::x86_avx512::detected() {
             v.push(Isa { name: "avx512vnni", table: super::x86_avx512::table });
+        }
+        if super::x86_avx512bf16::detected() {
+            v.push(Isa { name: "avx512bf16", table: super::x86_avx512bf16::table });
         }
     }
     #[cfg(target_arch = "aarch64")]

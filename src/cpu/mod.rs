@@ -14,6 +14,8 @@ mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
+mod x86_avx512bf16;
+#[cfg(target_arch = "x86_64")]
 mod x86_avxvnni;
 
 pub use pool::{ThreadPool, default_threads};

@@ -11,7 +11,7 @@
 
 use core::arch::x86_64::*;
 
-use super::kernels::{CpuKernels, VecDot, VecDotX4};
+use super::kernels::{CpuKernels, VecDot, VecDotX4, float_dot, float_dot_x4};
 use crate::quant::iq_tables::{IQ1S_GRID, IQ2XXS_GRID, KSIGNS_IQ2XS};
 use crate::quant::{GgmlType, scalar_kernels};
 
@@ -25,7 +25,7 @@ pub fn detected() -> bool {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_f32(v: __m256) -> f32 {
+pub(super) fn hsum_f32(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -34,7 +34,7 @@ fn hsum_f32(v: __m256) -> f32 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_f32x4(s: __m128) -> f32 {
+pub(super) fn hsum_f32x4(s: __m128) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
@@ -991,41 +991,6 @@ entry!(vd_iq1_m, vd4_iq1_m, iq1_m, 256, 56, Q8K);
 entry!(vd_f32_8, vd4_f32_8, f32, 8, 32, 32);
 entry!(vd_f16_8, vd4_f16_8, f16, 8, 16, 16);
 entry!(vd_bf16_8, vd4_bf16_8, bf16, 8, 16, 16);
-
-/// Float rows of any length: `simd` over the multiple of 8, the scalar product over the rest.
-pub(super) fn float_dot(n: usize, w: &[u8], act: &[u8], ty: GgmlType, simd: VecDot) -> f32 {
-    simd(n / 8 * 8, w, act) + float_tail(n, w, act, ty)
-}
-
-/// [`float_dot`] of one weight row with four activation rows.
-pub(super) fn float_dot_x4(
-    n: usize,
-    w: &[u8],
-    act: &[u8],
-    stride: usize,
-    out: &mut [f32; 4],
-    ty: GgmlType,
-    simd: VecDotX4,
-) {
-    simd(n / 8 * 8, w, act, stride, out);
-    for (t, o) in out.iter_mut().enumerate() {
-        *o += float_tail(n, w, &act[t * stride..], ty);
-    }
-}
-
-/// `Σ w·x` over the elements past the multiple of 8.
-fn float_tail(n: usize, w: &[u8], act: &[u8], ty: GgmlType) -> f32 {
-    let width = ty.row_bytes(1).unwrap_or(4);
-    let at = |b: &[u8], i: usize| -> f32 {
-        let b = &b[width * i..];
-        match ty {
-            GgmlType::F16 => crate::quant::f16_bits_to_f32([b[0], b[1]]),
-            GgmlType::BF16 => f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16),
-            _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        }
-    };
-    (n / 8 * 8..n).map(|i| at(w, i) * at(act, i)).sum()
-}
 
 /// The AVX2 kernels for `ty`, or None if this CPU lacks AVX2/FMA/F16C or the type has no
 /// AVX2 kernel (the caller falls back to scalar).
