@@ -5,7 +5,7 @@
 //! Like the AVX2 file, every kernel is generic over `NT` activation rows (1: matrix-vector,
 //! 4: the prefill tile) and computes exactly the scalar integer block sums. Formats that differ
 //! only in how a block unpacks share one accumulate loop (`blocks32`, `k4_family`,
-//! `k16_family`, `floats`), with the format as a const parameter.
+//! `k16_family`, `iq_grid`, `floats`), with the format as a const parameter.
 
 #![allow(clippy::needless_range_loop)]
 // the tile loops index several arrays by token
@@ -17,6 +17,7 @@ use core::arch::aarch64::*;
 use std::arch::asm;
 
 use super::kernels::{CpuKernels, VecDot, VecDotX4, float_dot, float_dot_x4};
+use crate::quant::iq_tables::{IQ1S_GRID, IQ2XXS_GRID, KSIGNS_IQ2XS};
 use crate::quant::{GgmlType, f16_bits_to_f32, q3_k_scales, scalar_kernels};
 
 pub fn dotprod_detected() -> bool {
@@ -384,6 +385,125 @@ unsafe fn iq4_xs<const NT: usize, const DOT: bool>(
 }
 
 // ------------------------------------------------------------------------------------------
+// IQ2_XXS, IQ1_S, IQ1_M: grid-coded weights, rebuilt per 32-weight sub-block from lookups.
+
+const IQ2_XXS: u8 = 0;
+const IQ1_S: u8 = 1;
+const IQ1_M: u8 = 2;
+
+/// Grid rows `i0` and `i1` (8 bytes each) as one vector.
+#[inline(always)]
+fn grid2(grid: &[u64], i0: usize, i1: usize) -> uint8x16_t {
+    unsafe { vcombine_u8(vcreate_u8(grid[i0]), vcreate_u8(grid[i1])) }
+}
+
+/// IQ1 weights as integers, `8·grid + delta` (`delta` ±1 per byte): one dot product carries
+/// both terms of `grid + delta/8`; the block scale includes the 1/8.
+#[inline(always)]
+fn iq1_weights(grid: uint8x16_t, delta: int8x16_t) -> int8x16_t {
+    unsafe { vaddq_s8(vshlq_n_s8(vreinterpretq_s8_u8(grid), 3), delta) }
+}
+
+/// ±1 bytes: -1 for the groups of 8 whose flag is set.
+#[inline(always)]
+fn signs_of(neg0: bool, neg1: bool) -> int8x16_t {
+    unsafe { vcombine_s8(vdup_n_s8(if neg0 { -1 } else { 1 }), vdup_n_s8(if neg1 { -1 } else { 1 })) }
+}
+
+/// Sub-block `ib` of the grid block at `x`: its 32 signed integer weights (two halves of 16)
+/// and the integer scale of each half.
+#[inline(always)]
+unsafe fn iq_sub_block<const KIND: u8>(x: *const u8, ib: usize) -> ([int8x16_t; 2], [i32; 2]) {
+    unsafe {
+        match KIND {
+            IQ2_XXS => {
+                let q = x.add(2 + 8 * ib);
+                let aux = q.add(4).cast::<u32>().read_unaligned();
+                let bits = vld1q_u8([1u8, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128].as_ptr());
+                let ls = (2 * (aux >> 28) + 1) as i32;
+                let half = |h: usize| {
+                    let g = grid2(&IQ2XXS_GRID, *q.add(2 * h) as usize, *q.add(2 * h + 1) as usize);
+                    // Each group's 7 sign bits, expanded to 8 with even parity; 0xff = negative.
+                    let s = |l: usize| KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize];
+                    let m = vtstq_u8(vcombine_u8(vdup_n_u8(s(2 * h)), vdup_n_u8(s(2 * h + 1))), bits);
+                    vreinterpretq_s8_u8(vsubq_u8(veorq_u8(g, m), m))
+                };
+                ([half(0), half(1)], [ls, ls])
+            }
+            IQ1_S => {
+                let qh = x.add(34 + 2 * ib).cast::<u16>().read_unaligned() as usize;
+                let idx = |l: usize| *x.add(2 + 4 * ib + l) as usize | (((qh >> (3 * l)) & 7) << 8);
+                let delta = signs_of(qh & 0x8000 != 0, qh & 0x8000 != 0);
+                let ls = (2 * ((qh >> 12) & 7) + 1) as i32;
+                let half = |h: usize| iq1_weights(grid2(&IQ1S_GRID, idx(2 * h), idx(2 * h + 1)), delta);
+                ([half(0), half(1)], [ls, ls])
+            }
+            _ => {
+                let h = |l: usize| (*x.add(32 + 2 * ib + l / 2) as usize) >> (4 * (l % 2));
+                let idx = |l: usize| *x.add(4 * ib + l) as usize | ((h(l) & 7) << 8);
+                let half = |k: usize| {
+                    let delta = signs_of(h(2 * k) & 8 != 0, h(2 * k + 1) & 8 != 0);
+                    iq1_weights(grid2(&IQ1S_GRID, idx(2 * k), idx(2 * k + 1)), delta)
+                };
+                let s = x.add(48 + 2 * (ib / 2)).cast::<u16>().read_unaligned() >> (6 * (ib % 2));
+                ([half(0), half(1)], [(2 * (s & 7) + 1) as i32, (2 * ((s >> 3) & 7) + 1) as i32])
+            }
+        }
+    }
+}
+
+/// The float scale of a grid block (with the formats' 1/8).
+#[inline(always)]
+unsafe fn iq_scale<const KIND: u8>(x: *const u8) -> f32 {
+    unsafe {
+        match KIND {
+            IQ1_M => {
+                let sc: [u16; 4] = std::array::from_fn(|k| x.add(48 + 2 * k).cast::<u16>().read_unaligned());
+                // The f16 super-scale, spread over the top nibbles of the four scale words.
+                let bits = (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
+                0.125 * f16_bits_to_f32(bits.to_le_bytes())
+            }
+            _ => 0.125 * f16_at(x),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn iq_grid<const NT: usize, const DOT: bool, const KIND: u8>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
+    unsafe {
+        let bsize = match KIND {
+            IQ2_XXS => 66,
+            IQ1_S => 50,
+            _ => 56,
+        };
+        let mut sumf = [0f32; NT];
+        for i in 0..nb {
+            let x = unsafe { w.add(i * bsize) };
+            let mut isum = [vdupq_n_s32(0); NT];
+            for ib in 0..8 {
+                let (q, ls) = unsafe { iq_sub_block::<KIND>(x, ib) };
+                for t in 0..NT {
+                    let y = unsafe { a.add(t * astride + i * Q8K + 4 + 32 * ib) };
+                    isum[t] = vmlaq_n_s32(isum[t], dot16::<DOT>(vdupq_n_s32(0), q[0], ld_s8(y)), ls[0]);
+                    isum[t] = vmlaq_n_s32(isum[t], dot16::<DOT>(vdupq_n_s32(0), q[1], ld_s8(y.add(16))), ls[1]);
+                }
+            }
+            let d = unsafe { iq_scale::<KIND>(x) };
+            for t in 0..NT {
+                sumf[t] += d * unsafe { f32_at(a.add(t * astride + i * Q8K)) } * vaddvq_s32(isum[t]) as f32;
+            }
+        }
+        *out = sumf;
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // Float rows (`nb` counts 8-element groups; `float_dot` adds the tail).
 
 const FLOAT_F32: u8 = 0;
@@ -491,6 +611,9 @@ entries!(k16_family[Q2_K], q2_k_dp, 256, 84, Q8K, vd_q2_k, vd4_q2_k, vdd_q2_k, v
 entries!(k16_family[Q3_K], q3_k_dp, 256, 110, Q8K, vd_q3_k, vd4_q3_k, vdd_q3_k, vdd4_q3_k);
 entries!(k16_family[Q6_K], q6_k_dp, 256, 210, Q8K, vd_q6_k, vd4_q6_k, vdd_q6_k, vdd4_q6_k);
 entries!(iq4_xs[], iq4_xs_dp, 256, 136, Q8K, vd_iq4_xs, vd4_iq4_xs, vdd_iq4_xs, vdd4_iq4_xs);
+entries!(iq_grid[IQ2_XXS], iq2_xxs_dp, 256, 66, Q8K, vd_iq2_xxs, vd4_iq2_xxs, vdd_iq2_xxs, vdd4_iq2_xxs);
+entries!(iq_grid[IQ1_S], iq1_s_dp, 256, 50, Q8K, vd_iq1_s, vd4_iq1_s, vdd_iq1_s, vdd4_iq1_s);
+entries!(iq_grid[IQ1_M], iq1_m_dp, 256, 56, Q8K, vd_iq1_m, vd4_iq1_m, vdd_iq1_m, vdd4_iq1_m);
 entry!(vd_f32_8, vd4_f32_8, floats, [FLOAT_F32], 8, 32, 32);
 entry!(vd_f16_8, vd4_f16_8, floats, [FLOAT_F16], 8, 16, 16);
 entry!(vd_bf16_8, vd4_bf16_8, floats, [FLOAT_BF16], 8, 16, 16);
@@ -516,6 +639,9 @@ pub fn table(ty: GgmlType) -> Option<CpuKernels> {
         T::Q5_K => (vd_q5_k, vd4_q5_k),
         T::Q6_K => (vd_q6_k, vd4_q6_k),
         T::IQ4_XS => (vd_iq4_xs, vd4_iq4_xs),
+        T::IQ2_XXS => (vd_iq2_xxs, vd4_iq2_xxs),
+        T::IQ1_S => (vd_iq1_s, vd4_iq1_s),
+        T::IQ1_M => (vd_iq1_m, vd4_iq1_m),
         // Floats have no dotprod variant: this table serves them under both.
         T::F32 => (
             |n, w, a| float_dot(n, w, a, T::F32, vd_f32_8),
@@ -553,6 +679,9 @@ pub fn table_dotprod(ty: GgmlType) -> Option<CpuKernels> {
         T::Q5_K => (vdd_q5_k, vdd4_q5_k),
         T::Q6_K => (vdd_q6_k, vdd4_q6_k),
         T::IQ4_XS => (vdd_iq4_xs, vdd4_iq4_xs),
+        T::IQ2_XXS => (vdd_iq2_xxs, vdd4_iq2_xxs),
+        T::IQ1_S => (vdd_iq1_s, vdd4_iq1_s),
+        T::IQ1_M => (vdd_iq1_m, vdd4_iq1_m),
         _ => return None,
     };
     build(ty, f, "neon-dotprod")

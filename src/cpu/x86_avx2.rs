@@ -458,18 +458,9 @@ const Q6_K: u8 = 2;
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q3_k_scales(p: *const u8) -> __m128i {
-    const K1: u32 = 0x0303_0303;
-    const K2: u32 = 0x0f0f_0f0f;
-    let mut u = [0u32; 3];
-    unsafe { std::ptr::copy_nonoverlapping(p, u.as_mut_ptr().cast::<u8>(), 12) };
-    let [a0, a1, tmp] = u;
-    let s = _mm_setr_epi32(
-        ((a0 & K2) | ((tmp & K1) << 4)) as i32,
-        ((a1 & K2) | (((tmp >> 2) & K1) << 4)) as i32,
-        (((a0 >> 4) & K2) | (((tmp >> 4) & K1) << 4)) as i32,
-        (((a1 >> 4) & K2) | (((tmp >> 6) & K1) << 4)) as i32,
-    );
-    _mm_sub_epi8(s, _mm_set1_epi8(32))
+    let s = crate::quant::q3_k_scales(unsafe { &*p.cast::<[u8; 12]>() });
+    let b: [i8; 16] = std::array::from_fn(|i| s[i] as i8);
+    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
 }
 
 /// Scales of groups `2v` and `2v + 1` (of the 16 i8 in `sc8`) as i16 lanes 0..8 and 8..16: the
