@@ -3,6 +3,8 @@
 //! lanes. A bf16 product is exact in f32, so this differs from the AVX2 kernel (widen, then
 //! FMA) only in the order of the f32 additions, and in flushing subnormals to zero.
 
+#![allow(clippy::needless_range_loop)] // the tile loops index several arrays by token
+
 use core::arch::x86_64::*;
 
 use super::kernels::{CpuKernels, float_dot, float_dot_x4};
