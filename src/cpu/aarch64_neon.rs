@@ -5,7 +5,7 @@
 //! Like the AVX2 file, every kernel is generic over `NT` activation rows (1: matrix-vector,
 //! 4: the prefill tile) and computes exactly the scalar integer block sums. Formats that differ
 //! only in how a block unpacks share one accumulate loop (`blocks32`, `k4_family`,
-//! `k16_family`, `iq_grid`, `floats`), with the format as a const parameter.
+//! `groups16`, `floats`), with the format as a const parameter.
 
 #![allow(clippy::needless_range_loop)]
 // the tile loops index several arrays by token
@@ -16,7 +16,7 @@
 use core::arch::aarch64::*;
 use std::arch::asm;
 
-use super::kernels::{CpuKernels, VecDot, VecDotX4, float_dot, float_dot_x4};
+use super::kernels::{CpuKernels, VecDot, VecDotX4, float_entries};
 use crate::quant::iq_tables::{IQ1S_GRID, IQ2XXS_GRID, KSIGNS_IQ2XS};
 use crate::quant::{GgmlType, f16_bits_to_f32, q3_k_scales, scalar_kernels};
 
@@ -269,6 +269,9 @@ unsafe fn k4_family<const NT: usize, const DOT: bool, const HIGH: bool>(
 const Q2_K: u8 = 0;
 const Q3_K: u8 = 1;
 const Q6_K: u8 = 2;
+const IQ2_XXS: u8 = 3;
+const IQ1_S: u8 = 4;
+const IQ1_M: u8 = 5;
 
 /// Bits `2k..2k+2` of each byte.
 #[inline(always)]
@@ -299,51 +302,6 @@ unsafe fn k16_quants<const KIND: u8>(x: *const u8, g: usize) -> int8x16_t {
                 vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(low, vshlq_n_u8(high, 4))), vdupq_n_s8(32))
             }
         }
-    }
-}
-
-/// Q2_K, Q3_K and Q6_K: 16 groups of 16 weights with a scale each (Q2_K: and a min).
-#[inline(always)]
-unsafe fn k16_family<const NT: usize, const DOT: bool, const KIND: u8>(
-    nb: usize,
-    w: *const u8,
-    a: *const u8,
-    astride: usize,
-    out: &mut [f32; NT],
-) {
-    unsafe {
-        let bsize = match KIND {
-            Q2_K => 84,
-            Q3_K => 110,
-            _ => 210,
-        };
-        let mut sumf = [0f32; NT];
-        for i in 0..nb {
-            let x = unsafe { w.add(i * bsize) };
-            let (d, sc): (f32, [i32; 16]) = match KIND {
-                Q2_K => (f16_at(x.add(80)), std::array::from_fn(|g| (*x.add(g) & 0x0f) as i32)),
-                Q3_K => (f16_at(x.add(108)), q3_k_scales(&*x.add(96).cast::<[u8; 12]>())),
-                _ => (f16_at(x.add(208)), std::array::from_fn(|g| *x.add(192 + g) as i8 as i32)),
-            };
-            let mut isum = [vdupq_n_s32(0); NT];
-            for g in 0..16 {
-                let q = unsafe { k16_quants::<KIND>(x, g) };
-                for t in 0..NT {
-                    let y = unsafe { ld_s8(a.add(t * astride + i * Q8K + 4 + 16 * g)) };
-                    isum[t] = vmlaq_n_s32(isum[t], dot16::<DOT>(vdupq_n_s32(0), q, y), sc[g]);
-                }
-            }
-            for t in 0..NT {
-                let y = unsafe { a.add(t * astride + i * Q8K) };
-                let dy = unsafe { f32_at(y) };
-                sumf[t] += d * dy * vaddvq_s32(isum[t]) as f32;
-                if KIND == Q2_K {
-                    let summs: i32 = (0..16).map(|g| unsafe { bsum(y, g) * (*x.add(g) >> 4) as i32 }).sum();
-                    sumf[t] -= unsafe { f16_at(x.add(82)) } * dy * summs as f32;
-                }
-            }
-        }
-        *out = sumf;
     }
 }
 
@@ -387,10 +345,6 @@ unsafe fn iq4_xs<const NT: usize, const DOT: bool>(
 // ------------------------------------------------------------------------------------------
 // IQ2_XXS, IQ1_S, IQ1_M: grid-coded weights, rebuilt per 32-weight sub-block from lookups.
 
-const IQ2_XXS: u8 = 0;
-const IQ1_S: u8 = 1;
-const IQ1_M: u8 = 2;
-
 /// Grid rows `i0` and `i1` (8 bytes each) as one vector.
 #[inline(always)]
 fn grid2(grid: &[u64], i0: usize, i1: usize) -> uint8x16_t {
@@ -410,17 +364,15 @@ fn signs_of(neg0: bool, neg1: bool) -> int8x16_t {
     unsafe { vcombine_s8(vdup_n_s8(if neg0 { -1 } else { 1 }), vdup_n_s8(if neg1 { -1 } else { 1 })) }
 }
 
-/// Sub-block `ib` of the grid block at `x`: its 32 signed integer weights (two halves of 16)
-/// and the integer scale of each half.
+/// Sub-block `ib` of the grid block at `x`: its 32 signed integer weights (two groups of 16).
 #[inline(always)]
-unsafe fn iq_sub_block<const KIND: u8>(x: *const u8, ib: usize) -> ([int8x16_t; 2], [i32; 2]) {
+unsafe fn iq_weights<const KIND: u8>(x: *const u8, ib: usize) -> [int8x16_t; 2] {
     unsafe {
         match KIND {
             IQ2_XXS => {
                 let q = x.add(2 + 8 * ib);
                 let aux = q.add(4).cast::<u32>().read_unaligned();
                 let bits = vld1q_u8([1u8, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128].as_ptr());
-                let ls = (2 * (aux >> 28) + 1) as i32;
                 let half = |h: usize| {
                     let g = grid2(&IQ2XXS_GRID, *q.add(2 * h) as usize, *q.add(2 * h + 1) as usize);
                     // Each group's 7 sign bits, expanded to 8 with even parity; 0xff = negative.
@@ -428,15 +380,14 @@ unsafe fn iq_sub_block<const KIND: u8>(x: *const u8, ib: usize) -> ([int8x16_t; 
                     let m = vtstq_u8(vcombine_u8(vdup_n_u8(s(2 * h)), vdup_n_u8(s(2 * h + 1))), bits);
                     vreinterpretq_s8_u8(vsubq_u8(veorq_u8(g, m), m))
                 };
-                ([half(0), half(1)], [ls, ls])
+                [half(0), half(1)]
             }
             IQ1_S => {
                 let qh = x.add(34 + 2 * ib).cast::<u16>().read_unaligned() as usize;
                 let idx = |l: usize| *x.add(2 + 4 * ib + l) as usize | (((qh >> (3 * l)) & 7) << 8);
                 let delta = signs_of(qh & 0x8000 != 0, qh & 0x8000 != 0);
-                let ls = (2 * ((qh >> 12) & 7) + 1) as i32;
                 let half = |h: usize| iq1_weights(grid2(&IQ1S_GRID, idx(2 * h), idx(2 * h + 1)), delta);
-                ([half(0), half(1)], [ls, ls])
+                [half(0), half(1)]
             }
             _ => {
                 let h = |l: usize| (*x.add(32 + 2 * ib + l / 2) as usize) >> (4 * (l % 2));
@@ -445,31 +396,53 @@ unsafe fn iq_sub_block<const KIND: u8>(x: *const u8, ib: usize) -> ([int8x16_t; 
                     let delta = signs_of(h(2 * k) & 8 != 0, h(2 * k + 1) & 8 != 0);
                     iq1_weights(grid2(&IQ1S_GRID, idx(2 * k), idx(2 * k + 1)), delta)
                 };
-                let s = x.add(48 + 2 * (ib / 2)).cast::<u16>().read_unaligned() >> (6 * (ib % 2));
-                ([half(0), half(1)], [(2 * (s & 7) + 1) as i32, (2 * ((s >> 3) & 7) + 1) as i32])
+                [half(0), half(1)]
             }
         }
     }
 }
 
-/// The float scale of a grid block (with the formats' 1/8).
+// ------------------------------------------------------------------------------------------
+// The formats of 16 groups of 16 weights with an integer scale each (Q2_K: and a min), grid
+// or not: one accumulate loop, a per-block decode of the scales and a per-32 one of the weights.
+
+/// A block's float scale (the IQ formats' 1/8 included) and its 16 integer group scales.
 #[inline(always)]
-unsafe fn iq_scale<const KIND: u8>(x: *const u8) -> f32 {
+unsafe fn group_scales<const KIND: u8>(x: *const u8) -> (f32, [i32; 16]) {
     unsafe {
+        let u16_at = |off: usize| x.add(off).cast::<u16>().read_unaligned() as i32;
         match KIND {
-            IQ1_M => {
-                let sc: [u16; 4] = std::array::from_fn(|k| x.add(48 + 2 * k).cast::<u16>().read_unaligned());
+            Q2_K => (f16_at(x.add(80)), std::array::from_fn(|g| (*x.add(g) & 0x0f) as i32)),
+            Q3_K => (f16_at(x.add(108)), q3_k_scales(&*x.add(96).cast::<[u8; 12]>())),
+            Q6_K => (f16_at(x.add(208)), std::array::from_fn(|g| *x.add(192 + g) as i8 as i32)),
+            // The 4-bit scale in the top of each sub-block's sign word.
+            IQ2_XXS => (0.125 * f16_at(x), std::array::from_fn(|g| 2 * (u16_at(2 + 8 * (g / 2) + 6) >> 12) + 1)),
+            IQ1_S => (0.125 * f16_at(x), std::array::from_fn(|g| 2 * ((u16_at(34 + 2 * (g / 2)) >> 12) & 7) + 1)),
+            _ => {
+                let sc: [i32; 4] = std::array::from_fn(|k| u16_at(48 + 2 * k));
                 // The f16 super-scale, spread over the top nibbles of the four scale words.
                 let bits = (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
-                0.125 * f16_bits_to_f32(bits.to_le_bytes())
+                // Group g: the 3 bits at 3(g % 4) of scale word g / 4.
+                let scales = std::array::from_fn(|g| 2 * ((sc[g / 4] >> (3 * (g % 4))) & 7) + 1);
+                (0.125 * f16_bits_to_f32((bits as u16).to_le_bytes()), scales)
             }
-            _ => 0.125 * f16_at(x),
+        }
+    }
+}
+
+/// The signed weights of sub-block `v` (weights 32v..32v + 32), as two groups of 16.
+#[inline(always)]
+unsafe fn group_weights<const KIND: u8>(x: *const u8, v: usize) -> [int8x16_t; 2] {
+    unsafe {
+        match KIND {
+            Q2_K | Q3_K | Q6_K => [k16_quants::<KIND>(x, 2 * v), k16_quants::<KIND>(x, 2 * v + 1)],
+            _ => iq_weights::<KIND>(x, v),
         }
     }
 }
 
 #[inline(always)]
-unsafe fn iq_grid<const NT: usize, const DOT: bool, const KIND: u8>(
+unsafe fn groups16<const NT: usize, const DOT: bool, const KIND: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -478,6 +451,9 @@ unsafe fn iq_grid<const NT: usize, const DOT: bool, const KIND: u8>(
 ) {
     unsafe {
         let bsize = match KIND {
+            Q2_K => 84,
+            Q3_K => 110,
+            Q6_K => 210,
             IQ2_XXS => 66,
             IQ1_S => 50,
             _ => 56,
@@ -485,18 +461,24 @@ unsafe fn iq_grid<const NT: usize, const DOT: bool, const KIND: u8>(
         let mut sumf = [0f32; NT];
         for i in 0..nb {
             let x = unsafe { w.add(i * bsize) };
+            let (d, sc) = unsafe { group_scales::<KIND>(x) };
             let mut isum = [vdupq_n_s32(0); NT];
-            for ib in 0..8 {
-                let (q, ls) = unsafe { iq_sub_block::<KIND>(x, ib) };
+            for v in 0..8 {
+                let q = unsafe { group_weights::<KIND>(x, v) };
                 for t in 0..NT {
-                    let y = unsafe { a.add(t * astride + i * Q8K + 4 + 32 * ib) };
-                    isum[t] = vmlaq_n_s32(isum[t], dot16::<DOT>(vdupq_n_s32(0), q[0], ld_s8(y)), ls[0]);
-                    isum[t] = vmlaq_n_s32(isum[t], dot16::<DOT>(vdupq_n_s32(0), q[1], ld_s8(y.add(16))), ls[1]);
+                    let y = unsafe { a.add(t * astride + i * Q8K + 4 + 32 * v) };
+                    isum[t] = vmlaq_n_s32(isum[t], dot16::<DOT>(vdupq_n_s32(0), q[0], ld_s8(y)), sc[2 * v]);
+                    isum[t] = vmlaq_n_s32(isum[t], dot16::<DOT>(vdupq_n_s32(0), q[1], ld_s8(y.add(16))), sc[2 * v + 1]);
                 }
             }
-            let d = unsafe { iq_scale::<KIND>(x) };
             for t in 0..NT {
-                sumf[t] += d * unsafe { f32_at(a.add(t * astride + i * Q8K)) } * vaddvq_s32(isum[t]) as f32;
+                let y = unsafe { a.add(t * astride + i * Q8K) };
+                let dy = unsafe { f32_at(y) };
+                sumf[t] += d * dy * vaddvq_s32(isum[t]) as f32;
+                if KIND == Q2_K {
+                    let summs: i32 = (0..16).map(|g| unsafe { bsum(y, g) * (*x.add(g) >> 4) as i32 }).sum();
+                    sumf[t] -= unsafe { f16_at(x.add(82)) } * dy * summs as f32;
+                }
             }
         }
         *out = sumf;
@@ -607,13 +589,13 @@ entries!(blocks32[Q4_1], q4_1_dp, 32, 20, 36, vd_q4_1, vd4_q4_1, vdd_q4_1, vdd4_
 entries!(blocks32[Q5_1], q5_1_dp, 32, 24, 36, vd_q5_1, vd4_q5_1, vdd_q5_1, vdd4_q5_1);
 entries!(k4_family[false], q4_k_dp, 256, 144, Q8K, vd_q4_k, vd4_q4_k, vdd_q4_k, vdd4_q4_k);
 entries!(k4_family[true], q5_k_dp, 256, 176, Q8K, vd_q5_k, vd4_q5_k, vdd_q5_k, vdd4_q5_k);
-entries!(k16_family[Q2_K], q2_k_dp, 256, 84, Q8K, vd_q2_k, vd4_q2_k, vdd_q2_k, vdd4_q2_k);
-entries!(k16_family[Q3_K], q3_k_dp, 256, 110, Q8K, vd_q3_k, vd4_q3_k, vdd_q3_k, vdd4_q3_k);
-entries!(k16_family[Q6_K], q6_k_dp, 256, 210, Q8K, vd_q6_k, vd4_q6_k, vdd_q6_k, vdd4_q6_k);
+entries!(groups16[Q2_K], q2_k_dp, 256, 84, Q8K, vd_q2_k, vd4_q2_k, vdd_q2_k, vdd4_q2_k);
+entries!(groups16[Q3_K], q3_k_dp, 256, 110, Q8K, vd_q3_k, vd4_q3_k, vdd_q3_k, vdd4_q3_k);
+entries!(groups16[Q6_K], q6_k_dp, 256, 210, Q8K, vd_q6_k, vd4_q6_k, vdd_q6_k, vdd4_q6_k);
 entries!(iq4_xs[], iq4_xs_dp, 256, 136, Q8K, vd_iq4_xs, vd4_iq4_xs, vdd_iq4_xs, vdd4_iq4_xs);
-entries!(iq_grid[IQ2_XXS], iq2_xxs_dp, 256, 66, Q8K, vd_iq2_xxs, vd4_iq2_xxs, vdd_iq2_xxs, vdd4_iq2_xxs);
-entries!(iq_grid[IQ1_S], iq1_s_dp, 256, 50, Q8K, vd_iq1_s, vd4_iq1_s, vdd_iq1_s, vdd4_iq1_s);
-entries!(iq_grid[IQ1_M], iq1_m_dp, 256, 56, Q8K, vd_iq1_m, vd4_iq1_m, vdd_iq1_m, vdd4_iq1_m);
+entries!(groups16[IQ2_XXS], iq2_xxs_dp, 256, 66, Q8K, vd_iq2_xxs, vd4_iq2_xxs, vdd_iq2_xxs, vdd4_iq2_xxs);
+entries!(groups16[IQ1_S], iq1_s_dp, 256, 50, Q8K, vd_iq1_s, vd4_iq1_s, vdd_iq1_s, vdd4_iq1_s);
+entries!(groups16[IQ1_M], iq1_m_dp, 256, 56, Q8K, vd_iq1_m, vd4_iq1_m, vdd_iq1_m, vdd4_iq1_m);
 entry!(vd_f32_8, vd4_f32_8, floats, [FLOAT_F32], 8, 32, 32);
 entry!(vd_f16_8, vd4_f16_8, floats, [FLOAT_F16], 8, 16, 16);
 entry!(vd_bf16_8, vd4_bf16_8, floats, [FLOAT_BF16], 8, 16, 16);
@@ -643,18 +625,9 @@ pub fn table(ty: GgmlType) -> Option<CpuKernels> {
         T::IQ1_S => (vd_iq1_s, vd4_iq1_s),
         T::IQ1_M => (vd_iq1_m, vd4_iq1_m),
         // Floats have no dotprod variant: this table serves them under both.
-        T::F32 => (
-            |n, w, a| float_dot(n, w, a, T::F32, vd_f32_8),
-            |n, w, a, s, o| float_dot_x4(n, w, a, s, o, T::F32, vd4_f32_8),
-        ),
-        T::F16 => (
-            |n, w, a| float_dot(n, w, a, T::F16, vd_f16_8),
-            |n, w, a, s, o| float_dot_x4(n, w, a, s, o, T::F16, vd4_f16_8),
-        ),
-        T::BF16 => (
-            |n, w, a| float_dot(n, w, a, T::BF16, vd_bf16_8),
-            |n, w, a, s, o| float_dot_x4(n, w, a, s, o, T::BF16, vd4_bf16_8),
-        ),
+        T::F32 => float_entries!(T::F32, vd_f32_8, vd4_f32_8),
+        T::F16 => float_entries!(T::F16, vd_f16_8, vd4_f16_8),
+        T::BF16 => float_entries!(T::BF16, vd_bf16_8, vd4_bf16_8),
         _ => return None,
     };
     build(ty, f, "neon")

@@ -36,6 +36,19 @@ pub(super) fn float_dot_x4(
     }
 }
 
+/// The (`vec_dot`, `vec_dot_x4`) pair of a float type `$ty` from kernels over multiples of 8
+/// elements: [`float_dot`] and [`float_dot_x4`] around them.
+macro_rules! float_entries {
+    ($ty:expr, $one:ident, $four:ident) => {
+        (
+            |n, w, a| super::kernels::float_dot(n, w, a, $ty, $one),
+            |n, w, a, s, o| super::kernels::float_dot_x4(n, w, a, s, o, $ty, $four),
+        )
+    };
+}
+#[allow(unused_imports)] // used by the per-ISA files of one architecture or the other
+pub(super) use float_entries;
+
 /// `Σ w·x` over the elements past the multiple of 8.
 fn float_tail(n: usize, w: &[u8], act: &[u8], ty: GgmlType) -> f32 {
     let width = ty.row_bytes(1).unwrap_or(4);

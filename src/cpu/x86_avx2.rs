@@ -11,7 +11,7 @@
 
 use core::arch::x86_64::*;
 
-use super::kernels::{CpuKernels, VecDot, VecDotX4, float_dot, float_dot_x4};
+use super::kernels::{CpuKernels, VecDot, VecDotX4, float_entries};
 use crate::quant::iq_tables::{IQ1S_GRID, IQ2XXS_GRID, KSIGNS_IQ2XS};
 use crate::quant::{GgmlType, scalar_kernels};
 
@@ -572,42 +572,6 @@ unsafe fn k16_family<const NT: usize, const KIND: u8, const VNNI: u8>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q2_k<const NT: usize, const VNNI: u8>(
-    nb: usize,
-    w: *const u8,
-    a: *const u8,
-    astride: usize,
-    out: &mut [f32; NT],
-) {
-    unsafe { k16_family::<NT, Q2_K, VNNI>(nb, w, a, astride, out) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q3_k<const NT: usize, const VNNI: u8>(
-    nb: usize,
-    w: *const u8,
-    a: *const u8,
-    astride: usize,
-    out: &mut [f32; NT],
-) {
-    unsafe { k16_family::<NT, Q3_K, VNNI>(nb, w, a, astride, out) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q6_k<const NT: usize, const VNNI: u8>(
-    nb: usize,
-    w: *const u8,
-    a: *const u8,
-    astride: usize,
-    out: &mut [f32; NT],
-) {
-    unsafe { k16_family::<NT, Q6_K, VNNI>(nb, w, a, astride, out) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn iq4_xs<const NT: usize, const VNNI: u8>(
     nb: usize,
     w: *const u8,
@@ -845,44 +809,35 @@ unsafe fn floats<const NT: usize, const KIND: u8>(
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f32<const NT: usize>(nb: usize, w: *const u8, a: *const u8, s: usize, o: &mut [f32; NT]) {
-    unsafe { floats::<NT, FLOAT_F32>(nb, w, a, s, o) }
-}
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16<const NT: usize>(nb: usize, w: *const u8, a: *const u8, s: usize, o: &mut [f32; NT]) {
-    unsafe { floats::<NT, FLOAT_F16>(nb, w, a, s, o) }
-}
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bf16<const NT: usize>(nb: usize, w: *const u8, a: *const u8, s: usize, o: &mut [f32; NT]) {
-    unsafe { floats::<NT, FLOAT_BF16>(nb, w, a, s, o) }
-}
-
 // ------------------------------------------------------------------------------------------
 // Safe entry points and the table.
 
-/// The AVX2 instantiations of the kernels shared with the VNNI table.
+/// The AVX2 instantiations `$kernel::<NT, $generics>` (VNNI kind `NO_VNNI` for the kernels
+/// shared with the VNNI tables).
 macro_rules! plain {
-    ($($name:ident = $kernel:ident),*) => {$(
+    ($($name:ident = $kernel:ident [$($g:tt)*]),*) => {$(
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name<const NT: usize>(nb: usize, w: *const u8, a: *const u8, s: usize, o: &mut [f32; NT]) {
-            unsafe { $kernel::<NT, NO_VNNI>(nb, w, a, s, o) }
+            unsafe { $kernel::<NT, $($g)*>(nb, w, a, s, o) }
         }
     )*};
 }
 plain!(
-    q4_0_plain = q4_0,
-    q5_0_plain = q5_0,
-    q8_0_plain = q8_0,
-    iq4_nl_plain = iq4_nl,
-    q4_1_plain = q4_1,
-    q5_1_plain = q5_1,
-    q4_k_plain = q4_k,
-    q5_k_plain = q5_k,
-    q6_k_plain = q6_k,
-    q2_k_plain = q2_k,
-    q3_k_plain = q3_k,
-    iq4_xs_plain = iq4_xs
+    q4_0_plain = q4_0[NO_VNNI],
+    q5_0_plain = q5_0[NO_VNNI],
+    q8_0_plain = q8_0[NO_VNNI],
+    iq4_nl_plain = iq4_nl[NO_VNNI],
+    q4_1_plain = q4_1[NO_VNNI],
+    q5_1_plain = q5_1[NO_VNNI],
+    q4_k_plain = q4_k[NO_VNNI],
+    q5_k_plain = q5_k[NO_VNNI],
+    q6_k_plain = k16_family[Q6_K, NO_VNNI],
+    iq4_xs_plain = iq4_xs[NO_VNNI],
+    q2_k_plain = k16_family[Q2_K, NO_VNNI],
+    q3_k_plain = k16_family[Q3_K, NO_VNNI],
+    f32_plain = floats[FLOAT_F32],
+    f16_plain = floats[FLOAT_F16],
+    bf16_plain = floats[FLOAT_BF16]
 );
 
 /// Safe `vec_dot` and `vec_dot_x4` wrappers around one generic kernel: checks the slice
@@ -979,9 +934,9 @@ entry!(vd_q3_k, vd4_q3_k, q3_k_plain, 256, 110, Q8K);
 entry!(vd_iq2_xxs, vd4_iq2_xxs, iq2_xxs, 256, 66, Q8K);
 entry!(vd_iq1_s, vd4_iq1_s, iq1_s, 256, 50, Q8K);
 entry!(vd_iq1_m, vd4_iq1_m, iq1_m, 256, 56, Q8K);
-entry!(vd_f32_8, vd4_f32_8, f32, 8, 32, 32);
-entry!(vd_f16_8, vd4_f16_8, f16, 8, 16, 16);
-entry!(vd_bf16_8, vd4_bf16_8, bf16, 8, 16, 16);
+entry!(vd_f32_8, vd4_f32_8, f32_plain, 8, 32, 32);
+entry!(vd_f16_8, vd4_f16_8, f16_plain, 8, 16, 16);
+entry!(vd_bf16_8, vd4_bf16_8, bf16_plain, 8, 16, 16);
 
 /// The AVX2 kernels for `ty`, or None if this CPU lacks AVX2/FMA/F16C or the type has no
 /// AVX2 kernel (the caller falls back to scalar).
@@ -1006,18 +961,9 @@ pub fn table(ty: GgmlType) -> Option<CpuKernels> {
         T::IQ2_XXS => (vd_iq2_xxs, vd4_iq2_xxs),
         T::IQ1_S => (vd_iq1_s, vd4_iq1_s),
         T::IQ1_M => (vd_iq1_m, vd4_iq1_m),
-        T::F32 => (
-            |n, w, a| float_dot(n, w, a, T::F32, vd_f32_8),
-            |n, w, a, s, o| float_dot_x4(n, w, a, s, o, T::F32, vd4_f32_8),
-        ),
-        T::F16 => (
-            |n, w, a| float_dot(n, w, a, T::F16, vd_f16_8),
-            |n, w, a, s, o| float_dot_x4(n, w, a, s, o, T::F16, vd4_f16_8),
-        ),
-        T::BF16 => (
-            |n, w, a| float_dot(n, w, a, T::BF16, vd_bf16_8),
-            |n, w, a, s, o| float_dot_x4(n, w, a, s, o, T::BF16, vd4_bf16_8),
-        ),
+        T::F32 => float_entries!(T::F32, vd_f32_8, vd4_f32_8),
+        T::F16 => float_entries!(T::F16, vd_f16_8, vd4_f16_8),
+        T::BF16 => float_entries!(T::BF16, vd_bf16_8, vd4_bf16_8),
         _ => return None,
     };
     let base = *scalar_kernels(ty)?;

@@ -7,7 +7,7 @@
 
 use core::arch::x86_64::*;
 
-use super::kernels::{CpuKernels, float_dot, float_dot_x4};
+use super::kernels::{CpuKernels, VecDot, VecDotX4, float_entries};
 use super::x86_avx2::{self, entry, hsum_f32, hsum_f32x4};
 use crate::quant::{GgmlType, scalar_kernels};
 
@@ -48,10 +48,7 @@ pub fn table(ty: GgmlType) -> Option<CpuKernels> {
     if ty != GgmlType::BF16 || !detected() {
         return None;
     }
+    let (vec_dot, x4): (VecDot, VecDotX4) = float_entries!(GgmlType::BF16, vd_bf16_8, vd4_bf16_8);
     let base = *scalar_kernels(ty)?;
-    Some(CpuKernels {
-        k: crate::quant::Kernels { vec_dot: |n, w, a| float_dot(n, w, a, GgmlType::BF16, vd_bf16_8), ..base },
-        vec_dot_x4: Some(|n, w, a, s, o| float_dot_x4(n, w, a, s, o, GgmlType::BF16, vd4_bf16_8)),
-        isa: "avx512bf16",
-    })
+    Some(CpuKernels { k: crate::quant::Kernels { vec_dot, ..base }, vec_dot_x4: Some(x4), isa: "avx512bf16" })
 }
