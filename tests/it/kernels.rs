@@ -173,7 +173,22 @@ fn dispatch_picks_a_simd_table_where_available() {
 #[ignore]
 fn throughput() {
     let n = 4096;
-    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::IQ4_XS, GgmlType::Q5_0] {
+    use GgmlType as T;
+    let types = [
+        T::Q4_K,
+        T::Q6_K,
+        T::Q8_0,
+        T::Q4_0,
+        T::IQ4_XS,
+        T::Q5_0,
+        T::Q2_K,
+        T::Q3_K,
+        T::IQ2_XXS,
+        T::IQ1_S,
+        T::IQ1_M,
+        T::BF16,
+    ];
+    for ty in types {
         let (w, act, _) = operands(ty, n, 64, 4, 9);
         let wb = ty.row_bytes(n).unwrap();
         let ab = quant::vec_dot_type(ty).row_bytes(n).unwrap();
