@@ -37,6 +37,54 @@ pub struct Tiles {
 /// `out` must have room for `n_tokens × out_stride` values, and no other thread may write the
 /// elements `(t, r)` for `r` in `rows` while this runs.
 pub type TileRowsFn = unsafe fn(&[u8], usize, usize, std::ops::Range<usize>, &[u8], usize, *mut f32, usize);
+/// Float rows (F32, F16, BF16) of any length: `simd` over the multiple of 8 elements, the
+/// scalar product over the rest.
+pub(super) fn float_dot(n: usize, w: &[u8], act: &[u8], ty: GgmlType, simd: VecDot) -> f32 {
+    simd(n / 8 * 8, w, act) + float_tail(n, w, act, ty)
+}
+
+/// [`float_dot`] of one weight row with four activation rows `stride` bytes apart.
+pub(super) fn float_dot_x4(
+    n: usize,
+    w: &[u8],
+    act: &[u8],
+    stride: usize,
+    out: &mut [f32; 4],
+    ty: GgmlType,
+    simd: VecDotX4,
+) {
+    simd(n / 8 * 8, w, act, stride, out);
+    for (t, o) in out.iter_mut().enumerate() {
+        *o += float_tail(n, w, &act[t * stride..], ty);
+    }
+}
+
+/// The (`vec_dot`, `vec_dot_x4`) pair of a float type `$ty` from kernels over multiples of 8
+/// elements: [`float_dot`] and [`float_dot_x4`] around them.
+macro_rules! float_entries {
+    ($ty:expr, $one:ident, $four:ident) => {
+        (
+            |n, w, a| super::kernels::float_dot(n, w, a, $ty, $one),
+            |n, w, a, s, o| super::kernels::float_dot_x4(n, w, a, s, o, $ty, $four),
+        )
+    };
+}
+#[allow(unused_imports)] // used by the per-ISA files of one architecture or the other
+pub(super) use float_entries;
+
+/// `Σ w·x` over the elements past the multiple of 8.
+fn float_tail(n: usize, w: &[u8], act: &[u8], ty: GgmlType) -> f32 {
+    let width = ty.row_bytes(1).unwrap_or(4);
+    let at = |b: &[u8], i: usize| -> f32 {
+        let b = &b[width * i..];
+        match ty {
+            GgmlType::F16 => crate::quant::f16_bits_to_f32([b[0], b[1]]),
+            GgmlType::BF16 => f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16),
+            _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        }
+    };
+    (n / 8 * 8..n).map(|i| at(w, i) * at(act, i)).sum()
+}
 
 /// A weight type's kernels on this CPU.
 #[derive(Clone, Copy, Debug)]
@@ -95,8 +143,16 @@ pub fn available_isas() -> Vec<Isa> {
         if super::x86_avx2::detected() {
             v.push(Isa { name: "avx2", table: super::x86_avx2::table, tiles: no_tiles });
         }
+        // The two VNNI flavours carry the same kernels: where both exist the AVX-512 one
+        // (pushed last) is chosen; AVX-VNNI serves the CPUs without AVX-512.
+        if super::x86_avxvnni::detected() {
+            v.push(Isa { name: "avxvnni", table: super::x86_avxvnni::table, tiles: no_tiles });
+        }
         if super::x86_avx512::detected() {
             v.push(Isa { name: "avx512vnni", table: super::x86_avx512::table, tiles: super::x86_avx512_tiles::tiles });
+        }
+        if super::x86_avx512bf16::detected() {
+            v.push(Isa { name: "avx512bf16", table: super::x86_avx512bf16::table, tiles: no_tiles });
         }
     }
     #[cfg(target_arch = "aarch64")]

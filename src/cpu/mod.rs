@@ -17,6 +17,10 @@ mod x86_avx512;
 mod x86_avx512_rows4;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512_tiles;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512bf16;
+#[cfg(target_arch = "x86_64")]
+mod x86_avxvnni;
 
 pub use pool::{ThreadPool, default_threads};
 

@@ -11,7 +11,8 @@
 
 use core::arch::x86_64::*;
 
-use super::kernels::{CpuKernels, VecDot, VecDotX4};
+use super::kernels::{CpuKernels, VecDot, VecDotX4, float_entries};
+use crate::quant::iq_tables::{IQ1S_GRID, IQ2XXS_GRID, KSIGNS_IQ2XS};
 use crate::quant::{GgmlType, scalar_kernels};
 
 /// True if this CPU runs these kernels.
@@ -33,7 +34,7 @@ pub(super) fn hsum_f32(v: __m256) -> f32 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_f32x4(s: __m128) -> f32 {
+pub(super) fn hsum_f32x4(s: __m128) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
@@ -72,19 +73,34 @@ fn mul_sum_us8(a: __m256i, b: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
 }
 
-/// `mul_sum_us8`, or one VNNI `vpdpbusd` when `VNNI` (only instantiated inside functions
-/// compiled with `avx512vnni,avx512vl`, see `x86_avx512`).
+/// How the kernels multiply-accumulate bytes (their `VNNI` parameter): AVX2's
+/// `vpmaddubsw` + `vpmaddwd` pair, or one VNNI instruction in its AVX-512 (EVEX, `x86_avx512`)
+/// or AVX-VNNI (VEX, `x86_avxvnni`) encoding. A VNNI kind is only instantiated inside functions
+/// compiled with its target features.
+pub(super) const NO_VNNI: u8 = 0;
+pub(super) const AVX512_VNNI: u8 = 1;
+pub(super) const AVX_VNNI: u8 = 2;
+
+/// `mul_sum_us8`, or one `vpdpbusd`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_us8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
-    if VNNI { unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b) } } else { mul_sum_us8(a, b) }
+unsafe fn dot_us8<const VNNI: u8>(a: __m256i, b: __m256i) -> __m256i {
+    match VNNI {
+        AVX512_VNNI => unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b) },
+        AVX_VNNI => unsafe { _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b) },
+        _ => mul_sum_us8(a, b),
+    }
 }
 
-/// `acc + madd(a, b)` (i16 pairs to i32), one VNNI `vpdpwssd` when `VNNI`.
+/// `acc + madd(a, b)` (i16 pairs to i32), or one `vpdpwssd`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn madd_acc<const VNNI: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-    if VNNI { unsafe { _mm256_dpwssd_epi32(acc, a, b) } } else { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
+unsafe fn madd_acc<const VNNI: u8>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    match VNNI {
+        AVX512_VNNI => unsafe { _mm256_dpwssd_epi32(acc, a, b) },
+        AVX_VNNI => unsafe { _mm256_dpwssd_avx_epi32(acc, a, b) },
+        _ => _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)),
+    }
 }
 
 /// 16 bytes of nibbles → 32 bytes: low nibbles in lanes 0..16, high nibbles in 16..32.
@@ -99,7 +115,13 @@ unsafe fn nibbles32(p: *const u8) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn bits32(p: *const u8) -> __m256i {
-    let x = unsafe { p.cast::<u32>().read_unaligned() };
+    byte_mask(unsafe { p.cast::<u32>().read_unaligned() })
+}
+
+/// The bits of `x` → 32 bytes, 0xff where the bit is set (byte j ↔ bit j).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn byte_mask(x: u32) -> __m256i {
     let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
     let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
@@ -120,7 +142,7 @@ fn iq4_table() -> __m256i {
 /// Signed weights (i8 in `qx`, scale `dx`) against Q8_0 rows: the shared inner step.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn step_signed_q8_0<const NT: usize, const VNNI: bool>(
+unsafe fn step_signed_q8_0<const NT: usize, const VNNI: u8>(
     dx: f32,
     qx: __m256i,
     y: *const u8,
@@ -139,7 +161,7 @@ unsafe fn step_signed_q8_0<const NT: usize, const VNNI: bool>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q4_0<const NT: usize, const VNNI: bool>(
+pub(super) unsafe fn q4_0<const NT: usize, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -160,7 +182,7 @@ pub(super) unsafe fn q4_0<const NT: usize, const VNNI: bool>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q5_0<const NT: usize, const VNNI: bool>(
+pub(super) unsafe fn q5_0<const NT: usize, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -183,7 +205,7 @@ pub(super) unsafe fn q5_0<const NT: usize, const VNNI: bool>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q8_0<const NT: usize, const VNNI: bool>(
+pub(super) unsafe fn q8_0<const NT: usize, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -204,7 +226,7 @@ pub(super) unsafe fn q8_0<const NT: usize, const VNNI: bool>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn iq4_nl<const NT: usize, const VNNI: bool>(
+pub(super) unsafe fn iq4_nl<const NT: usize, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -227,7 +249,7 @@ pub(super) unsafe fn iq4_nl<const NT: usize, const VNNI: bool>(
 /// Unsigned weights with a min (`m`) against Q8_1 rows: `d·dy·Σq·y + m·s_y`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn step_unsigned_q8_1<const NT: usize, const VNNI: bool>(
+unsafe fn step_unsigned_q8_1<const NT: usize, const VNNI: u8>(
     dx: f32,
     mx: f32,
     qx: __m256i,
@@ -247,7 +269,7 @@ unsafe fn step_unsigned_q8_1<const NT: usize, const VNNI: bool>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q4_1<const NT: usize, const VNNI: bool>(
+pub(super) unsafe fn q4_1<const NT: usize, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -279,7 +301,7 @@ pub(super) unsafe fn q4_1<const NT: usize, const VNNI: bool>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q5_1<const NT: usize, const VNNI: bool>(
+pub(super) unsafe fn q5_1<const NT: usize, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -344,7 +366,7 @@ fn bcast16(v: __m256i, k: i32) -> __m256i {
 /// Shared body of Q4_K and Q5_K: `HIGH` adds the fifth bit from `qh`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k4_family<const NT: usize, const HIGH: bool, const VNNI: bool>(
+unsafe fn k4_family<const NT: usize, const HIGH: bool, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -402,7 +424,7 @@ unsafe fn k4_family<const NT: usize, const HIGH: bool, const VNNI: bool>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q4_k<const NT: usize, const VNNI: bool>(
+pub(super) unsafe fn q4_k<const NT: usize, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -414,7 +436,7 @@ pub(super) unsafe fn q4_k<const NT: usize, const VNNI: bool>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q5_k<const NT: usize, const VNNI: bool>(
+pub(super) unsafe fn q5_k<const NT: usize, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -424,64 +446,133 @@ pub(super) unsafe fn q5_k<const NT: usize, const VNNI: bool>(
     unsafe { k4_family::<NT, true, VNNI>(nb, w, a, astride, out) }
 }
 
+// Q2_K, Q3_K and Q6_K: 16 sub-blocks of 16 weights, unsigned quants `u` with a per-format
+// offset (`w = sc·(u - OFFSET)`; Q2_K has per-sub-block mins instead). They share the
+// accumulate loop and differ only in how a 32-weight vector of `u` and the scales unpack.
+
+const Q2_K: u8 = 0;
+const Q3_K: u8 = 1;
+const Q6_K: u8 = 2;
+
+/// The 16 Q3_K scales (6 bits from 12 packed bytes) minus 32, as i8.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q6_k<const NT: usize, const VNNI: bool>(
+unsafe fn q3_k_scales(p: *const u8) -> __m128i {
+    let s = crate::quant::q3_k_scales(unsafe { &*p.cast::<[u8; 12]>() });
+    let b: [i8; 16] = std::array::from_fn(|i| s[i] as i8);
+    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+}
+
+/// Scales of groups `2v` and `2v + 1` (of the 16 i8 in `sc8`) as i16 lanes 0..8 and 8..16: the
+/// lanes `vpmaddubsw` leaves the two 16-weight halves of vector `v` in.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pair_scales(sc8: __m128i, v: usize) -> __m256i {
+    let g = 2 * v as i8;
+    let mask = _mm_setr_epi8(g, g, g, g, g, g, g, g, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1);
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, mask))
+}
+
+/// Bits `2k..2k+2` of each byte of `b`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn crumbs(b: __m256i, k: usize) -> __m256i {
+    _mm256_and_si256(_mm256_srl_epi16(b, _mm_cvtsi32_si128(2 * k as i32)), _mm256_set1_epi8(3))
+}
+
+/// Unsigned quants of weights `32v..32v + 32` of the block at `x`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k16_quants<const KIND: u8>(x: *const u8, v: usize) -> __m256i {
+    let (half, k) = (v / 4, v % 4);
+    match KIND {
+        // Weight 128h + 32k + l: bits 2k of qs[32h + l].
+        Q2_K => crumbs(unsafe { load256(x.add(16 + 32 * half)) }, k),
+        // The same low bits, plus 4 where bit v of hmask[l] is set (the stored bit is inverted).
+        Q3_K => {
+            let low = crumbs(unsafe { load256(x.add(32 + 32 * half)) }, k);
+            let hbit = _mm256_and_si256(
+                _mm256_srl_epi16(unsafe { load256(x) }, _mm_cvtsi32_si128(v as i32)),
+                _mm256_set1_epi8(1),
+            );
+            _mm256_or_si256(low, _mm256_slli_epi16(hbit, 2))
+        }
+        // Nibble k/2 of ql[64h + 32(k%2) + l], bits 2k of qh[32h + l] on top.
+        _ => {
+            let b = unsafe { load256(x.add(64 * half + 32 * (k % 2))) };
+            let low = if k < 2 { b } else { _mm256_srli_epi16(b, 4) };
+            let high = crumbs(unsafe { load256(x.add(128 + 32 * half)) }, k);
+            _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi8(0x0f)), _mm256_slli_epi16(high, 4))
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k16_family<const NT: usize, const KIND: u8, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m3 = _mm256_set1_epi8(0x03);
+    // Block bytes and log2 of the quant offset.
+    let (bsize, offset_log2) = match KIND {
+        Q2_K => (84, None),
+        Q3_K => (110, Some(2)),
+        _ => (210, Some(5)),
+    };
     let mut acc = [_mm256_setzero_ps(); NT];
+    let mut accm = [_mm256_setzero_ps(); NT];
     for i in 0..nb {
-        let x = unsafe { w.add(i * 210) };
-        let d = unsafe { f16_at(x.add(208)) };
-        let sc8 = unsafe { load128(x.add(192)) };
-        let sc16 = _mm256_cvtepi8_epi16(sc8);
+        let x = unsafe { w.add(i * bsize) };
+        // Super-scale, 16 scales (i8), and for Q2_K the min scale and 16 mins (i16).
+        let (d, sc8, dmin, mins) = match KIND {
+            Q2_K => {
+                let packed = unsafe { load128(x) };
+                let sc8 = _mm_and_si128(packed, _mm_set1_epi8(0x0f));
+                let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f)));
+                unsafe { (f16_at(x.add(80)), sc8, f16_at(x.add(82)), mins) }
+            }
+            Q3_K => unsafe { (f16_at(x.add(108)), q3_k_scales(x.add(96)), 0.0, _mm256_setzero_si256()) },
+            _ => unsafe { (f16_at(x.add(208)), load128(x.add(192)), 0.0, _mm256_setzero_si256()) },
+        };
         let mut sumi = [_mm256_setzero_si256(); NT];
-        for half in 0..2 {
-            let ql = unsafe { x.add(64 * half) };
-            let b1 = unsafe { load256(ql) };
-            let b2 = unsafe { load256(ql.add(32)) };
-            let bh = unsafe { load256(x.add(128 + 32 * half)) };
-            for k in 0..4 {
-                // Element 32k + l: nibble k/2 of ql[l + 32(k%2)], bits 2k..2k+2 of qh[l].
-                let b = if k % 2 == 0 { b1 } else { b2 };
-                let low = if k < 2 { b } else { _mm256_srli_epi16(b, 4) };
-                let high = _mm256_and_si256(_mm256_srl_epi16(bh, _mm_cvtsi32_si128(2 * k as i32)), m3);
-                let qk = _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_slli_epi16(high, 4));
-                // Scales of the two 16-element groups this vector covers: lanes 0..8, 8..16.
-                let g = (8 * half + 2 * k) as i8;
-                let mask =
-                    _mm_setr_epi8(g, g, g, g, g, g, g, g, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1);
-                let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, mask));
-                for t in 0..NT {
-                    let y = unsafe { a.add(t * astride + i * Q8K + Q8K_QS + 128 * half + 32 * k) };
-                    let p = _mm256_maddubs_epi16(qk, unsafe { load256(y) });
-                    sumi[t] = unsafe { madd_acc::<VNNI>(sumi[t], s, p) };
-                }
+        for v in 0..8 {
+            let q = unsafe { k16_quants::<KIND>(x, v) };
+            let s = pair_scales(sc8, v);
+            for t in 0..NT {
+                let y = unsafe { load256(a.add(t * astride + i * Q8K + Q8K_QS + 32 * v)) };
+                sumi[t] = unsafe { madd_acc::<VNNI>(sumi[t], s, _mm256_maddubs_epi16(q, y)) };
             }
         }
         for t in 0..NT {
             let y = unsafe { a.add(t * astride + i * Q8K) };
-            // The -32 offset: 32·Σ_g sc[g]·bsum[g].
+            let dy = unsafe { f32_at(y) };
             let bs = unsafe { load256(y.add(Q8K_BSUMS)) };
-            let off = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
-            let s = _mm256_sub_epi32(sumi[t], off);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * unsafe { f32_at(y) }), _mm256_cvtepi32_ps(s), acc[t]);
+            if let Some(sh) = offset_log2 {
+                // The offset: OFFSET·Σ_g sc[g]·bsum[g].
+                let off = _mm256_sll_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs), _mm_cvtsi32_si128(sh));
+                sumi[t] = _mm256_sub_epi32(sumi[t], off);
+            }
+            if KIND == Q2_K {
+                accm[t] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dmin * dy),
+                    _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)),
+                    accm[t],
+                );
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
         }
     }
     for t in 0..NT {
-        out[t] = hsum_f32(acc[t]);
+        out[t] = if KIND == Q2_K { hsum_f32(acc[t]) - hsum_f32(accm[t]) } else { hsum_f32(acc[t]) };
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn iq4_xs<const NT: usize, const VNNI: bool>(
+pub(super) unsafe fn iq4_xs<const NT: usize, const VNNI: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -529,30 +620,187 @@ pub(super) unsafe fn iq4_xs<const NT: usize, const VNNI: bool>(
 }
 
 // ------------------------------------------------------------------------------------------
-// Float rows (`nb` counts 8-element groups; the tail is done by the caller's scalar).
+// IQ2_XXS, IQ1_S, IQ1_M: grid-coded weights, rebuilt per 32-weight sub-block from lookups,
+// then the same signed accumulate as IQ4_XS (`acc_sign32`).
 
+/// `sumi[t] += madd(ls, Σ pairs of ax·sign(y_t, sgn))` for the 32 Q8_K bytes of token `t` at
+/// `y + t·astride`: weights `|w| = ax`, signs from `sgn` (w = 0 only where ax = 0).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
-    let mut acc = [[_mm256_setzero_ps(); 2]; NT];
-    for i in 0..nb {
-        let x = _mm256_cvtph_ps(unsafe { load128(w.add(16 * i)) });
-        for t in 0..NT {
-            let y = _mm256_cvtph_ps(unsafe { load128(a.add(t * astride + 16 * i)) });
-            acc[t][i & 1] = _mm256_fmadd_ps(x, y, acc[t][i & 1]);
-        }
-    }
+unsafe fn acc_sign32<const NT: usize>(
+    ax: __m256i,
+    sgn: __m256i,
+    ls: __m256i,
+    y: *const u8,
+    astride: usize,
+    sumi: &mut [__m256i; NT],
+) {
     for t in 0..NT {
-        out[t] = hsum_f32(_mm256_add_ps(acc[t][0], acc[t][1]));
+        let qy = unsafe { load256(y.add(t * astride)) };
+        let p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, sgn));
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(ls, p));
     }
 }
 
+/// Four 8-byte grid rows as one vector (row `idx[0]` in bytes 0..8).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f32<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+fn grid4(grid: &[u64], idx: [usize; 4]) -> __m256i {
+    _mm256_set_epi64x(grid[idx[3]] as i64, grid[idx[2]] as i64, grid[idx[1]] as i64, grid[idx[0]] as i64)
+}
+
+/// The per-block tail shared by the grid formats: `acc[t] += scale·dy_t·sumi[t]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scale_into<const NT: usize>(
+    scale: f32,
+    y: *const u8,
+    astride: usize,
+    sumi: &[__m256i; NT],
+    acc: &mut [__m256; NT],
+) {
+    for t in 0..NT {
+        let dy = unsafe { f32_at(y.add(t * astride)) };
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(scale * dy), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq2_xxs<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+    let one = _mm256_set1_epi8(1);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for i in 0..nb {
+        let x = unsafe { w.add(i * 66) };
+        let mut sumi = [_mm256_setzero_si256(); NT];
+        for ib in 0..8 {
+            let q = unsafe { x.add(2 + 8 * ib) };
+            let idx: [usize; 4] = std::array::from_fn(|l| unsafe { *q.add(l) } as usize);
+            let aux = unsafe { q.add(4).cast::<u32>().read_unaligned() };
+            // Group l's 7 sign bits, expanded to 8 with even parity; byte j ↔ bit j of the word.
+            let signs =
+                (0..4).fold(0u32, |s, l| s | (KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize] as u32) << (8 * l));
+            let sgn = _mm256_or_si256(byte_mask(signs), one);
+            let ls = _mm256_set1_epi16((2 * (aux >> 28) + 1) as i16);
+            unsafe {
+                acc_sign32::<NT>(
+                    grid4(&IQ2XXS_GRID, idx),
+                    sgn,
+                    ls,
+                    a.add(i * Q8K + Q8K_QS + 32 * ib),
+                    astride,
+                    &mut sumi,
+                )
+            };
+        }
+        unsafe { scale_into::<NT>(0.125 * f16_at(x), a.add(i * Q8K), astride, &sumi, &mut acc) };
+    }
+    for t in 0..NT {
+        out[t] = hsum_f32(acc[t]);
+    }
+}
+
+/// IQ1 weights as integers: `8·grid + delta` (delta ±1 per byte, from `delta`), so one dot
+/// product carries both terms of `grid + delta/8`; the caller scales by 1/8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn iq1_weights(grid: __m256i, delta: __m256i) -> __m256i {
+    // 8·g per byte: the 16-bit shift carries 3 bits into the next byte, the mask drops them.
+    let g8 = _mm256_and_si256(_mm256_slli_epi16(grid, 3), _mm256_set1_epi8(0xf8u8 as i8));
+    _mm256_add_epi8(g8, delta)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq1_s<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for i in 0..nb {
+        let x = unsafe { w.add(i * 50) };
+        let mut sumi = [_mm256_setzero_si256(); NT];
+        for ib in 0..8 {
+            let qh = unsafe { x.add(34 + 2 * ib).cast::<u16>().read_unaligned() } as usize;
+            let idx: [usize; 4] =
+                std::array::from_fn(|l| unsafe { *x.add(2 + 4 * ib + l) } as usize | (((qh >> (3 * l)) & 7) << 8));
+            let delta = _mm256_set1_epi8(if qh & 0x8000 != 0 { -1 } else { 1 });
+            let q = iq1_weights(grid4(&IQ1S_GRID, idx), delta);
+            let ls = _mm256_set1_epi16((2 * ((qh >> 12) & 7) + 1) as i16);
+            unsafe {
+                acc_sign32::<NT>(_mm256_sign_epi8(q, q), q, ls, a.add(i * Q8K + Q8K_QS + 32 * ib), astride, &mut sumi)
+            };
+        }
+        unsafe { scale_into::<NT>(0.125 * f16_at(x), a.add(i * Q8K), astride, &sumi, &mut acc) };
+    }
+    for t in 0..NT {
+        out[t] = hsum_f32(acc[t]);
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq1_m<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for i in 0..nb {
+        let x = unsafe { w.add(i * 56) };
+        let sc: [u16; 4] = std::array::from_fn(|k| unsafe { x.add(48 + 2 * k).cast::<u16>().read_unaligned() });
+        // The f16 super-scale, spread over the top nibbles of the four scale words.
+        let d_bits = (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
+        let d = crate::quant::f16_bits_to_f32(d_bits.to_le_bytes());
+        let mut sumi = [_mm256_setzero_si256(); NT];
+        for ib in 0..8 {
+            let h: [usize; 4] =
+                std::array::from_fn(|l| (unsafe { *x.add(32 + 2 * ib + l / 2) } as usize) >> (4 * (l % 2)));
+            let idx: [usize; 4] = std::array::from_fn(|l| unsafe { *x.add(4 * ib + l) } as usize | ((h[l] & 7) << 8));
+            // Group l's delta sign, as 8 bytes of ±1.
+            let dl = |l: usize| (if h[l] & 8 != 0 { 0xffu64 } else { 1 } * 0x0101_0101_0101_0101) as i64;
+            let delta = _mm256_set_epi64x(dl(3), dl(2), dl(1), dl(0));
+            let q = iq1_weights(grid4(&IQ1S_GRID, idx), delta);
+            // Two odd scales: weights 0..16 (i16 lanes 0..8) and 16..32.
+            let s = (sc[ib / 2] >> (6 * (ib % 2))) as i16;
+            let ls = _mm256_set_m128i(_mm_set1_epi16(2 * ((s >> 3) & 7) + 1), _mm_set1_epi16(2 * (s & 7) + 1));
+            unsafe {
+                acc_sign32::<NT>(_mm256_sign_epi8(q, q), q, ls, a.add(i * Q8K + Q8K_QS + 32 * ib), astride, &mut sumi)
+            };
+        }
+        unsafe { scale_into::<NT>(0.125 * d, a.add(i * Q8K), astride, &sumi, &mut acc) };
+    }
+    for t in 0..NT {
+        out[t] = hsum_f32(acc[t]);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Float rows (`nb` counts 8-element groups; the tail is done by the caller's scalar).
+
+const FLOAT_F32: u8 = 0;
+const FLOAT_F16: u8 = 1;
+const FLOAT_BF16: u8 = 2;
+
+/// Eight elements of a `KIND` row at `p` as f32 (bf16: the bits are the top half of an f32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f32x8<const KIND: u8>(p: *const u8) -> __m256 {
+    match KIND {
+        FLOAT_F16 => _mm256_cvtph_ps(unsafe { load128(p) }),
+        FLOAT_BF16 => _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(unsafe { load128(p) }), 16)),
+        _ => unsafe { _mm256_loadu_ps(p.cast()) },
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn floats<const NT: usize, const KIND: u8>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    astride: usize,
+    out: &mut [f32; NT],
+) {
+    let group = if KIND == FLOAT_F32 { 32 } else { 16 };
     let mut acc = [[_mm256_setzero_ps(); 2]; NT];
     for i in 0..nb {
-        let x = unsafe { _mm256_loadu_ps(w.add(32 * i).cast()) };
+        let x = unsafe { load_f32x8::<KIND>(w.add(group * i)) };
         for t in 0..NT {
-            let y = unsafe { _mm256_loadu_ps(a.add(t * astride + 32 * i).cast()) };
+            let y = unsafe { load_f32x8::<KIND>(a.add(t * astride + group * i)) };
             acc[t][i & 1] = _mm256_fmadd_ps(x, y, acc[t][i & 1]);
         }
     }
@@ -564,26 +812,32 @@ unsafe fn f32<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: u
 // ------------------------------------------------------------------------------------------
 // Safe entry points and the table.
 
-/// The AVX2 instantiations of the kernels shared with the VNNI table.
+/// The AVX2 instantiations `$kernel::<NT, $generics>` (VNNI kind `NO_VNNI` for the kernels
+/// shared with the VNNI tables).
 macro_rules! plain {
-    ($($name:ident = $kernel:ident),*) => {$(
+    ($($name:ident = $kernel:ident [$($g:tt)*]),*) => {$(
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name<const NT: usize>(nb: usize, w: *const u8, a: *const u8, s: usize, o: &mut [f32; NT]) {
-            unsafe { $kernel::<NT, false>(nb, w, a, s, o) }
+            unsafe { $kernel::<NT, $($g)*>(nb, w, a, s, o) }
         }
     )*};
 }
 plain!(
-    q4_0_plain = q4_0,
-    q5_0_plain = q5_0,
-    q8_0_plain = q8_0,
-    iq4_nl_plain = iq4_nl,
-    q4_1_plain = q4_1,
-    q5_1_plain = q5_1,
-    q4_k_plain = q4_k,
-    q5_k_plain = q5_k,
-    q6_k_plain = q6_k,
-    iq4_xs_plain = iq4_xs
+    q4_0_plain = q4_0[NO_VNNI],
+    q5_0_plain = q5_0[NO_VNNI],
+    q8_0_plain = q8_0[NO_VNNI],
+    iq4_nl_plain = iq4_nl[NO_VNNI],
+    q4_1_plain = q4_1[NO_VNNI],
+    q5_1_plain = q5_1[NO_VNNI],
+    q4_k_plain = q4_k[NO_VNNI],
+    q5_k_plain = q5_k[NO_VNNI],
+    q6_k_plain = k16_family[Q6_K, NO_VNNI],
+    iq4_xs_plain = iq4_xs[NO_VNNI],
+    q2_k_plain = k16_family[Q2_K, NO_VNNI],
+    q3_k_plain = k16_family[Q3_K, NO_VNNI],
+    f32_plain = floats[FLOAT_F32],
+    f16_plain = floats[FLOAT_F16],
+    bf16_plain = floats[FLOAT_BF16]
 );
 
 /// Safe `vec_dot` and `vec_dot_x4` wrappers around one generic kernel: checks the slice
@@ -610,6 +864,61 @@ macro_rules! entry {
 
 pub(super) use entry;
 
+/// One VNNI flavour of the 32-element kernels (`x86_avx512`, `x86_avxvnni`): their
+/// instantiations compiled with `$features` and the byte product `$kind`, the safe entry points,
+/// and `table(ty)`, which hands them out only when the file's `detected()` holds.
+macro_rules! vnni_flavour {
+    ($features:literal, $kind:expr, $isa:literal) => {
+        use super::kernels::{CpuKernels, VecDot, VecDotX4};
+        use super::x86_avx2::{entry, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0};
+        use crate::quant::{GgmlType, scalar_kernels};
+
+        /// `kernel::<NT, $kind>` compiled with the flavour's features.
+        macro_rules! flavoured {
+            ($name:ident = $kernel:ident) => {
+                #[target_feature(enable = $features)]
+                unsafe fn $name<const NT: usize>(nb: usize, w: *const u8, a: *const u8, s: usize, o: &mut [f32; NT]) {
+                    unsafe { $kernel::<NT, { $kind }>(nb, w, a, s, o) }
+                }
+            };
+        }
+        flavoured!(q4_0_vnni = q4_0);
+        flavoured!(q5_0_vnni = q5_0);
+        flavoured!(q8_0_vnni = q8_0);
+        flavoured!(iq4_nl_vnni = iq4_nl);
+        flavoured!(q4_1_vnni = q4_1);
+        flavoured!(q5_1_vnni = q5_1);
+
+        entry!(vd_q4_0, vd4_q4_0, q4_0_vnni, 32, 18, 34);
+        entry!(vd_q5_0, vd4_q5_0, q5_0_vnni, 32, 22, 34);
+        entry!(vd_q8_0, vd4_q8_0, q8_0_vnni, 32, 34, 34);
+        entry!(vd_iq4_nl, vd4_iq4_nl, iq4_nl_vnni, 32, 18, 34);
+        entry!(vd_q4_1, vd4_q4_1, q4_1_vnni, 32, 20, 36);
+        entry!(vd_q5_1, vd4_q5_1, q5_1_vnni, 32, 24, 36);
+
+        /// The VNNI kernels for `ty`; None without the CPU features or for types that stay AVX2.
+        pub fn table(ty: GgmlType) -> Option<CpuKernels> {
+            use GgmlType as T;
+            if !detected() {
+                return None;
+            }
+            let (vec_dot, x4): (VecDot, VecDotX4) = match ty {
+                T::Q4_0 => (vd_q4_0, vd4_q4_0),
+                T::Q5_0 => (vd_q5_0, vd4_q5_0),
+                T::Q8_0 => (vd_q8_0, vd4_q8_0),
+                T::IQ4_NL => (vd_iq4_nl, vd4_iq4_nl),
+                T::Q4_1 => (vd_q4_1, vd4_q4_1),
+                T::Q5_1 => (vd_q5_1, vd4_q5_1),
+                _ => return None,
+            };
+            let base = *scalar_kernels(ty)?;
+            Some(CpuKernels { k: crate::quant::Kernels { vec_dot, ..base }, vec_dot_x4: Some(x4), isa: $isa })
+        }
+    };
+}
+
+pub(super) use vnni_flavour;
+
 entry!(vd_q4_0, vd4_q4_0, q4_0_plain, 32, 18, 34);
 entry!(vd_q5_0, vd4_q5_0, q5_0_plain, 32, 22, 34);
 entry!(vd_q8_0, vd4_q8_0, q8_0_plain, 32, 34, 34);
@@ -620,37 +929,14 @@ entry!(vd_q4_k, vd4_q4_k, q4_k_plain, 256, 144, Q8K);
 entry!(vd_q5_k, vd4_q5_k, q5_k_plain, 256, 176, Q8K);
 entry!(vd_q6_k, vd4_q6_k, q6_k_plain, 256, 210, Q8K);
 entry!(vd_iq4_xs, vd4_iq4_xs, iq4_xs_plain, 256, 136, Q8K);
-entry!(vd_f16_8, vd4_f16_8, f16, 8, 16, 16);
-entry!(vd_f32_8, vd4_f32_8, f32, 8, 32, 32);
-
-/// Float rows of any length: SIMD over the multiple of 8, scalar over the rest.
-fn float_tail(n: usize, w: &[u8], act: &[u8], width: usize, to_f32: fn(&[u8]) -> f32) -> f32 {
-    (n / 8 * 8..n).map(|i| to_f32(&w[width * i..]) * to_f32(&act[width * i..])).sum()
-}
-fn le_f16(b: &[u8]) -> f32 {
-    crate::quant::f16_bits_to_f32([b[0], b[1]])
-}
-fn le_f32(b: &[u8]) -> f32 {
-    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-fn vd_f16(n: usize, w: &[u8], act: &[u8]) -> f32 {
-    vd_f16_8(n / 8 * 8, w, act) + float_tail(n, w, act, 2, le_f16)
-}
-fn vd4_f16(n: usize, w: &[u8], act: &[u8], stride: usize, out: &mut [f32; 4]) {
-    vd4_f16_8(n / 8 * 8, w, act, stride, out);
-    for (t, o) in out.iter_mut().enumerate() {
-        *o += float_tail(n, w, &act[t * stride..], 2, le_f16);
-    }
-}
-fn vd_f32(n: usize, w: &[u8], act: &[u8]) -> f32 {
-    vd_f32_8(n / 8 * 8, w, act) + float_tail(n, w, act, 4, le_f32)
-}
-fn vd4_f32(n: usize, w: &[u8], act: &[u8], stride: usize, out: &mut [f32; 4]) {
-    vd4_f32_8(n / 8 * 8, w, act, stride, out);
-    for (t, o) in out.iter_mut().enumerate() {
-        *o += float_tail(n, w, &act[t * stride..], 4, le_f32);
-    }
-}
+entry!(vd_q2_k, vd4_q2_k, q2_k_plain, 256, 84, Q8K);
+entry!(vd_q3_k, vd4_q3_k, q3_k_plain, 256, 110, Q8K);
+entry!(vd_iq2_xxs, vd4_iq2_xxs, iq2_xxs, 256, 66, Q8K);
+entry!(vd_iq1_s, vd4_iq1_s, iq1_s, 256, 50, Q8K);
+entry!(vd_iq1_m, vd4_iq1_m, iq1_m, 256, 56, Q8K);
+entry!(vd_f32_8, vd4_f32_8, f32_plain, 8, 32, 32);
+entry!(vd_f16_8, vd4_f16_8, f16_plain, 8, 16, 16);
+entry!(vd_bf16_8, vd4_bf16_8, bf16_plain, 8, 16, 16);
 
 /// The AVX2 kernels for `ty`, or None if this CPU lacks AVX2/FMA/F16C or the type has no
 /// AVX2 kernel (the caller falls back to scalar).
@@ -670,8 +956,14 @@ pub fn table(ty: GgmlType) -> Option<CpuKernels> {
         T::Q5_K => (vd_q5_k, vd4_q5_k),
         T::Q6_K => (vd_q6_k, vd4_q6_k),
         T::IQ4_XS => (vd_iq4_xs, vd4_iq4_xs),
-        T::F16 => (vd_f16, vd4_f16),
-        T::F32 => (vd_f32, vd4_f32),
+        T::Q2_K => (vd_q2_k, vd4_q2_k),
+        T::Q3_K => (vd_q3_k, vd4_q3_k),
+        T::IQ2_XXS => (vd_iq2_xxs, vd4_iq2_xxs),
+        T::IQ1_S => (vd_iq1_s, vd4_iq1_s),
+        T::IQ1_M => (vd_iq1_m, vd4_iq1_m),
+        T::F32 => float_entries!(T::F32, vd_f32_8, vd4_f32_8),
+        T::F16 => float_entries!(T::F16, vd_f16_8, vd4_f16_8),
+        T::BF16 => float_entries!(T::BF16, vd_bf16_8, vd4_bf16_8),
         _ => return None,
     };
     let base = *scalar_kernels(ty)?;

@@ -12,7 +12,7 @@ mod float;
 mod iq1;
 mod iq2_xxs;
 mod iq4;
-mod iq_tables;
+pub(crate) mod iq_tables;
 mod k_quants;
 pub mod oracle;
 mod q4_0;
@@ -25,6 +25,8 @@ mod types;
 
 pub use block::{f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
 pub(crate) use k_quants::scale_min_k4;
+/// The 16 Q3_K sub-block scales (already minus 32), for the SIMD kernels.
+pub(crate) use k_quants::q3_k::unpack_scales as q3_k_scales;
 pub use q8::{BlockQ8_0, BlockQ8_1, BlockQ8K};
 pub use types::GgmlType;
 

@@ -23,7 +23,7 @@ unsafe impl Block for BlockQ3K {
 assert_block!(BlockQ3K, GgmlType::Q3_K);
 
 /// The 16 scales, already minus 32 (-32..=31).
-fn unpack_scales(s: &[u8; 12]) -> [i32; 16] {
+pub(crate) fn unpack_scales(s: &[u8; 12]) -> [i32; 16] {
     let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
     let (a0, a1, tmp) = (word(0), word(1), word(2));
     const K1: u32 = 0x0303_0303;
