@@ -43,7 +43,7 @@ pub(super) fn hsum_f32x4(s: __m128) -> f32 {
 /// f16 (little-endian at `p`) to f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     let bits = unsafe { p.cast::<u16>().read_unaligned() };
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
@@ -106,7 +106,7 @@ unsafe fn madd_acc<const VNNI: u8>(acc: __m256i, a: __m256i, b: __m256i) -> __m2
 /// 16 bytes of nibbles → 32 bytes: low nibbles in lanes 0..16, high nibbles in 16..32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles32(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles32(p: *const u8) -> __m256i {
     let t = unsafe { load128(p) };
     _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f))
 }

@@ -20,6 +20,7 @@
 
 use core::arch::x86_64::*;
 
+use super::x86_avx2::{f16_at as f16, nibbles32};
 use crate::quant::GgmlType;
 
 pub fn detected() -> bool {
@@ -61,21 +62,6 @@ trait LaneFormat {
     const UNIT_ELEMS: usize = 32;
     const UNIT_BYTES: usize;
     unsafe fn unpack(row: *const u8, b: usize) -> (__m256i, f32, f32);
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn f16(p: *const u8) -> f32 {
-    let bits = unsafe { p.cast::<u16>().read_unaligned() };
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-}
-
-/// 16 bytes of nibbles → 32 bytes: low nibbles first (elements 0..16), then high (16..32).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn nibbles32(p: *const u8) -> __m256i {
-    let t = unsafe { _mm_loadu_si128(p.cast()) };
-    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f))
 }
 
 /// Bit `j` of the u32 at `p` as bit 4 of byte `j` (the fifth bit of Q5_0/Q5_1 quants).
