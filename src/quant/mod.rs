@@ -24,10 +24,10 @@ mod q8_0;
 mod types;
 
 pub use block::{f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
-#[cfg(target_arch = "x86_64")] // the AVX-512 prefill tiles
-pub(crate) use k_quants::scale_min_k4;
 /// The 16 Q3_K sub-block scales (already minus 32), for the SIMD kernels.
 pub(crate) use k_quants::q3_k::unpack_scales as q3_k_scales;
+#[cfg(target_arch = "x86_64")] // the AVX-512 prefill tiles
+pub(crate) use k_quants::scale_min_k4;
 pub use q8::{BlockQ8_0, BlockQ8_1, BlockQ8K};
 pub use types::GgmlType;
 
