@@ -167,6 +167,8 @@ pub fn available_isas() -> Vec<Isa> {
 
 struct Chosen {
     isa: &'static str,
+    /// Whether the AVX-512 VNNI variant is among the allowed ones (the four-row kernels need it).
+    avx512vnni: bool,
     by_type: Vec<Option<CpuKernels>>,
     tiles_by_type: Vec<Option<Tiles>>,
 }
@@ -199,7 +201,8 @@ fn choose() -> Chosen {
             isas.iter().rev().find_map(|isa| (isa.tiles)(ty))
         })
         .collect();
-    Chosen { isa: isas.last().map_or("scalar", |i| i.name), by_type, tiles_by_type }
+    let avx512vnni = isas.iter().any(|i| i.name == "avx512vnni");
+    Chosen { isa: isas.last().map_or("scalar", |i| i.name), avx512vnni, by_type, tiles_by_type }
 }
 
 /// The kernels for `ty` on this CPU, or None if the engine cannot run the type.
@@ -241,12 +244,13 @@ pub fn rows4(ty: GgmlType) -> Option<VecDotRows4> {
         (0..64u32)
             .map(|id| {
                 let ty = GgmlType::ALL.iter().copied().find(|t| *t as u32 == id)?;
-                let chosen = get(ty)?;
+                get(ty)?;
+                // Only where `PRIMA_KERNELS` leaves the AVX-512 VNNI variant in the choice.
                 #[cfg(target_arch = "x86_64")]
-                if on && chosen.isa == "avx512vnni" {
+                if on && CHOSEN.get_or_init(choose).avx512vnni {
                     return super::x86_avx512_rows4::rows4(ty);
                 }
-                let _ = (on, chosen);
+                let _ = on;
                 None
             })
             .collect()

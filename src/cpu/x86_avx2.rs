@@ -342,7 +342,7 @@ const Q8K_BSUMS: usize = 260;
 /// The 8 scales and 8 mins of a Q4_K/Q5_K block as 16 bytes (scales first).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k4_scales_mins(p: *const u8) -> __m128i {
+pub(super) unsafe fn k4_scales_mins(p: *const u8) -> __m128i {
     const K1: u32 = 0x3f3f3f3f;
     const K2: u32 = 0x0f0f0f0f;
     const K3: u32 = 0x03030303;

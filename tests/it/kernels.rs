@@ -336,7 +336,7 @@ fn rows4_matches_scalar_oracle() {
     for ty in types_with_quantizer() {
         let Some(r4) = kernels::rows4(ty) else { continue };
         let scalar = quant::scalar_kernels(ty).unwrap();
-        for n in [576, 1536, 64, 4096] {
+        for n in [576, 1536, 64, 4096, 256, 768].into_iter().filter(|n| n % ty.block_size() == 0) {
             let (w, act, xs) = operands(ty, n, 8, 1, n as u64 * 31 + ty as u64);
             let wb = ty.row_bytes(n).unwrap();
             for pad in [0, 7] {
