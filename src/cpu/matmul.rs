@@ -188,6 +188,9 @@ unsafe fn matvec_rows4(
     unsafe { rows_times_tokens(k, w, whole..rows.end, act, out, w.rows) };
 }
 
+/// How many rows ahead the one-row decode loop prefetches.
+const PREFETCH_ROWS: usize = 2;
+
 /// `out[t * out_stride + r] = dot(w[r], act[t])` for the weight rows `rows` and every token of
 /// `act`: the unit of work one task runs.
 ///
@@ -210,8 +213,16 @@ pub unsafe fn rows_times_tokens(
     }
     let act = act.quantized;
     let tiles = n_tokens / 4;
+    let rows_end = rows.end;
     for r in rows {
         let wr = &data[r * row_bytes..(r + 1) * row_bytes];
+        if n_tokens < 4 && r + PREFETCH_ROWS < rows_end {
+            // Decode reads each row once: ask for a later one while this one computes.
+            let ahead = data[(r + PREFETCH_ROWS) * row_bytes..].as_ptr();
+            for off in (0..row_bytes).step_by(64) {
+                super::prefetch_l2(ahead.wrapping_add(off));
+            }
+        }
         for tile in 0..tiles {
             let t0 = 4 * tile;
             let mut o = [0f32; 4];

@@ -24,6 +24,25 @@ mod x86_avxvnni;
 
 pub use pool::{ThreadPool, default_threads};
 
+/// Ask for the cache line at `p` into L2 (a hint: `p` may point anywhere, a prefetch never
+/// faults). Decode streams every weight once per token, and the hardware prefetcher alone
+/// leaves much of a core's read rate unused while the kernels compute.
+#[inline(always)]
+pub fn prefetch_l2(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86_64; a prefetch has no memory effect.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `prfm` only hints the cache; it never faults.
+    unsafe {
+        core::arch::asm!("prfm pldl2keep, [{0}]", in(reg) p, options(nostack, preserves_flags, readonly))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = p;
+}
+
 /// Which kernel set this CPU runs (printed by `prima bench`).
 pub fn kernel_summary() -> String {
     kernels::summary()
