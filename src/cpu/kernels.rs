@@ -168,6 +168,7 @@ pub fn available_isas() -> Vec<Isa> {
 struct Chosen {
     isa: &'static str,
     /// Whether the AVX-512 VNNI variant is among the allowed ones (the four-row kernels need it).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     avx512vnni: bool,
     by_type: Vec<Option<CpuKernels>>,
     tiles_by_type: Vec<Option<Tiles>>,

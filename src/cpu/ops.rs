@@ -104,69 +104,45 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     dot8(a, b)
 }
 
-/// One query head's attention over `seen` cached positions: scores `q·k_j · scale`, softmax,
-/// then `out = Σ_j p_j v_j`. Keys and values of position `j` start at `j * kstride` and
-/// `j * vstride`; `scores` has room for `seen` values. On x86 the same code is compiled for
-/// AVX2+FMA when the CPU has it (prefill runs this for every token and head).
-#[allow(clippy::too_many_arguments)]
-pub fn attend(
-    q: &[f32],
-    keys: &[f32],
-    kstride: usize,
-    values: &[f32],
-    vstride: usize,
-    seen: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+/// The cached keys and values one query head attends over: position `j`'s key starts at
+/// `j * kstride` of `keys`, its value at `j * vstride` of `values`, for `j < seen`.
+pub struct HeadCache<'a> {
+    pub keys: &'a [f32],
+    pub kstride: usize,
+    pub values: &'a [f32],
+    pub vstride: usize,
+    pub seen: usize,
+}
+
+/// One query head's attention over its cache: scores `q·k_j · scale`, softmax, then
+/// `out = Σ_j p_j v_j`; `scores` has room for `cache.seen` values. On x86 the same code is
+/// compiled for AVX2+FMA when the CPU has it (prefill runs this for every token and head).
+pub fn attend(q: &[f32], cache: &HeadCache, scale: f32, scores: &mut [f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the features were just checked.
-        return unsafe { attend_avx2(q, keys, kstride, values, vstride, seen, scale, scores, out) };
+        return unsafe { attend_avx2(q, cache, scale, scores, out) };
     }
-    attend_body(q, keys, kstride, values, vstride, seen, scale, scores, out)
+    attend_body(q, cache, scale, scores, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(
-    q: &[f32],
-    keys: &[f32],
-    kstride: usize,
-    values: &[f32],
-    vstride: usize,
-    seen: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    attend_body(q, keys, kstride, values, vstride, seen, scale, scores, out)
+unsafe fn attend_avx2(q: &[f32], cache: &HeadCache, scale: f32, scores: &mut [f32], out: &mut [f32]) {
+    attend_body(q, cache, scale, scores, out)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_body(
-    q: &[f32],
-    keys: &[f32],
-    kstride: usize,
-    values: &[f32],
-    vstride: usize,
-    seen: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+fn attend_body(q: &[f32], cache: &HeadCache, scale: f32, scores: &mut [f32], out: &mut [f32]) {
     let (hk, hv) = (q.len(), out.len());
-    let scores = &mut scores[..seen];
+    let scores = &mut scores[..cache.seen];
     for (j, s) in scores.iter_mut().enumerate() {
-        *s = dot8(q, &keys[j * kstride..][..hk]) * scale;
+        *s = dot8(q, &cache.keys[j * cache.kstride..][..hk]) * scale;
     }
     softmax(scores);
     out.fill(0.0);
     for (j, &p) in scores.iter().enumerate() {
-        for (o, v) in out.iter_mut().zip(&values[j * vstride..][..hv]) {
+        for (o, v) in out.iter_mut().zip(&cache.values[j * cache.vstride..][..hv]) {
             *o += p * v;
         }
     }

@@ -184,7 +184,12 @@ unsafe fn rows4_q4_k(nb: usize, w: *const u8, row_bytes: usize, a: *const u8, ou
         // A 64-byte weight load holds sub-blocks (2p, 2p + 2) in its low nibbles and
         // (2p + 1, 2p + 3) in its high ones: the activations in the same order.
         let ys = unsafe {
-            [join256(q, q.add(64)), join256(q.add(32), q.add(96)), join256(q.add(128), q.add(192)), join256(q.add(160), q.add(224))]
+            [
+                join256(q, q.add(64)),
+                join256(q.add(32), q.add(96)),
+                join256(q.add(128), q.add(192)),
+                join256(q.add(160), q.add(224)),
+            ]
         };
         let bs = unsafe { _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()) };
         // Sums over the 32-element sub-blocks, for the mins.
@@ -259,7 +264,8 @@ unsafe fn rows4_q6_k(nb: usize, w: *const u8, row_bytes: usize, a: *const u8, ou
                 let ql = unsafe { load512(x.add(64 * h)) };
                 let qh = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(x.add(128 + 32 * h).cast()) });
                 // (low & 0x0f) | high, one ternary-logic op each.
-                let u_lo = _mm512_ternarylogic_epi64::<0xEA>(ql, m4, _mm512_and_si512(_mm512_sllv_epi64(qh, up), m_high));
+                let u_lo =
+                    _mm512_ternarylogic_epi64::<0xEA>(ql, m4, _mm512_and_si512(_mm512_sllv_epi64(qh, up), m_high));
                 let u_hi = _mm512_ternarylogic_epi64::<0xEA>(
                     _mm512_srli_epi16(ql, 4),
                     m4,
@@ -294,7 +300,12 @@ macro_rules! entry {
         fn $name(n: usize, w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32; 4]) {
             let nb = n / $elems;
             let bs = $wblock;
-            assert!(n % $elems == 0 && row_bytes >= nb * bs && w.len() >= 3 * row_bytes + nb * bs && act.len() >= nb * $ablock);
+            assert!(
+                n % $elems == 0
+                    && row_bytes >= nb * bs
+                    && w.len() >= 3 * row_bytes + nb * bs
+                    && act.len() >= nb * $ablock
+            );
             // SAFETY: CPU features checked before the kernel was handed out; lengths checked.
             unsafe { $kernel(nb, w.as_ptr(), row_bytes, act.as_ptr(), out) }
         }
@@ -322,4 +333,3 @@ pub fn rows4(ty: GgmlType) -> Option<VecDotRows4> {
         _ => return None,
     })
 }
-

@@ -242,19 +242,26 @@ unsafe fn prepare_tile<F: LaneFormat>(rows: [Option<*const u8>; 4], nb: usize, o
     }
 }
 
+/// Lane 4r + t of group g takes dword 8r + g of [row0 row1 | row2 row3].
+const GROUP_LANES: [[i32; 16]; 8] = {
+    let mut t = [[0i32; 16]; 8];
+    let mut g = 0;
+    while g < 8 {
+        let mut l = 0;
+        while l < 16 {
+            t[g][l] = (8 * (l / 4) + g) as i32;
+            l += 1;
+        }
+        g += 1;
+    }
+    t
+};
+
 /// Decode blocks `b0..b0 + n` of 4 rows (`rows[r]`, None past the last row) for the tiles:
 /// per block, group `g`'s 64 bytes hold row `r`'s 4 quants in lanes `4r..4r+4` (once per
 /// token), then the per-lane correction, `d_w` and `m_w`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn decode_rows<F: LaneFormat>(rows: [Option<*const u8>; 4], b0: usize, n: usize, out: *mut u8) {
-    // Lane 4r + t of group g takes dword 8r + g of [row0 row1 | row2 row3].
-    let idx: [__m512i; 8] = std::array::from_fn(|g| {
-        let mut v = [0i32; 16];
-        for (l, x) in v.iter_mut().enumerate() {
-            *x = (8 * (l / 4) + g) as i32;
-        }
-        unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
-    });
     for b in 0..n {
         let o = unsafe { out.add(b * DEC_BLOCK) };
         let mut q = [_mm256_setzero_si256(); 4];
@@ -273,8 +280,9 @@ unsafe fn decode_rows<F: LaneFormat>(rows: [Option<*const u8>; 4], b0: usize, n:
         }
         let lo = _mm512_inserti64x4(_mm512_castsi256_si512(q[0]), q[1], 1);
         let hi = _mm512_inserti64x4(_mm512_castsi256_si512(q[2]), q[3], 1);
-        for (g, ix) in idx.iter().enumerate() {
-            unsafe { _mm512_storeu_si512(o.add(64 * g).cast(), _mm512_permutex2var_epi32(lo, *ix, hi)) };
+        for (g, lanes) in GROUP_LANES.iter().enumerate() {
+            let ix = unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) };
+            unsafe { _mm512_storeu_si512(o.add(64 * g).cast(), _mm512_permutex2var_epi32(lo, ix, hi)) };
         }
         unsafe {
             _mm512_storeu_si512(o.add(512).cast(), _mm512_loadu_si512(corr.as_ptr().cast()));

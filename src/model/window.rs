@@ -236,7 +236,6 @@ fn attention(
     let scale = 1.0 / (hk as f32).sqrt();
     let n_tasks = n * c.n_head;
     let n_chunks = pool.n_threads().min(n_tasks);
-    let per = n_tasks.div_ceil(n_chunks);
     let scores = grow(scores, n_chunks * total);
     let scores_ptr = SyncPtr(scores.as_mut_ptr());
     let out_ptr = SyncPtr(out.as_mut_ptr());
@@ -244,13 +243,17 @@ fn attention(
         let (scores_ptr, out_ptr) = (scores_ptr, out_ptr);
         // SAFETY: chunk `ci` owns scores[ci*total..] and the output heads of its tasks.
         let sc = unsafe { std::slice::from_raw_parts_mut(scores_ptr.0.add(ci * total), total) };
-        for task in ci * per..((ci + 1) * per).min(n_tasks) {
+        // Strided, not contiguous: a later token attends over more keys (causal), so
+        // contiguous chunks would leave the first thread with a quarter of the work.
+        for task in (ci..n_tasks).step_by(n_chunks) {
             let (t, h) = (task / c.n_head, task % c.n_head);
             let g = h / group;
             let seen = pos + t + 1;
             let qh = &q[t * c.n_head * hk + h * hk..][..hk];
             let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(t * c.n_head * hv + h * hv), hv) };
-            ops::attend(qh, &keys[g * hk..], kd, &values[g * hv..], vd, seen, scale, sc, o);
+            let cache =
+                ops::HeadCache { keys: &keys[g * hk..], kstride: kd, values: &values[g * hv..], vstride: vd, seen };
+            ops::attend(qh, &cache, scale, sc, o);
         }
     });
 }
