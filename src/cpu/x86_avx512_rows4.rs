@@ -253,7 +253,7 @@ unsafe fn rows4_q6_k(nb: usize, w: *const u8, row_bytes: usize, a: *const u8, ou
         let q = unsafe { y.add(Q8K_QS) };
         let ys = unsafe { [load512(q), load512(q.add(64)), load512(q.add(128)), load512(q.add(192))] };
         let bs = unsafe { _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()) };
-        for r in 0..4 {
+        for (r, acc) in acc.iter_mut().enumerate() {
             let x = unsafe { w.add(r * row_bytes + i * 210) };
             prefetch_block(x.wrapping_add(4 * row_bytes), 210);
             let d = unsafe { f16_at(x.add(208)) };
@@ -278,11 +278,11 @@ unsafe fn rows4_q6_k(nb: usize, w: *const u8, row_bytes: usize, a: *const u8, ou
             }
             let offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
             let sum = _mm512_sub_epi32(sum, _mm512_zextsi256_si512(offset));
-            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d * dy), _mm512_cvtepi32_ps(sum), acc[r]);
+            *acc = _mm512_fmadd_ps(_mm512_set1_ps(d * dy), _mm512_cvtepi32_ps(sum), *acc);
         }
     }
-    for r in 0..4 {
-        out[r] = _mm512_reduce_add_ps(acc[r]);
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o = _mm512_reduce_add_ps(acc);
     }
 }
 
