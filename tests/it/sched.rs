@@ -459,6 +459,19 @@ fn link_probe_over_loopback() {
 }
 
 #[test]
+fn ram_probe_buffer_fits_small_devices() {
+    use profile::measure::{RAM_PROBE_MIN, ram_probe_bytes};
+    const M: usize = 1 << 20;
+    // A big machine gets the buffer asked for; a 307 MiB device (the emulated Mac M1 of
+    // bench/homecluster.sh, OOM-killed by a 512 MiB probe) a quarter of what it has free.
+    assert_eq!(ram_probe_bytes(512 * M, 20 << 30), 512 * M);
+    assert_eq!(ram_probe_bytes(512 * M, 290 << 20), 290 * M / 4);
+    // Never below the floor, whatever is free.
+    assert_eq!(ram_probe_bytes(512 * M, 0), RAM_PROBE_MIN);
+    assert_eq!(ram_probe_bytes(8 * M, 1 << 30), RAM_PROBE_MIN);
+}
+
+#[test]
 fn measurements_are_sane_and_quick() {
     // The whole profiler, shrunk: one format, one thread, small buffers.
     let t = std::time::Instant::now();
