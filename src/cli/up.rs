@@ -99,6 +99,9 @@ pub fn run(a: UpArgs) -> Result<()> {
     }
 
     let mut ring = up(&cfg, &UpOptions { engine: kind, ..UpOptions::default() })?;
+    // The pressure of running the model: what loading left allocated (KV cache, buffers, the
+    // tokenizer) still counts against the baseline, the profile's freed RAM probe does not.
+    monitor.reset_peak();
     let t0 = Instant::now();
     let n_out = match (&a.prompt, &tokenizer, &gguf) {
         (None, Some(tok), Some(g)) => {

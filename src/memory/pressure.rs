@@ -140,6 +140,13 @@ impl PressureMonitor {
         PressureMonitor { baseline, peak_ppm, stop, thread }
     }
 
+    /// Forget the peak so far, keeping the baseline: what was allocated since the baseline and
+    /// is still held counts from the next sample on, a transient that is gone does not (the
+    /// profile's RAM probe before the ring runs).
+    pub fn reset_peak(&self) {
+        self.peak_ppm.store(0, Ordering::Relaxed);
+    }
+
     /// Highest pressure seen so far (fraction of total memory).
     pub fn peak(&self) -> f64 {
         self.peak_ppm.load(Ordering::Relaxed) as f64 / 1e6
@@ -189,5 +196,25 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         std::hint::black_box(&v);
         assert!(m.peak() > 0.005, "peak {}", m.peak());
+    }
+
+    #[test]
+    fn reset_peak_forgets_a_freed_transient() {
+        let m = PressureMonitor::with_period(Duration::from_millis(5));
+        let total = m.baseline.map(|b| b.total).unwrap_or(0);
+        if total == 0 {
+            return;
+        }
+        // 4% of memory, touched, held, then freed (a large Vec is unmapped on drop).
+        let v = vec![1u8; (total / 25) as usize];
+        std::thread::sleep(Duration::from_millis(100));
+        std::hint::black_box(&v);
+        let held = m.peak();
+        assert!(held > 0.02, "peak {held}");
+        drop(v);
+        std::thread::sleep(Duration::from_millis(30));
+        m.reset_peak();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(m.peak() < held / 2.0, "peak {} after reset, {held} before", m.peak());
     }
 }
