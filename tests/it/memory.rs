@@ -48,20 +48,26 @@ fn drop_cache(path: &std::path::Path) {
     nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
 }
 
-#[test]
-fn window_uses_the_map_in_place_and_touches_only_its_layers() {
-    let dir = std::env::temp_dir().join(format!("prima-it-memory-{}", std::process::id()));
+/// A fresh `n_layer`-layer [`SHAPE`] model in its own temporary directory, opened, with no page
+/// cached: (dir, model path, model).
+fn cold_mini_model(test: &str, n_layer: usize) -> (std::path::PathBuf, std::path::PathBuf, Model) {
+    let dir = std::env::temp_dir().join(format!("prima-it-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mini.gguf");
     let vocab = GgufFile::open(fixtures().join("vocab/c-2048.vocab-only.gguf")).unwrap();
-    write_model(&SHAPE, 4, Mix::Q4KM, &vocab, &path).unwrap();
-
+    write_model(&Shape { n_layer, ..SHAPE }, n_layer, Mix::Q4KM, &vocab, &path).unwrap();
     let m = Model::open(&path).unwrap();
-    let f = m.gguf.clone();
     // The kernel's read-around (8 MiB on some disks) would read neighbours we never touch.
     // Parsing the header already read ahead: start from a cold cache.
-    f.mmap().unwrap().advise(memmap2::Advice::Random).unwrap();
+    m.gguf.mmap().unwrap().advise(memmap2::Advice::Random).unwrap();
     drop_cache(&path);
+    (dir, path, m)
+}
+
+#[test]
+fn window_uses_the_map_in_place_and_touches_only_its_layers() {
+    let (dir, _, m) = cold_mini_model("memory", 4);
+    let f = m.gguf.clone();
     let pool = Arc::new(ThreadPool::new(1));
     let mut w = LayerWindow::new(&m, 1..2, 8, pool).unwrap();
     // In place: every matrix is a slice of the file map, not a heap copy.
@@ -112,15 +118,8 @@ fn eventually(cond: impl Fn() -> bool) -> bool {
 fn follow_reads_a_tail_ahead_of_the_compute_and_drops_it_behind() {
     use prima::memory::prefetch::{Follow, Prefetcher};
     use std::sync::atomic::Ordering;
-    let dir = std::env::temp_dir().join(format!("prima-it-follow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("mini.gguf");
-    let vocab = GgufFile::open(fixtures().join("vocab/c-2048.vocab-only.gguf")).unwrap();
-    write_model(&Shape { n_layer: 8, ..SHAPE }, 8, Mix::Q4KM, &vocab, &path).unwrap();
-    let m = Model::open(&path).unwrap();
+    let (dir, path, m) = cold_mini_model("follow", 8);
     let f = m.gguf.clone();
-    f.mmap().unwrap().advise(memmap2::Advice::Random).unwrap();
-    drop_cache(&path);
     let pool = Arc::new(ThreadPool::new(1));
     // The window's ranges in compute order: seven matrices per layer.
     let w = LayerWindow::new(&m, 0..8, 8, pool).unwrap();
