@@ -174,9 +174,13 @@ on() {
 }
 
 # Peak non-file memory of a device's cgroup (bytes above the reading at start), sampled in the
-# background until $WORK/$1.stop exists: the seed's pressure metric (page cache excluded).
+# background until $WORK/$1.stop exists: the seed's pressure metric (page cache excluded). With
+# $2 = ring, peaks before the head logs "ring ready" (each device's profile, whose RAM probe
+# allocates and frees up to a quarter of the device's memory, and the load) are kept apart as
+# the start-up peak; the reported peak is that of running the model, against the same baseline.
 sample() {
-    local cg=$MEMCG/$1 base rbase peak=0 rpeak=0 now r
+    local cg=$MEMCG/$1 base rbase peak=0 rpeak=0 speak=0 now r ready=1
+    [ "${2:-}" = ring ] && ready=0
     anon() { awk -v u="$(cat "$cg/memory.usage_in_bytes")" '/^total_(in)?active_file /{f+=$2} END{print u-f}' "$cg/memory.stat"; }
     rss() { awk '/^total_rss /{print $2}' "$cg/memory.stat"; }
     base=$(anon)
@@ -184,9 +188,14 @@ sample() {
     while [ ! -e "$WORK/$1.stop" ]; do
         now=$(($(anon) - base))
         r=$(($(rss) - rbase))
-        [ "$now" -gt "$peak" ] && peak=$now
-        [ "$r" -gt "$rpeak" ] && rpeak=$r
-        echo "$peak $rpeak" >"$WORK/$1.peak"
+        if [ $ready = 0 ]; then
+            [ "$now" -gt "$speak" ] && speak=$now
+            grep -q '^up: ring ready' "$WORK/prima.log" 2>/dev/null && ready=1
+        else
+            [ "$now" -gt "$peak" ] && peak=$now
+            [ "$r" -gt "$rpeak" ] && rpeak=$r
+        fi
+        echo "$peak $rpeak $speak" >"$WORK/$1.peak"
         sleep 0.2
     done
 }
@@ -248,7 +257,8 @@ run_prima() {
         touch "$WORK/warm-$(basename "$MODEL")-$ROUNDS-$(echo "$DEVICES" | md5sum | cut -c1-8)"
     fi
     drop_caches
-    for d in "${DEVS[@]}"; do read -r name _ <<<"$d"; rm -f "$WORK/$name.stop"; sample "$name" & done
+    rm -f "$WORK/prima.log"
+    for d in "${DEVS[@]}"; do read -r name _ <<<"$d"; rm -f "$WORK/$name.stop"; sample "$name" ring & done
     local before
     before=$(oom_kills)
     echo "== prima up: k=$ROUNDS prefetch=$PREFETCH, $N_PREDICT tokens"
@@ -272,10 +282,11 @@ wait_samplers() { sleep 0.5; }
 report_pressure() {
     for d in "${DEVS[@]}"; do
         read -r name ram _ <<<"$d"
-        read -r p a <"$WORK/$name.peak" || true
-        awk -v p="${p:-0}" -v a="${a:-0}" -v r="$ram" -v n="$name" 'BEGIN {printf \
-            "  %-4s memory pressure (cgroup, measured outside): %.1f%% of %d MiB (anonymous memory %+.1f%%)\n", \
-            n, 100 * p / (r * 1048576), r, 100 * a / (r * 1048576)}'
+        read -r p a sp <"$WORK/$name.peak" || true
+        awk -v p="${p:-0}" -v a="${a:-0}" -v sp="${sp:-0}" -v r="$ram" -v n="$name" 'BEGIN {printf \
+            "  %-4s memory pressure (cgroup, measured outside): %.1f%% of %d MiB (anonymous memory %+.1f%%)%s\n", \
+            n, 100 * p / (r * 1048576), r, 100 * a / (r * 1048576), \
+            (sp > 0 ? sprintf("; start-up (profile, load) %.1f%%", 100 * sp / (r * 1048576)) : "")}'
     done
 }
 

@@ -439,9 +439,14 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
         .enumerate()
         .map(|(i, d)| Member { name: d.name.clone(), addr: d.addr.clone(), ranges: plan.ranges(i + 1) })
         .collect();
+    let pager = crate::memory::Pager::new(windows.iter().map(|w| w.mapped()));
+    let mut windows = windows;
+    for w in windows.iter_mut() {
+        w.set_progress(pager.progress());
+    }
     Ok(Ring {
         head,
-        pager: crate::memory::Pager::new(windows.iter().map(|w| w.mapped())),
+        pager,
         windows,
         members,
         head_ranges,

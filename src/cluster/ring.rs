@@ -10,6 +10,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ pub trait Window: Send {
     fn mapped(&self) -> Option<(GgufFile, Vec<Range<usize>>)> {
         None
     }
+    /// Where to report, while running, how many of [`Window::mapped`]'s ranges are done with.
+    fn set_progress(&mut self, _progress: Arc<AtomicUsize>) {}
 }
 
 /// What only the head runs: token embedding, output norm and matrix.
@@ -143,6 +146,9 @@ impl Window for LayerWindow {
     }
     fn mapped(&self) -> Option<(GgufFile, Vec<Range<usize>>)> {
         LayerWindow::mapped(self)
+    }
+    fn set_progress(&mut self, progress: Arc<AtomicUsize>) {
+        LayerWindow::set_progress(self, progress)
     }
 }
 
@@ -269,13 +275,16 @@ pub fn run_worker(
 ) -> Result<WorkerStats> {
     let mut st = WorkerStats::default();
     let mut pager = crate::memory::Pager::new(windows.iter().map(|w| w.mapped()));
+    for w in windows.iter_mut() {
+        w.set_progress(pager.progress());
+    }
     let mut last_send_end = Instant::now();
     loop {
         let ev = events.recv().map_err(|_| Error::msg("event channel closed"))?;
         let arrived = Instant::now();
         match ev {
             Event::Ring(Msg::Activations { round, n_tokens, pos, mut data }) => {
-                pager.arrived(n_tokens as usize);
+                pager.arrived(round as usize, n_tokens as usize);
                 let nw = windows.len();
                 let w = windows
                     .get_mut(round as usize)
@@ -465,7 +474,7 @@ impl Ring {
                     self.stats.wait_ns += (t2 - t1).as_nanos() as u64;
                 }
             }
-            self.pager.arrived(n_tokens);
+            self.pager.arrived(round, n_tokens);
             let t = Instant::now();
             self.windows[round].forward(hidden, n_tokens, pos)?;
             if decode {

@@ -48,8 +48,10 @@ pub fn release(f: &GgufFile, ranges: &[Range<usize>]) {
     }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Ok(file) = std::fs::File::open(&f.path) {
-        // Whole pages: the kernel keeps partial pages at the ends of an unaligned range.
-        for r in ranges.iter().map(|r| page_align(r, map.len())) {
+        // Whole pages: the kernel keeps partial pages at the ends of an unaligned range, and
+        // keeps a large folio (the page cache reads ahead in folios of up to megabytes) that a
+        // range covers only in part, so neighbouring matrices are dropped as one span.
+        for r in merge_close(ranges, MERGE_GAP).iter().map(|r| page_align(r, map.len())) {
             let _ = nix::fcntl::posix_fadvise(
                 &file,
                 r.start as i64,
@@ -58,6 +60,24 @@ pub fn release(f: &GgufFile, ranges: &[Range<usize>]) {
             );
         }
     }
+}
+
+/// Ranges closer than this are dropped from the page cache as one: what lies between two
+/// matrices of a layer is a norm vector (copied at load, 16–32 KiB).
+const MERGE_GAP: usize = 64 << 10;
+
+/// `ranges` sorted, with those less than `gap` bytes apart merged.
+pub fn merge_close(ranges: &[Range<usize>], gap: usize) -> Vec<Range<usize>> {
+    let mut v: Vec<Range<usize>> = ranges.iter().filter(|r| !r.is_empty()).cloned().collect();
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end.saturating_add(gap) => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// A reading of system memory, in bytes.
@@ -98,4 +118,16 @@ impl MemorySnapshot {
 pub fn memory_pressure(before: &MemorySnapshot, during: &MemorySnapshot) -> f64 {
     let drop = before.available.saturating_sub(during.available) + during.swap_used.saturating_sub(before.swap_used);
     drop as f64 / before.total.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_ranges_merge() {
+        let r = merge_close(&[300..400, 0..100, 150..200, 100..120, 5000..6000, 7..7], 64);
+        assert_eq!(r, vec![0..200, 300..400, 5000..6000]);
+        assert_eq!(merge_close(&[0..10, 20..30], 5), vec![0..10, 20..30]);
+    }
 }

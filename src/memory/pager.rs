@@ -3,13 +3,16 @@
 //! At start it drops the parts of the mapped file it will never run (other devices' layers)
 //! and prefetches its first window and the resident heads of the others; after each window's
 //! output is sent ([`Pager::done`]) it drops that window's streamed tail (when streaming) and
-//! prefetches the next window's tail (or, when everything fits, the next window).
+//! prefetches the next window's tail (or, when everything fits, the next window); when a
+//! window's input arrives ([`Pager::arrived`]) it reads the rest of that window's tail.
 
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::policy::{self, Policy, PrefetchMode};
-use super::prefetch::Prefetcher;
+use super::prefetch::{Follow, Prefetcher};
 use super::pressure::{self, PressureMonitor};
 use crate::gguf::GgufFile;
 
@@ -46,6 +49,8 @@ pub struct Pager {
     prefetcher: Option<Prefetcher>,
     monitor: PressureMonitor,
     steps: u64,
+    /// Units of the running window's ranges done (see [`Pager::progress`]).
+    progress: Arc<AtomicUsize>,
 }
 
 impl Pager {
@@ -77,6 +82,7 @@ impl Pager {
                 prefetcher: None,
                 monitor,
                 steps: 0,
+                progress: Arc::new(AtomicUsize::new(0)),
             };
         };
         let snap = monitor.baseline.or_else(pressure::snapshot).unwrap_or_default();
@@ -87,6 +93,7 @@ impl Pager {
         let policy = policy::plan(&bytes, budget, mode);
         super::release(&f, &unused_ranges(&f, &windows));
         let prefetcher = policy.touch.then(|| Prefetcher::new(f.clone()));
+        let progress = prefetcher.as_ref().map(|p| p.units_done()).unwrap_or_default();
         let p = Pager {
             file: Some(f),
             windows,
@@ -99,6 +106,7 @@ impl Pager {
             prefetcher,
             monitor,
             steps: 0,
+            progress,
         };
         eprintln!("memory: {}", p.describe());
         if p.policy.prefetch && !p.windows.is_empty() {
@@ -111,14 +119,36 @@ impl Pager {
         p
     }
 
-    /// The input of a window (for `n_tokens` tokens) has arrived: the wait since the last
-    /// output was sent is time the prefetch had.
-    pub fn arrived(&mut self, n_tokens: usize) {
-        if n_tokens == 1
-            && let Some(t) = self.sent.take()
-        {
+    /// The input of window `i` (for `n_tokens` tokens) has arrived: the wait since the last
+    /// output was sent is time the prefetch had. A streaming device's tail is then followed
+    /// ([`Follow`]): read ahead of the compute beyond the prefetched room, never more than a
+    /// room ahead, and dropped behind it, so the head plus what is in flight stays within the
+    /// budget.
+    pub fn arrived(&mut self, i: usize, n_tokens: usize) {
+        if n_tokens != 1 {
+            return;
+        }
+        if let Some(t) = self.sent.take() {
             self.waits.push(t.elapsed().as_secs_f64());
         }
+        self.progress.store(0, Ordering::Release);
+        if let Some(p) = &self.prefetcher
+            && i < self.windows.len()
+            && self.policy.streams
+            && self.policy.release_done
+        {
+            let keep = self.policy.keep.get(i).copied().unwrap_or(u64::MAX);
+            let room = self.policy.cap;
+            let read_from = keep.saturating_add(if self.policy.prefetch { room } else { 0 });
+            // Stale once window i is done (the next `done` call).
+            p.follow(Follow { units: self.windows[i].clone(), keep, read_from, room, stale_at: self.steps + 1 });
+        }
+    }
+
+    /// Where the windows report their progress (units of their mapped ranges done) while they
+    /// run, for the tail streaming of [`Pager::arrived`].
+    pub fn progress(&self) -> Arc<AtomicUsize> {
+        self.progress.clone()
     }
 
     /// Window `i`'s output (for `n_tokens` tokens) has been sent: drop its tail, prefetch what

@@ -116,10 +116,17 @@ impl PressureMonitor {
 
     pub fn with_period(period: Duration) -> PressureMonitor {
         let cg = CgroupMem::current();
-        let read = move || match &cg {
+        Self::with_reader(period, move || match &cg {
             Some(c) => c.snapshot(),
             None => MemorySnapshot::now(),
-        };
+        })
+    }
+
+    /// Sample `read` every `period` (the first reading is the baseline).
+    pub fn with_reader(
+        period: Duration,
+        read: impl Fn() -> Option<MemorySnapshot> + Send + 'static,
+    ) -> PressureMonitor {
         let baseline = read();
         let peak_ppm = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -138,6 +145,13 @@ impl PressureMonitor {
                 .expect("spawning the memory monitor")
         });
         PressureMonitor { baseline, peak_ppm, stop, thread }
+    }
+
+    /// Forget the peak so far, keeping the baseline: what was allocated since the baseline and
+    /// is still held counts from the next sample on, a transient that is gone does not (the
+    /// profile's RAM probe before the ring runs).
+    pub fn reset_peak(&self) {
+        self.peak_ppm.store(0, Ordering::Relaxed);
     }
 
     /// Highest pressure seen so far (fraction of total memory).
@@ -189,5 +203,32 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         std::hint::black_box(&v);
         assert!(m.peak() > 0.005, "peak {}", m.peak());
+    }
+
+    #[test]
+    fn reset_peak_forgets_a_freed_transient() {
+        use std::sync::atomic::AtomicU64;
+        // A fake device of 1000 bytes: 900 available at the baseline.
+        let avail = Arc::new(AtomicU64::new(900));
+        let a = avail.clone();
+        let read =
+            move || Some(MemorySnapshot { total: 1000, available: a.load(Ordering::Relaxed), ..Default::default() });
+        let m = PressureMonitor::with_reader(Duration::from_millis(1), read);
+        let seen = |want: f64| {
+            (0..2000).any(|_| {
+                std::thread::sleep(Duration::from_millis(1));
+                (m.peak() - want).abs() < 1e-9
+            })
+        };
+        // A transient of 300 (the profile's probe), freed; then 50 held (KV cache).
+        avail.store(600, Ordering::Relaxed);
+        assert!(seen(0.3), "peak {}", m.peak());
+        avail.store(850, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!((m.peak() - 0.3).abs() < 1e-9, "the peak stays until reset");
+        m.reset_peak();
+        assert!(seen(0.05), "after reset: {}", m.peak());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!((m.peak() - 0.05).abs() < 1e-9, "after reset: {}", m.peak());
     }
 }

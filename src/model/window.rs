@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Model;
 use super::config::ModelConfig;
@@ -87,7 +88,13 @@ pub struct LayerWindow {
     rope: Rope,
     pool: Arc<ThreadPool>,
     s: Scratch,
+    /// Matrices of the running forward done so far, in [`LayerWindow::file_ranges`] order
+    /// (seven per layer); the pager streams and releases weights behind it.
+    progress: Option<Arc<AtomicUsize>>,
 }
+
+/// Matrices per layer in [`LayerWindow::file_ranges`] (q, k, v, o, gate, up, down).
+pub const MATRICES_PER_LAYER: usize = 7;
 
 impl LayerWindow {
     pub fn new(m: &Model, layers: Range<usize>, n_ctx: usize, pool: Arc<ThreadPool>) -> Result<LayerWindow> {
@@ -105,7 +112,13 @@ impl LayerWindow {
             weights,
             pool,
             s: Scratch::default(),
+            progress: None,
         })
+    }
+
+    /// Report progress (matrices done, see [`MATRICES_PER_LAYER`]) into `p` while running.
+    pub fn set_progress(&mut self, p: Arc<AtomicUsize>) {
+        self.progress = Some(p);
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -182,6 +195,7 @@ impl LayerWindow {
         let mut qkv = [Product { w: &w.wq, out: q }, Product { w: &w.wk, out: k }, Product { w: &w.wv, out: v }];
         matmul_group(pool, xn, n, &mut qkv, &mut s.act);
         let [Product { out: q, .. }, Product { out: k, .. }, Product { out: v, .. }] = qkv;
+        report(&self.progress, li, 3);
         for (t, b) in [(&mut *q, &w.bq), (&mut *k, &w.bk), (&mut *v, &w.bv)] {
             if let Some(b) = b {
                 ops::add_bias(t, b);
@@ -199,6 +213,7 @@ impl LayerWindow {
         attention(pool, c, &self.kv, li, q, attn, n, pos, &mut s.scores);
         let proj = grow(&mut s.proj, n * c.n_embd);
         matmul_group(pool, attn, n, &mut [Product { w: &w.wo, out: proj }], &mut s.act);
+        report(&self.progress, li, 4);
         ops::add_in_place(x, proj);
 
         // Feed-forward block (SwiGLU).
@@ -206,10 +221,19 @@ impl LayerWindow {
         let (gate, up) = (grow(&mut s.gate, n * c.n_ff), grow(&mut s.up, n * c.n_ff));
         let mut gate_up = [Product { w: &w.gate, out: gate }, Product { w: &w.up, out: up }];
         matmul_group(pool, xn, n, &mut gate_up, &mut s.act);
+        report(&self.progress, li, 6);
         let [Product { out: gate, .. }, Product { out: up, .. }] = gate_up;
         ops::silu_mul(gate, up);
         matmul_group(pool, gate, n, &mut [Product { w: &w.down, out: proj }], &mut s.act);
+        report(&self.progress, li, 7);
         ops::add_in_place(x, proj);
+    }
+}
+
+/// Store "matrices done" (`matrices` of layer `li`) where the pager reads it.
+fn report(progress: &Option<Arc<AtomicUsize>>, li: usize, matrices: usize) {
+    if let Some(p) = progress {
+        p.store(li * MATRICES_PER_LAYER + matrices, Ordering::Release);
     }
 }
 

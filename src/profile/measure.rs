@@ -84,7 +84,7 @@ pub fn measure(opt: &Options, progress: &mut dyn FnMut(&str)) -> Result<DevicePr
             p.cpu.push(Throughput { format: ty.name().to_string(), threads: t, gflops: g });
         }
     }
-    p.ram_read_gbps = ram_read_gbps(opt.ram_buffer_mib << 20, p.cores as usize);
+    p.ram_read_gbps = ram_read_gbps(ram_probe_bytes(opt.ram_buffer_mib << 20, p.memory.available), p.cores as usize);
     progress(&format!("ram read: {:.2} GB/s", p.ram_read_gbps));
     p.kv_append = kv_append();
     progress(&format!("kv append: {:.2} µs + {:.2} GB/s", p.kv_append.fixed_us, p.kv_append.gbps));
@@ -189,6 +189,17 @@ pub fn cpu_gflops(ty: GgmlType, threads: usize, budget: Duration, dot: &DotFn) -
     let flops = 2.0 * (n * rows * reps * threads) as f64;
     flops / median(samples).max(1e-9) / 1e9
 }
+
+/// The RAM probe's buffer: `wanted` bytes, but at most a quarter of the available memory — a
+/// device with a few hundred MiB (an emulated phone, a container) must not be OOM-killed by
+/// its own profile — and at least [`RAM_PROBE_MIN`].
+pub fn ram_probe_bytes(wanted: usize, available: u64) -> usize {
+    let quarter = (available / 4).min(usize::MAX as u64) as usize;
+    wanted.min(quarter).max(RAM_PROBE_MIN)
+}
+
+/// Smallest RAM probe buffer (still several times a core's L2).
+pub const RAM_PROBE_MIN: usize = 16 << 20;
 
 /// RAM read bandwidth: `threads` threads stream disjoint halves, thirds, … of a buffer much
 /// larger than the last-level cache (pass at least 4× its size), the way a decode step streams

@@ -405,33 +405,44 @@ impl Ctx<'_> {
     }
 
     /// Every device's share, with prefetch overlap. With k ≥ 2 rounds a streaming device keeps
-    /// the head of every window resident and reads the next window's tail while the token is
-    /// elsewhere ([`crate::memory::policy`]): its overflow s is hidden in k tails through a
-    /// room of s/(k − 1), so it reads s·k/(k − 1) bytes per token. In steady state a token takes
-    /// max(Σ busy, max over such devices of busy_m + reads_m / disk_m): the ring waits only for
-    /// the device whose disk cannot keep up. The excess is charged to that device's disk
-    /// column. With k = 1 there is no other turn to read behind: disk time adds up.
+    /// the head of every window resident and streams each window's tail
+    /// ([`crate::memory::policy`]): while the token is elsewhere it reads the first r bytes
+    /// (the room) of its next tail, and the rest of each tail while it computes, just ahead of
+    /// the compute ([`crate::memory::prefetch::Follow`]). Its overflow s is re-read as s + r
+    /// bytes per token, where r is what its disk reads in one of the k gaps between its windows
+    /// (each about 1/k of the others' time O), at most s/(k − 1): r = min(s/(k − 1), disk·O/k).
+    /// Its disk works through the whole token, so in steady state a token takes
+    /// max(Σ busy, max over such devices of busy_m + (s_m + r_m)/disk_m): the ring waits only
+    /// for the device whose disk cannot keep up, and the excess is charged to that device's
+    /// disk column. With k = 1 there is no gap planned to read in: disk time adds up.
     fn evaluate_all(&self, s: &Set, k: u32, w: &[u32], n: &[u32]) -> Vec<(Breakdown, Case, f64, f64, f64)> {
         let mut v: Vec<_> = (0..s.devs.len()).map(|m| self.evaluate_dev(s, m, k, w[m], n[m])).collect();
         if k >= 2 {
-            let mut overlapped = Vec::new();
             let kf = k as f64;
+            let busy = |b: &Breakdown| b.compute + b.memory + b.network;
+            let all_busy: f64 = v.iter().map(|(b, ..)| busy(b)).sum();
+            let mut overlapped = Vec::new();
             for m in 0..v.len() {
                 let d = s.devs[m];
+                if v[m].0.disk <= 0.0 || d.disk <= 0.0 {
+                    continue;
+                }
                 let out_gpu = m == s.head && s.out_gpu;
                 let fixed = self.fixed_bytes(s, m, out_gpu);
                 let budget = if d.uma && d.has_gpu { d.vram_budget } else { d.ram_budget };
-                let room = v[m].4 / (kf - 1.0);
-                if v[m].0.disk > 0.0 && room + fixed <= budget {
-                    overlapped.push((m, v[m].0.disk * kf / (kf - 1.0)));
+                // The disk's bytes per ms, and the room one gap of the others' turns fills.
+                let rate = d.disk * 1e6;
+                let streamed = v[m].4;
+                let room = (streamed / (kf - 1.0)).min(rate * (all_busy - busy(&v[m].0)) / kf);
+                if room + fixed <= budget {
+                    overlapped.push((m, (streamed + room) / rate));
                     v[m].0.disk = 0.0;
                 }
             }
             let serial: f64 = v.iter().map(|(b, ..)| b.total()).sum();
             let mut worst: Option<(usize, f64)> = None;
             for &(m, disk) in &overlapped {
-                let b = &v[m].0;
-                let t = b.compute + b.memory + b.network + disk;
+                let t = busy(&v[m].0) + disk;
                 if worst.is_none_or(|(_, x)| t > x) {
                     worst = Some((m, t));
                 }

@@ -459,6 +459,19 @@ fn link_probe_over_loopback() {
 }
 
 #[test]
+fn ram_probe_buffer_fits_small_devices() {
+    use profile::measure::{RAM_PROBE_MIN, ram_probe_bytes};
+    const M: usize = 1 << 20;
+    // A big machine gets the buffer asked for; a 307 MiB device (the emulated Mac M1 of
+    // bench/homecluster.sh, OOM-killed by a 512 MiB probe) a quarter of what it has free.
+    assert_eq!(ram_probe_bytes(512 * M, 20 << 30), 512 * M);
+    assert_eq!(ram_probe_bytes(512 * M, 290 << 20), 290 * M / 4);
+    // Never below the floor, whatever is free.
+    assert_eq!(ram_probe_bytes(512 * M, 0), RAM_PROBE_MIN);
+    assert_eq!(ram_probe_bytes(8 * M, 1 << 30), RAM_PROBE_MIN);
+}
+
+#[test]
 fn measurements_are_sane_and_quick() {
     // The whole profiler, shrunk: one format, one thread, small buffers.
     let t = std::time::Instant::now();
@@ -631,7 +644,35 @@ fn halda_seed_70b() {
     check(&p, &profiles);
     assert!(p.active().len() >= 2, "{}", render(&p));
     assert!(p.k >= 2, "{}", render(&p));
+    check_streaming_overlap(&p, &profiles);
     snap("plan_seed_llama3_70b", &render(&p));
+}
+
+/// With k ≥ 2, a token takes max(Σ busy, busy_m + (s_m + r_m)/disk_m) over the streaming
+/// devices m, r_m = min(s_m/(k − 1), disk_m·O_m/k) the room the others' turns O_m fill (the
+/// pager reads s + r per token, not s·k/(k − 1)); the excess is on the slowest device's disk.
+fn check_streaming_overlap(p: &halda::Plan, profiles: &[DeviceProfile]) {
+    assert!(p.k >= 2, "{}", render(p));
+    let kf = p.k as f64;
+    let busy = |d: &halda::DevicePlan| d.ms.compute + d.ms.memory + d.ms.network;
+    let all: f64 = p.devices.iter().map(busy).sum();
+    let mut want = all;
+    for (d, prof) in p.devices.iter().zip(profiles) {
+        if d.disk_bytes == 0 {
+            continue;
+        }
+        let gbps = if prof.os == Os::MacOs { prof.disk.rnd_gbps } else { prof.disk.seq_gbps };
+        let rate = gbps * 1e6;
+        let s = d.disk_bytes as f64;
+        let room = (s / (kf - 1.0)).min(rate * (all - busy(d)) / kf);
+        want = want.max(busy(d) + (s + room) / rate);
+    }
+    assert!(
+        (p.ms_per_token - want).abs() < 0.5,
+        "predicted {} ms, overlap model {want} ms\n{}",
+        p.ms_per_token,
+        render(p)
+    );
 }
 
 #[test]
@@ -650,6 +691,7 @@ fn halda_containers_70b() {
     check(&p, &profiles);
     assert_eq!(p.active().len(), 4);
     assert!(p.k >= 2);
+    check_streaming_overlap(&p, &profiles);
     snap("plan_containers4_llama3_70b", &render(&p));
 }
 
