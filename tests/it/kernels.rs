@@ -363,3 +363,62 @@ fn rows4_matches_scalar_oracle() {
     }
     eprintln!("rows4: {checked} cases");
 }
+
+/// Single-thread decode read rate of the matrix-vector kernels over a real model's two largest
+/// matrices (`token_embd`, `output`: hundreds of MB, so they stream from RAM), four-row kernels
+/// (with their prefetch) against the bare one-row kernel (no prefetch), and the same from L2
+/// (512 rows, repeated).
+/// `PRIMA_STREAM_MODEL` (default the 8B shape of `bench/vs-llama.sh`) names the GGUF:
+/// `cargo test --release --test it kernels::decode_stream_rate -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn decode_stream_rate() {
+    let path = std::env::var("PRIMA_STREAM_MODEL").unwrap_or_else(|_| "models/synth-llama3-8b.Q4_K_M.gguf".into());
+    let Ok(g) = prima::gguf::GgufFile::open(&path) else {
+        eprintln!("{path}: missing, nothing measured");
+        return;
+    };
+    for name in ["token_embd.weight", "output.weight"] {
+        let Some(t) = g.tensor(name).cloned() else { continue };
+        let (data, cols, rows) = (g.tensor_data(&t), t.row_len(), t.n_rows());
+        let rb = data.len() / rows;
+        let Some(k) = kernels::get(t.ty) else { continue };
+        let x: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+        let mut act = vec![0u8; k.k.partner.row_bytes(cols).unwrap()];
+        (k.k.quantize_partner)(&x, &mut act);
+        let rows4 = kernels::rows4(t.ty);
+        let pass = |four: bool, n_rows: usize, reps: usize| {
+            let start = std::time::Instant::now();
+            let mut sink = 0f32;
+            for _ in 0..reps {
+                for r in (0..n_rows / 4 * 4).step_by(4) {
+                    let w = &data[r * rb..(r + 4) * rb];
+                    let mut o = [0f32; 4];
+                    match rows4.filter(|_| four) {
+                        Some(f) => f(cols, w, rb, &act, &mut o),
+                        None => (0..4).for_each(|i| o[i] = (k.k.vec_dot)(cols, &w[i * rb..(i + 1) * rb], &act)),
+                    }
+                    sink += o[0];
+                }
+            }
+            std::hint::black_box(sink);
+            (n_rows / 4 * 4 * rb * reps) as f64 / start.elapsed().as_secs_f64() / 1e9
+        };
+        pass(false, rows, 1); // map the pages
+        for four in [false, true] {
+            if four && rows4.is_none() {
+                continue;
+            }
+            let stream: Vec<f64> = (0..3).map(|_| pass(four, rows, 1)).collect();
+            let l2 = pass(four, 512, rows / 512);
+            eprintln!(
+                "{name} {} {}: stream {:.2} {:.2} {:.2} GB/s, L2 {l2:.2} GB/s",
+                t.ty,
+                if four { "four-row" } else { "one-row" },
+                stream[0],
+                stream[1],
+                stream[2]
+            );
+        }
+    }
+}
