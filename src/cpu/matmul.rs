@@ -218,10 +218,7 @@ pub unsafe fn rows_times_tokens(
         let wr = &data[r * row_bytes..(r + 1) * row_bytes];
         if n_tokens < 4 && r + PREFETCH_ROWS < rows_end {
             // Decode reads each row once: ask for a later one while this one computes.
-            let ahead = data[(r + PREFETCH_ROWS) * row_bytes..].as_ptr();
-            for off in (0..row_bytes).step_by(64) {
-                super::prefetch_l2(ahead.wrapping_add(off));
-            }
+            super::prefetch_l2_block(data[(r + PREFETCH_ROWS) * row_bytes..].as_ptr(), row_bytes);
         }
         for tile in 0..tiles {
             let t0 = 4 * tile;

@@ -43,6 +43,16 @@ pub fn prefetch_l2(p: *const u8) {
     let _ = p;
 }
 
+/// [`prefetch_l2`] for every line of the `bytes` at `p`. Called per block of contiguous blocks
+/// (one prefetch per 64 bytes from each block's start covers every line: a line only a block's
+/// tail reaches is the next block's first), or once for a whole row.
+#[inline(always)]
+pub fn prefetch_l2_block(p: *const u8, bytes: usize) {
+    for off in (0..bytes).step_by(64) {
+        prefetch_l2(p.wrapping_add(off));
+    }
+}
+
 /// Which kernel set this CPU runs (printed by `prima bench`).
 pub fn kernel_summary() -> String {
     kernels::summary()

@@ -335,9 +335,9 @@ pub(super) unsafe fn q5_1<const NT: usize, const VNNI: u8>(
 // ------------------------------------------------------------------------------------------
 // 256-element super-blocks paired with Q8_K (292 bytes: f32 d, 256 i8, 16 i16 bsums).
 
-const Q8K: usize = 292;
-const Q8K_QS: usize = 4;
-const Q8K_BSUMS: usize = 260;
+pub(super) const Q8K: usize = 292;
+pub(super) const Q8K_QS: usize = 4;
+pub(super) const Q8K_BSUMS: usize = 260;
 
 /// The 8 scales and 8 mins of a Q4_K/Q5_K block as 16 bytes (scales first).
 #[inline]

@@ -18,7 +18,8 @@
 use core::arch::x86_64::*;
 
 use super::kernels::VecDotRows4;
-use super::x86_avx2::hsum_f32;
+use super::prefetch_l2_block;
+use super::x86_avx2::{Q8K, Q8K_BSUMS, Q8K_QS, f16_at, hsum_f32, hsum_f32x4, k4_scales_mins};
 use crate::quant::GgmlType;
 
 pub fn detected() -> bool {
@@ -83,20 +84,10 @@ unsafe fn unsigned<const F: u8>(x: *const u8, levels: __m256i) -> __m256i {
     }
 }
 
-/// Ask for the lines of the `bytes`-byte block at `p` into L2 (`p` may lie past the matrix:
-/// a prefetch never faults). The kernels call it for the same block of the next four-row
-/// group, so its reads are in flight while this group computes: the hardware prefetcher alone
-/// left about half of a core's read rate unused in decode (8B-shaped Q4_K_M: 1.3 → 2.0–2.2
-/// tokens/s with the other core busy).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn prefetch_block(p: *const u8, bytes: usize) {
-    // Blocks are contiguous, so one prefetch per 64 bytes from each block's start covers every
-    // line (a line only the block's tail reaches is the next block's first).
-    for off in (0..bytes).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off).cast());
-    }
-}
+// Every kernel here prefetches the same block of the next four-row group (`prefetch_l2_block`),
+// so its reads are in flight while this group computes: the hardware prefetcher alone left about
+// half of a core's read rate unused in decode (8B-shaped Q4_K_M: 1.3 → 2.0–2.2 tokens/s with the
+// other core busy).
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn rows4_kernel<const F: u8>(nb: usize, w: *const u8, row_bytes: usize, a: *const u8, out: &mut [f32; 4]) {
@@ -114,7 +105,7 @@ unsafe fn rows4_kernel<const F: u8>(nb: usize, w: *const u8, row_bytes: usize, a
         let start = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_sll_epi32(sum_y, shift));
         for (r, acc) in acc.iter_mut().enumerate() {
             let x = unsafe { w.add(r * row_bytes + i * bs) };
-            prefetch_block(x.wrapping_add(4 * row_bytes), 1);
+            prefetch_l2_block(x.wrapping_add(4 * row_bytes), 1);
             let p = _mm256_dpbusd_epi32(start, unsafe { unsigned::<F>(x, levels) }, qy);
             let d = _mm256_mul_ps(unsafe { scale(x) }, dy);
             *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), *acc);
@@ -124,11 +115,6 @@ unsafe fn rows4_kernel<const F: u8>(nb: usize, w: *const u8, row_bytes: usize, a
         *o = hsum_f32(acc);
     }
 }
-
-/// The Q8_K partner block: `d` (f32), 256 quants, 16 sums of 16 quants (i16).
-const Q8K: usize = 292;
-const Q8K_QS: usize = 4;
-const Q8K_BSUMS: usize = 260;
 
 /// 64 bytes at `p`.
 #[inline]
@@ -196,9 +182,9 @@ unsafe fn rows4_q4_k(nb: usize, w: *const u8, row_bytes: usize, a: *const u8, ou
         let bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
         for r in 0..4 {
             let x = unsafe { w.add(r * row_bytes + i * 144) };
-            prefetch_block(x.wrapping_add(4 * row_bytes), 144);
+            prefetch_l2_block(x.wrapping_add(4 * row_bytes), 144);
             let (d, dmin) = unsafe { (f16_at(x), f16_at(x.add(2))) };
-            let sm = _mm256_cvtepu8_epi16(unsafe { super::x86_avx2::k4_scales_mins(x.add(4)) });
+            let sm = _mm256_cvtepu8_epi16(unsafe { k4_scales_mins(x.add(4)) });
             let scales = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sm));
             let mut sum = _mm512_setzero_si512();
             for h in 0..2 {
@@ -215,7 +201,7 @@ unsafe fn rows4_q4_k(nb: usize, w: *const u8, row_bytes: usize, a: *const u8, ou
         }
     }
     for r in 0..4 {
-        out[r] = _mm512_reduce_add_ps(acc[r]) - super::x86_avx2::hsum_f32x4(acc_min[r]);
+        out[r] = _mm512_reduce_add_ps(acc[r]) - hsum_f32x4(acc_min[r]);
     }
 }
 
@@ -255,7 +241,7 @@ unsafe fn rows4_q6_k(nb: usize, w: *const u8, row_bytes: usize, a: *const u8, ou
         let bs = unsafe { _mm256_loadu_si256(y.add(Q8K_BSUMS).cast()) };
         for (r, acc) in acc.iter_mut().enumerate() {
             let x = unsafe { w.add(r * row_bytes + i * 210) };
-            prefetch_block(x.wrapping_add(4 * row_bytes), 210);
+            prefetch_l2_block(x.wrapping_add(4 * row_bytes), 210);
             let d = unsafe { f16_at(x.add(208)) };
             let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(x.add(192).cast()) });
             let scales = _mm512_zextsi256_si512(sc16);
@@ -284,13 +270,6 @@ unsafe fn rows4_q6_k(nb: usize, w: *const u8, row_bytes: usize, a: *const u8, ou
     for (o, acc) in out.iter_mut().zip(acc) {
         *o = _mm512_reduce_add_ps(acc);
     }
-}
-
-/// An f16 at `p` as f32.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    unsafe { super::x86_avx2::f16_at(p) }
 }
 
 /// Safe wrappers: check the slice lengths, then call the kernel (sound only because
