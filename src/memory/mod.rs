@@ -64,6 +64,7 @@ pub fn release(f: &GgufFile, ranges: &[Range<usize>]) {
 
 /// Ranges closer than this are dropped from the page cache as one: what lies between two
 /// matrices of a layer is a norm vector (copied at load, 16–32 KiB).
+#[cfg(any(target_os = "linux", target_os = "android"))]
 const MERGE_GAP: usize = 64 << 10;
 
 /// `ranges` sorted, with those less than `gap` bytes apart merged.
