@@ -4,16 +4,19 @@
 //! One 512-bit accumulator holds a whole 4-row × 4-token tile: lane `4r + t` is the dot
 //! product of weight row `r` with token `t`. For each block, eight `vpdpbusd` (one per group
 //! of 4 elements) multiply
-//! - the token side, 4 tokens' 4 activations of group `g` (16 bytes) broadcast to all four
-//!   128-bit lanes straight from memory, biased by +128 to be vpdpbusd's unsigned operand, with
-//! - the weight side, row `r`'s 4 quants of group `g` repeated for the 4 tokens (64 bytes,
-//!   the signed memory operand),
+//! - the weight side, row `r`'s 4 quants of group `g` as unsigned bytes `q + c` repeated for
+//!   the 4 tokens (64 bytes, decoded), with
+//! - the token side, 4 tokens' 4 signed activations of group `g` (16 bytes) broadcast to all
+//!   four 128-bit lanes straight from memory,
 //!
 //! so every instruction does 64 useful multiply-adds and the block's scales apply once per
-//! 16 outputs: `acc += cvt(Σ q·(a+128) − 128·Σq)·(d_w·d_a)` (+ `m_w·s_a` for Q4_1/Q5_1).
+//! 16 outputs: `acc += cvt(Σ (q+c)·a − c·Σa)·(d_w·d_a)` (+ `m_w·s_a` for the formats with a
+//! min, whose nibbles need no offset). The offset term `c·Σa` belongs to the token, so it is
+//! formed once per activation block, not per weight row.
 //! Activations are laid out once per matrix product (4-token tiles); weights are decoded once
 //! per group of 4 rows and chunk of blocks into an L1-sized buffer and reused by every token
-//! tile: the weights themselves stay in the map, untouched. The integer sums are ggml's exactly;
+//! tile (scales once per super-block): the weights themselves stay in the map, untouched.
+//! Four token tiles share each weight load. The integer sums are ggml's exactly;
 //! only float rounding order differs. Only reached through [`tiles`], which checks the CPU.
 
 #![allow(clippy::needless_range_loop)] // the loops index several arrays by row and token
@@ -31,13 +34,13 @@ pub fn detected() -> bool {
         && super::x86_avx2::detected()
 }
 
-/// Prepared activation bytes per block of a 4-token tile: 8 groups × 16 bytes of `a + 128`,
-/// the 4 scales `d_a`, the 4 block sums `s_a` (Q8_1).
-const ACT_BLOCK: usize = 8 * 16 + 16 + 16;
-/// Decoded weight bytes per block of a 4-row group: 8 groups × 64 bytes of quants, then 16
-/// lanes each of the correction `−128·Σq` (i32), `d_w` and `m_w` (f32).
-const DEC_BLOCK: usize = 8 * 64 + 3 * 64;
-/// Blocks decoded at once: 32 × 704 B = 22 KiB, half of a 48 KiB L1d.
+/// Prepared activation bytes per block of a 4-token tile: 8 groups × 16 bytes of quants, the
+/// 4 scales `d_a`, the 4 block sums `s_a` (Q8_1) and the 4 offset corrections `−c·Σa` (i32).
+const ACT_BLOCK: usize = 8 * 16 + 3 * 16;
+/// Decoded weight bytes per block of a 4-row group: 8 groups × 64 bytes of unsigned quants,
+/// then 16 lanes each of `d_w` and `m_w` (f32).
+const DEC_BLOCK: usize = 8 * 64 + 2 * 64;
+/// Blocks decoded at once: 32 × 640 B = 20 KiB, under half of a 48 KiB L1d.
 const CHUNK_BLOCKS: usize = 32;
 /// Token tiles whose accumulators stay live across chunks (512 tokens).
 const MAX_TILES: usize = 128;
@@ -53,15 +56,24 @@ enum Partner {
 
 /// One weight format as the tiles see it: blocks of `ELEMS` (32, or 16 for Q6_K's scale
 /// groups) with one scale `d` (and min `m`: `d·q + m`), stored in units of `UNIT_ELEMS`
-/// elements / `UNIT_BYTES` bytes; `unpack(row, b)` gives block `b`'s quants as signed bytes
-/// (the first `ELEMS` of 32), its scale and min.
+/// elements / `UNIT_BYTES` bytes. `quants(row, b)` gives block `b`'s quants as the unsigned
+/// bytes `q + OFFSET` (the first `ELEMS` of 32) — `vpdpbusd`'s unsigned operand, so the
+/// activations stay signed and the offset is undone per token (`−OFFSET·Σa`), not per row;
+/// `scales(row, u, d, m)` gives the scale and min of every block of unit `u`.
 trait LaneFormat {
     const PARTNER: Partner;
     const ELEMS: usize = 32;
     const MIN: bool;
+    const OFFSET: i32;
     const UNIT_ELEMS: usize = 32;
     const UNIT_BYTES: usize;
-    unsafe fn unpack(row: *const u8, b: usize) -> (__m256i, f32, f32);
+    unsafe fn quants(row: *const u8, b: usize) -> __m256i;
+    unsafe fn scales(row: *const u8, u: usize, d: &mut [f32; 16], m: &mut [f32; 16]);
+}
+
+/// Blocks per storage unit of `F` (1, 8 or 16).
+const fn blocks_per_unit<F: LaneFormat>() -> usize {
+    F::UNIT_ELEMS / F::ELEMS
 }
 
 /// Bit `j` of the u32 at `p` as bit 4 of byte `j` (the fifth bit of Q5_0/Q5_1 quants).
@@ -72,106 +84,156 @@ unsafe fn fifth_bits32(p: *const u8) -> __m256i {
     _mm256_maskz_set1_epi8(bits, 0x10)
 }
 
+/// The IQ4_NL / IQ4_XS levels plus 128 as unsigned bytes, in both 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn iq4_levels_u8() -> __m256i {
+    let t = _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+    let t = _mm_xor_si128(t, _mm_set1_epi8(-128));
+    _mm256_set_m128i(t, t)
+}
+
 macro_rules! block32 {
-    ($name:ident, $bytes:expr, $min:expr, |$x:ident| $unpack:expr) => {
+    ($name:ident, $bytes:expr, $offset:expr, $min:expr, |$x:ident| $quants:expr, ($d:expr, $m:expr)) => {
         #[allow(non_camel_case_types)] // ggml's names
         struct $name;
         impl LaneFormat for $name {
             const PARTNER: Partner = if $min { Partner::Q8_1 } else { Partner::Q8_0 };
             const MIN: bool = $min;
+            const OFFSET: i32 = $offset;
             const UNIT_BYTES: usize = $bytes;
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn unpack(row: *const u8, b: usize) -> (__m256i, f32, f32) {
+            unsafe fn quants(row: *const u8, b: usize) -> __m256i {
                 let $x = unsafe { row.add(b * $bytes) };
-                unsafe { $unpack }
+                unsafe { $quants }
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn scales(row: *const u8, b: usize, d: &mut [f32; 16], m: &mut [f32; 16]) {
+                let $x = unsafe { row.add(b * $bytes) };
+                (d[0], m[0]) = unsafe { ($d, $m) };
             }
         }
     };
 }
 
-block32!(Q4_0, 18, false, |x| (_mm256_sub_epi8(nibbles32(x.add(2)), _mm256_set1_epi8(8)), f16(x), 0.0));
-block32!(Q5_0, 22, false, |x| (
-    _mm256_sub_epi8(_mm256_or_si256(nibbles32(x.add(6)), fifth_bits32(x.add(2))), _mm256_set1_epi8(16)),
+block32!(Q4_0, 18, 8, false, |x| nibbles32(x.add(2)), (f16(x), 0.0));
+block32!(Q5_0, 22, 16, false, |x| _mm256_or_si256(nibbles32(x.add(6)), fifth_bits32(x.add(2))), (f16(x), 0.0));
+block32!(Q8_0, 34, 128, false, |x| _mm256_xor_si256(_mm256_loadu_si256(x.add(2).cast()), _mm256_set1_epi8(-128)), (
     f16(x),
     0.0
 ));
-block32!(Q8_0, 34, false, |x| (_mm256_loadu_si256(x.add(2).cast()), f16(x), 0.0));
-block32!(IQ4_NL, 18, false, |x| {
-    let t = _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
-    (_mm256_shuffle_epi8(_mm256_set_m128i(t, t), nibbles32(x.add(2))), f16(x), 0.0)
-});
-block32!(Q4_1, 20, true, |x| (nibbles32(x.add(4)), f16(x), f16(x.add(2))));
-block32!(Q5_1, 24, true, |x| (_mm256_or_si256(nibbles32(x.add(8)), fifth_bits32(x.add(4))), f16(x), f16(x.add(2))));
+block32!(IQ4_NL, 18, 128, false, |x| _mm256_shuffle_epi8(iq4_levels_u8(), nibbles32(x.add(2))), (f16(x), 0.0));
+block32!(Q4_1, 20, 0, true, |x| nibbles32(x.add(4)), (f16(x), f16(x.add(2))));
+block32!(Q5_1, 24, 0, true, |x| _mm256_or_si256(nibbles32(x.add(8)), fifth_bits32(x.add(4))), (
+    f16(x),
+    f16(x.add(2))
+));
 
 // Super-block formats: a tile block is one sub-block (its scale `d·sc`, its min `−dmin·m`).
 
 /// Q4_K and Q5_K sub-block `j` of the super-block at `x` (`HIGH`: the fifth bit from `qh`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn k4_sub_block<const HIGH: bool>(x: *const u8, j: usize) -> (__m256i, f32, f32) {
+unsafe fn k4_quants<const HIGH: bool>(x: *const u8, j: usize) -> __m256i {
     let qs = unsafe { x.add(if HIGH { 48 } else { 16 } + 32 * (j / 2)) };
     let bits = unsafe { _mm256_loadu_si256(qs.cast()) };
     // Even sub-blocks are the low nibbles of their 32 bytes, odd ones the high nibbles.
     let shifted = if j.is_multiple_of(2) { bits } else { _mm256_srli_epi16(bits, 4) };
-    let mut q = _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f));
-    if HIGH {
-        let qh = unsafe { _mm256_loadu_si256(x.add(16).cast()) };
-        let hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)), _mm256_set1_epi8(1));
-        q = _mm256_or_si256(q, _mm256_slli_epi16(hb, 4));
+    let q = _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f));
+    if !HIGH {
+        return q;
     }
+    let qh = unsafe { _mm256_loadu_si256(x.add(16).cast()) };
+    let hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)), _mm256_set1_epi8(1));
+    _mm256_or_si256(q, _mm256_slli_epi16(hb, 4))
+}
+
+/// Q4_K and Q5_K: the 8 sub-blocks' `d·sc` and `−dmin·m` of the super-block at `x`.
+unsafe fn k4_scales(x: *const u8, d: &mut [f32; 16], m: &mut [f32; 16]) {
     let sc = unsafe { &*x.add(4).cast::<[u8; 12]>() };
-    let (s, m) = crate::quant::scale_min_k4(j, sc);
-    let (d, dmin) = unsafe { (f16(x), f16(x.add(2))) };
-    (q, d * s as f32, -dmin * m as f32)
+    let (dd, dmin) = unsafe { (f16(x), f16(x.add(2))) };
+    for j in 0..8 {
+        let (s, mm) = crate::quant::scale_min_k4(j, sc);
+        (d[j], m[j]) = (dd * s as f32, -dmin * mm as f32);
+    }
 }
 
 macro_rules! k_format {
-    ($name:ident, $bytes:expr, $elems:expr, $min:expr, |$x:ident, $j:ident| $unpack:expr) => {
+    ($name:ident, $bytes:expr, $elems:expr, $offset:expr, $min:expr,
+     |$x:ident, $j:ident| $quants:expr, |$sx:ident, $d:ident, $m:ident| $scales:expr) => {
         struct $name;
         impl LaneFormat for $name {
             const PARTNER: Partner = Partner::Q8K;
             const ELEMS: usize = $elems;
             const MIN: bool = $min;
+            const OFFSET: i32 = $offset;
             const UNIT_ELEMS: usize = 256;
             const UNIT_BYTES: usize = $bytes;
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            unsafe fn unpack(row: *const u8, b: usize) -> (__m256i, f32, f32) {
+            unsafe fn quants(row: *const u8, b: usize) -> __m256i {
                 let per = 256 / $elems;
                 let ($x, $j) = (unsafe { row.add((b / per) * $bytes) }, b % per);
-                unsafe { $unpack }
+                unsafe { $quants }
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+            unsafe fn scales(row: *const u8, u: usize, $d: &mut [f32; 16], $m: &mut [f32; 16]) {
+                let $sx = unsafe { row.add(u * $bytes) };
+                unsafe { $scales }
             }
         }
     };
 }
 
-k_format!(Q4K, 144, 32, true, |x, j| k4_sub_block::<false>(x, j));
-k_format!(Q5K, 176, 32, true, |x, j| k4_sub_block::<true>(x, j));
-// Q6_K: 16-element groups (one i8 scale each), quants q − 32.
-k_format!(Q6K, 210, 16, false, |x, g| {
-    // Element e = 16g + l (l < 16) of the super-block: half h = e / 128, within it e' = e % 128,
-    // k = e' / 32: nibble k/2 of ql[64h + e' % 64], bits 2k..2k+2 of qh[32h + e' % 32].
-    let (h, e) = (g / 8, (16 * g) % 128);
-    let k = e / 32;
-    let ql = _mm_loadu_si128(x.add(64 * h + e % 64).cast());
-    let qh = _mm_loadu_si128(x.add(128 + 32 * h + e % 32).cast());
-    let low = if k < 2 { ql } else { _mm_srli_epi16(ql, 4) };
-    let low = _mm_and_si128(low, _mm_set1_epi8(0x0f));
-    let high = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), _mm_set1_epi8(3));
-    let q = _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32));
-    let sc = *x.add(192 + g) as i8;
-    (_mm256_zextsi128_si256(q), f16(x.add(208)) * sc as f32, 0.0)
-});
+k_format!(Q4K, 144, 32, 0, true, |x, j| k4_quants::<false>(x, j), |x, d, m| k4_scales(x, d, m));
+k_format!(Q5K, 176, 32, 0, true, |x, j| k4_quants::<true>(x, j), |x, d, m| k4_scales(x, d, m));
+// Q6_K: 16-element groups (one i8 scale each), quants q − 32 stored as q.
+k_format!(
+    Q6K,
+    210,
+    16,
+    32,
+    false,
+    |x, g| {
+        // Element e = 16g + l (l < 16) of the super-block: half h = e / 128, within it e' = e % 128,
+        // k = e' / 32: nibble k/2 of ql[64h + e' % 64], bits 2k..2k+2 of qh[32h + e' % 32].
+        let (h, e) = (g / 8, (16 * g) % 128);
+        let k = e / 32;
+        let ql = _mm_loadu_si128(x.add(64 * h + e % 64).cast());
+        let qh = _mm_loadu_si128(x.add(128 + 32 * h + e % 32).cast());
+        let low = if k < 2 { ql } else { _mm_srli_epi16(ql, 4) };
+        let low = _mm_and_si128(low, _mm_set1_epi8(0x0f));
+        let high = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), _mm_set1_epi8(3));
+        _mm256_zextsi128_si256(_mm_or_si128(low, _mm_slli_epi16(high, 4)))
+    },
+    |x, d, _m| {
+        let dd = f16(x.add(208));
+        for g in 0..16 {
+            d[g] = dd * *x.add(192 + g) as i8 as f32;
+        }
+    }
+);
 // IQ4_XS: non-linear levels, a 6-bit scale per 32.
-k_format!(IQ4XS, 136, 32, false, |x, j| {
-    let t = _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
-    let q = _mm256_shuffle_epi8(_mm256_set_m128i(t, t), nibbles32(x.add(8 + 16 * j)));
-    let sh = x.add(2).cast::<u16>().read_unaligned() as u32;
-    let sl = *x.add(4 + j / 2) as u32;
-    let ls = ((sl >> (4 * (j % 2))) & 0x0f) | (((sh >> (2 * j)) & 3) << 4);
-    (q, f16(x) * (ls as i32 - 32) as f32, 0.0)
-});
+k_format!(
+    IQ4XS,
+    136,
+    32,
+    128,
+    false,
+    |x, j| _mm256_shuffle_epi8(iq4_levels_u8(), nibbles32(x.add(8 + 16 * j))),
+    |x, d, _m| {
+        let dd = f16(x);
+        let sh = x.add(2).cast::<u16>().read_unaligned() as u32;
+        for j in 0..8 {
+            let sl = *x.add(4 + j / 2) as u32;
+            let ls = ((sl >> (4 * (j % 2))) & 0x0f) | (((sh >> (2 * j)) & 3) << 4);
+            d[j] = dd * (ls as i32 - 32) as f32;
+        }
+    }
+);
 
 // ------------------------------------------------------------------------------------------
 // Layouts.
@@ -182,15 +244,15 @@ fn prepared_bytes<F: LaneFormat>(cols: usize, n_tokens: usize) -> usize {
 }
 
 /// Lay out 4 tokens' activation rows (`rows[t]`, None past the last token) for the tiles:
-/// per block, group `g`'s 16 bytes are `[a_0 a_1 a_2 a_3]` (4 bytes of each token, +128),
-/// then the tokens' 4 scales and 4 block sums (`d_a·Σa`, for formats with a min).
+/// per block, group `g`'s 16 bytes are `[a_0 a_1 a_2 a_3]` (4 signed bytes of each token),
+/// then the tokens' 4 scales, 4 block sums (`d_a·Σa`, for formats with a min) and 4 offset
+/// corrections `−OFFSET·Σa`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn prepare_tile<F: LaneFormat>(rows: [Option<*const u8>; 4], nb: usize, out: *mut u8) {
-    let bias = _mm256_set1_epi8(-128);
     for b in 0..nb {
         let o = unsafe { out.add(b * ACT_BLOCK) };
         let mut q = [_mm256_setzero_si256(); 4];
-        let (mut d, mut s) = ([0f32; 4], [0f32; 4]);
+        let (mut d, mut s, mut corr) = ([0f32; 4], [0f32; 4], [0i32; 4]);
         for (t, row) in rows.iter().enumerate() {
             let Some(row) = *row else { continue };
             match F::PARTNER {
@@ -220,9 +282,17 @@ unsafe fn prepare_tile<F: LaneFormat>(rows: [Option<*const u8>; 4], nb: usize, o
                     s[t] = d[t] * sum as f32;
                 }
             }
+            if F::OFFSET != 0 {
+                // Σa: the sum of the biased bytes (a + 128, via psadbw) minus 32·128; bytes
+                // past ELEMS are zero and bias to 128, so they cancel.
+                let biased = _mm256_xor_si256(q[t], _mm256_set1_epi8(-128));
+                let sad = _mm256_sad_epu8(biased, _mm256_setzero_si256());
+                let s128 = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+                let sum = _mm_cvtsi128_si64(_mm_add_epi64(s128, _mm_unpackhi_epi64(s128, s128))) as i32 - 32 * 128;
+                corr[t] = -F::OFFSET * sum;
+            }
         }
         // Transpose 4 tokens × 8 dwords into 8 groups × 4 tokens.
-        let q = q.map(|v| _mm256_xor_si256(v, bias));
         let t01l = _mm256_unpacklo_epi32(q[0], q[1]); // a0g0 a1g0 a0g1 a1g1 | a0g4 a1g4 a0g5 a1g5
         let t01h = _mm256_unpackhi_epi32(q[0], q[1]); // g2, g3 | g6, g7
         let t23l = _mm256_unpacklo_epi32(q[2], q[3]);
@@ -238,6 +308,7 @@ unsafe fn prepare_tile<F: LaneFormat>(rows: [Option<*const u8>; 4], nb: usize, o
             _mm256_storeu_si256(o.add(96).cast(), _mm256_permute2x128_si256(g26, g37, 0x31)); // g6 g7
             _mm_storeu_ps(o.add(128).cast(), _mm_loadu_ps(d.as_ptr()));
             _mm_storeu_ps(o.add(144).cast(), _mm_loadu_ps(s.as_ptr()));
+            _mm_storeu_si128(o.add(160).cast(), _mm_loadu_si128(corr.as_ptr().cast()));
         }
     }
 }
@@ -257,37 +328,41 @@ const GROUP_LANES: [[i32; 16]; 8] = {
     t
 };
 
+/// Lane `l` takes value `l / 4`: a row's scalar spread over its 4 token lanes.
+const ROW_LANES: [i32; 16] = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3];
+
 /// Decode blocks `b0..b0 + n` of 4 rows (`rows[r]`, None past the last row) for the tiles:
-/// per block, group `g`'s 64 bytes hold row `r`'s 4 quants in lanes `4r..4r+4` (once per
-/// token), then the per-lane correction, `d_w` and `m_w`.
+/// per block, group `g`'s 64 bytes hold row `r`'s 4 unsigned quants in lanes `4r..4r+4` (once
+/// per token), then `d_w` and `m_w` per lane. `b0` is a multiple of the blocks per unit, so
+/// each row's scales are decoded once per unit.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn decode_rows<F: LaneFormat>(rows: [Option<*const u8>; 4], b0: usize, n: usize, out: *mut u8) {
+    let per = blocks_per_unit::<F>();
+    let row_lanes = unsafe { _mm512_loadu_si512(ROW_LANES.as_ptr().cast()) };
+    let (mut d, mut m) = ([[0f32; 16]; 4], [[0f32; 16]; 4]);
     for b in 0..n {
+        let (unit, k) = ((b0 + b) / per, (b0 + b) % per);
         let o = unsafe { out.add(b * DEC_BLOCK) };
         let mut q = [_mm256_setzero_si256(); 4];
-        let (mut corr, mut d, mut m) = ([0i32; 16], [0f32; 16], [0f32; 16]);
         for (r, row) in rows.iter().enumerate() {
             let Some(row) = *row else { continue };
-            let (qr, dr, mr) = unsafe { F::unpack(row, b0 + b) };
-            q[r] = qr;
-            // Σq: the sum of the biased bytes (q + 128, via psadbw) minus 32·128.
-            let sad = _mm256_sad_epu8(_mm256_xor_si256(qr, _mm256_set1_epi8(-128)), _mm256_setzero_si256());
-            let s128 = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
-            let sum = _mm_cvtsi128_si64(_mm_add_epi64(s128, _mm_unpackhi_epi64(s128, s128))) as i32 - 32 * 128;
-            corr[4 * r..4 * r + 4].fill(-128 * sum);
-            d[4 * r..4 * r + 4].fill(dr);
-            m[4 * r..4 * r + 4].fill(mr);
+            if k == 0 {
+                unsafe { F::scales(row, unit, &mut d[r], &mut m[r]) };
+            }
+            q[r] = unsafe { F::quants(row, b0 + b) };
         }
         let lo = _mm512_inserti64x4(_mm512_castsi256_si512(q[0]), q[1], 1);
         let hi = _mm512_inserti64x4(_mm512_castsi256_si512(q[2]), q[3], 1);
-        for (g, lanes) in GROUP_LANES.iter().enumerate() {
+        for (g, lanes) in GROUP_LANES.iter().enumerate().take(F::ELEMS / 4) {
             let ix = unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) };
             unsafe { _mm512_storeu_si512(o.add(64 * g).cast(), _mm512_permutex2var_epi32(lo, ix, hi)) };
         }
+        let spread = |v: [f32; 4]| _mm512_permutexvar_ps(row_lanes, _mm512_castps128_ps512(_mm_setr_ps(v[0], v[1], v[2], v[3])));
         unsafe {
-            _mm512_storeu_si512(o.add(512).cast(), _mm512_loadu_si512(corr.as_ptr().cast()));
-            _mm512_storeu_ps(o.add(576).cast(), _mm512_loadu_ps(d.as_ptr()));
-            _mm512_storeu_ps(o.add(640).cast(), _mm512_loadu_ps(m.as_ptr()));
+            _mm512_storeu_ps(o.add(512).cast(), spread([d[0][k], d[1][k], d[2][k], d[3][k]]));
+            if F::MIN {
+                _mm512_storeu_ps(o.add(576).cast(), spread([m[0][k], m[1][k], m[2][k], m[3][k]]));
+            }
         }
     }
 }
@@ -296,10 +371,11 @@ unsafe fn decode_rows<F: LaneFormat>(rows: [Option<*const u8>; 4], b0: usize, n:
 // The micro-kernel and the loop nest.
 
 /// `acc[i] += Σ over blocks` of the decoded 4-row group × prepared token tile `i`, for
-/// `NT` ≤ 2 tiles `tstride` bytes apart (each weight load serves every tile).
+/// `NT` ≤ 4 tiles `tstride` bytes apart (each weight load serves every tile). `CORR`: the
+/// weights carry an offset, undone by the tiles' per-token corrections.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn micro<const NT: usize, const MIN: bool, const G: usize>(
+unsafe fn micro<const NT: usize, const MIN: bool, const CORR: bool, const G: usize>(
     nb: usize,
     dec: *const u8,
     act: *const u8,
@@ -308,32 +384,34 @@ unsafe fn micro<const NT: usize, const MIN: bool, const G: usize>(
 ) {
     for b in 0..nb {
         let w = unsafe { dec.add(b * DEC_BLOCK) };
-        let corr = unsafe { _mm512_loadu_si512(w.add(512).cast()) };
-        let mut sum = [corr; NT];
+        let y = |i: usize| unsafe { act.add(i * tstride + b * ACT_BLOCK) };
+        let mut sum = [_mm512_setzero_si512(); NT];
+        if CORR {
+            for i in 0..NT {
+                sum[i] = unsafe { _mm512_broadcast_i32x4(_mm_loadu_si128(y(i).add(160).cast())) };
+            }
+        }
         for g in 0..G {
             let wg = unsafe { _mm512_loadu_si512(w.add(64 * g).cast()) };
             for i in 0..NT {
-                let a = unsafe {
-                    _mm512_broadcast_i32x4(_mm_loadu_si128(act.add(i * tstride + b * ACT_BLOCK + 16 * g).cast()))
-                };
-                sum[i] = _mm512_dpbusd_epi32(sum[i], a, wg);
+                let a = unsafe { _mm512_broadcast_i32x4(_mm_loadu_si128(y(i).add(16 * g).cast())) };
+                sum[i] = _mm512_dpbusd_epi32(sum[i], wg, a);
             }
         }
-        let dw = unsafe { _mm512_loadu_ps(w.add(576).cast()) };
+        let dw = unsafe { _mm512_loadu_ps(w.add(512).cast()) };
         for i in 0..NT {
-            let y = unsafe { act.add(i * tstride + b * ACT_BLOCK) };
-            let da = unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(y.add(128).cast())) };
+            let da = unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(y(i).add(128).cast())) };
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[i]), _mm512_mul_ps(dw, da), acc[i]);
             if MIN {
-                let mw = unsafe { _mm512_loadu_ps(w.add(640).cast()) };
-                let sa = unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(y.add(144).cast())) };
+                let mw = unsafe { _mm512_loadu_ps(w.add(576).cast()) };
+                let sa = unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(y(i).add(144).cast())) };
                 acc[i] = _mm512_fmadd_ps(mw, sa, acc[i]);
             }
         }
     }
 }
 
-/// `micro` for `F`'s min flag and block length.
+/// `micro` for `F`'s min flag, offset and block length.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn run_micro<F: LaneFormat, const NT: usize>(
@@ -343,11 +421,12 @@ unsafe fn run_micro<F: LaneFormat, const NT: usize>(
     tstride: usize,
     acc: &mut [__m512; NT],
 ) {
-    match (F::MIN, F::ELEMS) {
-        (true, 32) => unsafe { micro::<NT, true, 8>(nb, dec, act, tstride, acc) },
-        (false, 32) => unsafe { micro::<NT, false, 8>(nb, dec, act, tstride, acc) },
-        (true, _) => unsafe { micro::<NT, true, 4>(nb, dec, act, tstride, acc) },
-        (false, _) => unsafe { micro::<NT, false, 4>(nb, dec, act, tstride, acc) },
+    match (F::MIN, F::OFFSET != 0, F::ELEMS) {
+        (true, false, 32) => unsafe { micro::<NT, true, false, 8>(nb, dec, act, tstride, acc) },
+        (false, true, 32) => unsafe { micro::<NT, false, true, 8>(nb, dec, act, tstride, acc) },
+        (false, true, _) => unsafe { micro::<NT, false, true, 4>(nb, dec, act, tstride, acc) },
+        (_, _, 32) => unsafe { micro::<NT, true, true, 8>(nb, dec, act, tstride, acc) },
+        _ => unsafe { micro::<NT, true, true, 4>(nb, dec, act, tstride, acc) },
     }
 }
 
@@ -386,7 +465,14 @@ unsafe fn rows_tokens<F: LaneFormat>(
                 unsafe { decode_rows::<F>(row_ptrs, b0, n, dec) };
                 let a0 = unsafe { act.add(tile0 * tstride + b0 * ACT_BLOCK) };
                 let mut i = 0;
-                while i + 2 <= tiles {
+                while i + 4 <= tiles {
+                    let mut quad = [acc[i], acc[i + 1], acc[i + 2], acc[i + 3]];
+                    let a = unsafe { a0.add(i * tstride) };
+                    unsafe { run_micro::<F, 4>(n, dec, a, tstride, &mut quad) };
+                    acc[i..i + 4].copy_from_slice(&quad);
+                    i += 4;
+                }
+                if i + 2 <= tiles {
                     let mut pair = [acc[i], acc[i + 1]];
                     let a = unsafe { a0.add(i * tstride) };
                     unsafe { run_micro::<F, 2>(n, dec, a, tstride, &mut pair) };
