@@ -181,7 +181,20 @@ on() {
 sample() {
     local cg=$MEMCG/$1 base rbase peak=0 rpeak=0 speak=0 now r ready=1
     [ "${2:-}" = ring ] && ready=0
-    anon() { awk -v u="$(cat "$cg/memory.usage_in_bytes")" '/^total_(in)?active_file /{f+=$2} END{print u-f}' "$cg/memory.stat"; }
+    # usage and memory.stat are two reads: a window's drop-behind can free hundreds of MB between
+    # them, and usage read before with file pages read after looks like that much non-file
+    # memory. So usage is read on both sides of memory.stat, and a pair that moved more than
+    # 4 MiB is read again (up to 20 times; the last pair's smaller usage otherwise).
+    anon() {
+        local u1 u2 f i
+        for i in $(seq 20); do
+            u1=$(cat "$cg/memory.usage_in_bytes")
+            f=$(awk '/^total_(in)?active_file /{f+=$2} END{print f}' "$cg/memory.stat")
+            u2=$(cat "$cg/memory.usage_in_bytes")
+            [ $((u1 > u2 ? u1 - u2 : u2 - u1)) -le 4194304 ] && break
+        done
+        echo $(((u1 < u2 ? u1 : u2) - f))
+    }
     rss() { awk '/^total_rss /{print $2}' "$cg/memory.stat"; }
     base=$(anon)
     rbase=$(rss)

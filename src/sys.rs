@@ -15,3 +15,14 @@ pub fn available_memory() -> Option<u64> {
         .min();
     Some(limit.map_or(avail, |l| l.min(avail)))
 }
+
+/// Hand freed heap pages back to the OS. glibc keeps small freed chunks mapped, so a parse that
+/// allocated and freed tens of MB (a GGUF vocabulary) would stay resident as memory pressure.
+/// A no-op where the C library has no `malloc_trim`.
+pub fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}

@@ -262,6 +262,7 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
                         return Err(e);
                     }
                 };
+                crate::sys::release_free_heap();
                 let (jtx, jrx) = mpsc::channel();
                 sh.joins.lock().unwrap_or_else(|p| p.into_inner()).insert(session, jtx);
                 log(&sh.opts.listen, format!("loaded layers {} in {:?}", ring::fmt_ranges(&ranges), t0.elapsed()));

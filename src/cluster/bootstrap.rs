@@ -431,6 +431,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
                 Err(e) => Event::ControlClosed(i, e),
             });
         }
+        crate::sys::release_free_heap();
         p.line(format!("ring ready: {}", devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" → ")));
     }
     drop(etx);

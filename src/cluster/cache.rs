@@ -308,7 +308,7 @@ fn complete_files(dir: &Path) -> Vec<(Index, GgufFile)> {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("layers-") && n.ends_with(".gguf"));
         if is_layers
             && let Some(ix) = Index::read(&p.with_extension("idx"))
-            && let Ok(g) = GgufFile::open(&p)
+            && let Ok(g) = GgufFile::open_weights(&p)
         {
             out.push((ix, g));
         }

@@ -51,7 +51,7 @@ pub fn dims(f: &GgufFile) -> Result<(usize, usize, usize)> {
     let n_vocab = f
         .get_u64(&format!("{arch}.vocab_size"))
         .map(|v| v as usize)
-        .or_else(|| f.get_array("tokenizer.ggml.tokens").map(|a| a.len()))
+        .or_else(|| f.array_len("tokenizer.ggml.tokens"))
         .ok_or_else(|| Error::msg("the model has no vocabulary size"))?;
     Ok((n_layer, n_embd, n_vocab))
 }
@@ -192,7 +192,7 @@ pub fn open_windows(
     n_ctx: usize,
     pool: &Arc<ThreadPool>,
 ) -> Result<Vec<Box<dyn Window>>> {
-    let f = GgufFile::open(model)?;
+    let f = GgufFile::open_weights(model)?;
     let (n_layer, n_embd, _) = dims(&f)?;
     if let Some(r) = ranges.iter().find(|r| r.end > n_layer || r.start > r.end) {
         return Err(Error::msg(format!("window {r:?} is outside the model's {n_layer} layers")));
@@ -221,7 +221,7 @@ pub fn open_windows(
 }
 
 pub fn open_head(kind: EngineKind, model: &Path, pool: &Arc<ThreadPool>) -> Result<Box<dyn HeadCompute>> {
-    let f = GgufFile::open(model)?;
+    let f = GgufFile::open_weights(model)?;
     let (_, n_embd, n_vocab) = dims(&f)?;
     match kind {
         EngineKind::Fake => Ok(Box::new(FakeHead { n_embd, n_vocab })),

@@ -79,6 +79,8 @@ pub struct GgufHeader {
     backing: Backing,
     pub version: u32,
     pub metadata: Vec<(String, Value)>,
+    /// Arrays [`GgufFile::open_weights`] stepped over, with their lengths.
+    pub omitted_arrays: Vec<(String, usize)>,
     meta_index: HashMap<String, usize>,
     pub tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
@@ -90,7 +92,17 @@ pub struct GgufHeader {
 impl GgufFile {
     /// Map and parse a GGUF file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+        Self::open_with(path.as_ref(), true)
+    }
+
+    /// [`Self::open`] without the tokenizer's vocabulary arrays (checked, not kept; their
+    /// lengths stay readable with [`GgufHeader::array_len`]): for the files a device only runs
+    /// layers from, which keep their header for the whole run.
+    pub fn open_weights(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path.as_ref(), false)
+    }
+
+    fn open_with(path: &Path, vocab: bool) -> Result<Self> {
         let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let len = file.metadata()?.len();
         if len == 0 {
@@ -99,16 +111,16 @@ impl GgufFile {
         // SAFETY: the map is read-only; a file truncated under us would SIGBUS, which is the
         // documented contract of every mmap-based model loader (llama.cpp included).
         let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        Self::parse(path.to_path_buf(), Backing::Map(map)).with_context(|| path.display())
+        Self::parse(path.to_path_buf(), Backing::Map(map), vocab).with_context(|| path.display())
     }
 
     /// Parse a GGUF held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        Self::parse(PathBuf::from("<memory>"), Backing::Owned(bytes))
+        Self::parse(PathBuf::from("<memory>"), Backing::Owned(bytes), true)
     }
 
-    fn parse(path: PathBuf, backing: Backing) -> Result<Self> {
-        let header = reader::parse_header(backing.bytes())?;
+    fn parse(path: PathBuf, backing: Backing, vocab: bool) -> Result<Self> {
+        let header = reader::parse_header(backing.bytes(), vocab)?;
         let meta_index = header.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
         let tensor_index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         Ok(GgufFile {
@@ -117,6 +129,7 @@ impl GgufFile {
                 backing,
                 version: header.version,
                 metadata: header.metadata,
+                omitted_arrays: header.omitted_arrays,
                 meta_index,
                 tensors: header.tensors,
                 tensor_index,
@@ -159,6 +172,13 @@ impl GgufHeader {
 
     pub fn get_bool(&self, key: &str) -> Option<bool> {
         self.get(key).and_then(Value::as_bool)
+    }
+
+    /// The length of an array, also of one [`GgufFile::open_weights`] left out.
+    pub fn array_len(&self, key: &str) -> Option<usize> {
+        self.get_array(key)
+            .map(|a| a.len())
+            .or_else(|| self.omitted_arrays.iter().find(|(k, _)| k == key).map(|(_, n)| *n))
     }
 
     pub fn get_array(&self, key: &str) -> Option<&[Value]> {

@@ -11,6 +11,8 @@ const MAX_DIMS: u32 = 4;
 pub(super) struct Header {
     pub version: u32,
     pub metadata: Vec<(String, Value)>,
+    /// Arrays left out of `metadata` (see [`parse_header`]), with their lengths.
+    pub omitted_arrays: Vec<(String, usize)>,
     pub tensors: Vec<TensorInfo>,
     pub alignment: u64,
     pub data_offset: u64,
@@ -66,12 +68,16 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    fn string(&mut self, field: &str) -> Result<String> {
+    fn str(&mut self, field: &str) -> Result<&'a str> {
         let len = self.count(&format!("{field} length"), 1)?;
         let at = self.pos;
         let bytes = self.take(len, field)?;
-        String::from_utf8(bytes.to_vec())
+        std::str::from_utf8(bytes)
             .map_err(|_| Error::msg(format!("corrupt GGUF: {field} at byte offset {at} is not valid UTF-8")))
+    }
+
+    fn string(&mut self, field: &str) -> Result<String> {
+        self.str(field).map(str::to_owned)
     }
 
     fn value_type(&mut self, field: &str) -> Result<ValueType> {
@@ -103,20 +109,7 @@ impl<'a> Cursor<'a> {
             }
             ValueType::Str => Value::Str(self.string(field)?),
             ValueType::Array => {
-                if depth >= MAX_ARRAY_DEPTH {
-                    return Err(Error::msg(format!(
-                        "corrupt GGUF: {field} nests arrays deeper than {MAX_ARRAY_DEPTH}"
-                    )));
-                }
-                let elem = self.value_type(&format!("{field} element type"))?;
-                let min = match elem {
-                    ValueType::U8 | ValueType::I8 | ValueType::Bool => 1,
-                    ValueType::U16 | ValueType::I16 => 2,
-                    ValueType::U32 | ValueType::I32 | ValueType::F32 => 4,
-                    ValueType::Array => 12,
-                    ValueType::U64 | ValueType::I64 | ValueType::F64 | ValueType::Str => 8,
-                };
-                let n = self.count(&format!("{field} array length"), min)?;
+                let (elem, n) = self.array_header(field, depth)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(elem, field, depth + 1)?);
@@ -125,9 +118,49 @@ impl<'a> Cursor<'a> {
             }
         })
     }
+
+    /// An array's element type and length; its items follow.
+    fn array_header(&mut self, field: &str, depth: u32) -> Result<(ValueType, usize)> {
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(Error::msg(format!("corrupt GGUF: {field} nests arrays deeper than {MAX_ARRAY_DEPTH}")));
+        }
+        let elem = self.value_type(&format!("{field} element type"))?;
+        let min = match elem {
+            ValueType::U8 | ValueType::I8 | ValueType::Bool => 1,
+            ValueType::U16 | ValueType::I16 => 2,
+            ValueType::U32 | ValueType::I32 | ValueType::F32 => 4,
+            ValueType::Array => 12,
+            ValueType::U64 | ValueType::I64 | ValueType::F64 | ValueType::Str => 8,
+        };
+        Ok((elem, self.count(&format!("{field} array length"), min)?))
+    }
+
+    /// Step over a value as [`Self::value`] reads it (same checks), allocating nothing.
+    fn skip(&mut self, ty: ValueType, field: &str, depth: u32) -> Result<()> {
+        match ty {
+            ValueType::Str => drop(self.str(field)?),
+            ValueType::Array => {
+                let (elem, n) = self.array_header(field, depth)?;
+                for _ in 0..n {
+                    self.skip(elem, field, depth + 1)?;
+                }
+            }
+            _ => drop(self.value(ty, field, depth)?),
+        }
+        Ok(())
+    }
 }
 
-pub(super) fn parse_header(buf: &[u8]) -> Result<Header> {
+/// Whether a key holds the tokenizer's vocabulary-sized arrays (tokens, scores, token types,
+/// merges): 128k-entry vocabularies decode to tens of MB of heap, which a device that only runs
+/// layers never reads.
+fn is_vocab_array(key: &str, ty: ValueType) -> bool {
+    ty == ValueType::Array && key.starts_with("tokenizer.ggml.")
+}
+
+/// Parse the header; with `vocab` false the tokenizer's arrays are checked and stepped over,
+/// their lengths kept in `omitted_arrays`.
+pub(super) fn parse_header(buf: &[u8], vocab: bool) -> Result<Header> {
     let mut c = Cursor { buf, pos: 0 };
     let magic = c.take(4, "magic")?;
     if magic != GGUF_MAGIC {
@@ -154,11 +187,20 @@ pub(super) fn parse_header(buf: &[u8]) -> Result<Header> {
     // A key/value pair is at least 8 (key len) + 4 (type) + 1 bytes.
     let n_kv = c.count("metadata count", 13)?;
 
-    let mut metadata = Vec::with_capacity(n_kv);
+    let (mut metadata, mut omitted_arrays) = (Vec::with_capacity(n_kv), Vec::new());
     for i in 0..n_kv {
         let key = c.string(&format!("metadata key #{i}"))?;
         let ty = c.value_type(&format!("type of `{key}`"))?;
-        let value = c.value(ty, &format!("value of `{key}`"), 0)?;
+        let field = format!("value of `{key}`");
+        if !vocab && is_vocab_array(&key, ty) {
+            let (elem, n) = c.array_header(&field, 0)?;
+            for _ in 0..n {
+                c.skip(elem, &field, 1)?;
+            }
+            omitted_arrays.push((key, n));
+            continue;
+        }
+        let value = c.value(ty, &field, 0)?;
         metadata.push((key, value));
     }
 
@@ -216,7 +258,7 @@ pub(super) fn parse_header(buf: &[u8]) -> Result<Header> {
             return Err(Error::msg(format!("corrupt GGUF: tensor `{}` appears twice", t.name)));
         }
     }
-    Ok(Header { version, metadata, tensors, alignment, data_offset })
+    Ok(Header { version, metadata, omitted_arrays, tensors, alignment, data_offset })
 }
 
 fn tensor_size(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64> {

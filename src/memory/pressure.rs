@@ -192,17 +192,25 @@ mod tests {
 
     #[test]
     fn monitor_sees_an_allocation() {
-        let m = PressureMonitor::with_period(Duration::from_millis(5));
-        let total = m.baseline.map(|b| b.total).unwrap_or(0);
-        if total == 0 {
-            return;
+        // The reading is the whole machine's: another process (or test) freeing memory while
+        // this one allocates can hide the drop, so a fresh monitor tries again, up to 5 times.
+        let mut peaks = Vec::new();
+        for _ in 0..5 {
+            let m = PressureMonitor::with_period(Duration::from_millis(5));
+            let total = m.baseline.map(|b| b.total).unwrap_or(0);
+            if total == 0 {
+                return;
+            }
+            // 2% of memory, touched, held for a few samples.
+            let v = vec![1u8; (total / 50) as usize];
+            std::thread::sleep(Duration::from_millis(100));
+            std::hint::black_box(&v);
+            if m.peak() > 0.005 {
+                return;
+            }
+            peaks.push(m.peak());
         }
-        // 2% of memory, touched, held for a few samples.
-        let n = (total / 50) as usize;
-        let v = vec![1u8; n];
-        std::thread::sleep(Duration::from_millis(100));
-        std::hint::black_box(&v);
-        assert!(m.peak() > 0.005, "peak {}", m.peak());
+        panic!("no attempt saw a 2% allocation: peaks {peaks:?}");
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl ModelConfig {
             None => f
                 .tensor("token_embd.weight")
                 .map(|t| t.n_rows())
-                .or_else(|| f.get_array("tokenizer.ggml.tokens").map(|a| a.len()))
+                .or_else(|| f.array_len("tokenizer.ggml.tokens"))
                 .ok_or_else(|| Error::msg("cannot tell the vocabulary size"))?,
         };
         let rope_freq_scale = match f.get_str(&key("rope.scaling.type")) {

@@ -92,3 +92,50 @@ fn unknown_tensor_type_is_named() {
     let e = GgufFile::from_bytes(b).err().unwrap().to_string();
     assert!(e.contains("unknown ggml type id 77") && e.contains("`t`"), "{e}");
 }
+
+#[test]
+fn open_weights_steps_over_the_vocabulary() {
+    let path = common::model("c-llama-q4_k_m.gguf");
+    let (full, weights) = (GgufFile::open(&path).unwrap(), GgufFile::open_weights(&path).unwrap());
+    assert!(weights.get_array("tokenizer.ggml.tokens").is_none());
+    for key in ["tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges"] {
+        assert_eq!(weights.array_len(key), full.get_array(key).map(|a| a.len()), "{key}");
+    }
+    // Everything else is the same: scalars, tensors and where their data is.
+    assert_eq!(weights.metadata.len() + weights.omitted_arrays.len(), full.metadata.len());
+    assert_eq!(weights.get_str("tokenizer.ggml.model"), full.get_str("tokenizer.ggml.model"));
+    assert_eq!(weights.data_offset, full.data_offset);
+    assert_eq!(weights.tensors.len(), full.tensors.len());
+    let cfg = |f: GgufFile| prima::model::Model::from_gguf(f).unwrap().config;
+    assert_eq!(cfg(weights).n_vocab, cfg(full).n_vocab);
+}
+
+#[test]
+fn open_weights_still_checks_what_it_skips() {
+    let tokens = |items: Vec<Value>| {
+        let mut w = GgufWriter::new();
+        w.kv("general.architecture", Value::Str("llama".into()));
+        w.kv("tokenizer.ggml.tokens", Value::Array(prima::gguf::ValueType::Str, items));
+        w.tensor("a", &[32], GgmlType::F32, vec![0u8; 128]);
+        w.to_bytes()
+    };
+    let dir = std::env::temp_dir().join(format!("prima-gguf-skip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let open = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        GgufFile::open_weights(&p).map(|f| f.array_len("tokenizer.ggml.tokens")).map_err(|e| format!("{e:#}"))
+    };
+    let good = tokens(vec![Value::Str("ab".into()), Value::Str("cd".into())]);
+    assert_eq!(open("good.gguf", &good), Ok(Some(2)));
+    // "cd" → invalid UTF-8 inside the skipped array.
+    let at = good.windows(2).position(|w| w == b"cd").unwrap();
+    let mut bad = good.clone();
+    bad[at] = 0xff;
+    let e = open("bad-utf8.gguf", &bad).unwrap_err();
+    assert!(e.contains("tokenizer.ggml.tokens") && e.contains("UTF-8"), "{e}");
+    // A cut inside the array.
+    let e = open("cut.gguf", &good[..at]).unwrap_err();
+    assert!(e.contains("tokenizer.ggml.tokens") && e.contains("GGUF"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
