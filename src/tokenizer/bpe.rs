@@ -6,7 +6,10 @@
 //! keeps this O(n log n) in the word length.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use super::strings::{Repeated, StrTable};
+use crate::Result;
 
 /// GPT-2's reversible byte↔char map: printable Latin-1 bytes stand for themselves, the other 68
 /// bytes (controls, space, 0x7F-0xA0, 0xAD) become U+0100.. in byte order.
@@ -53,23 +56,20 @@ impl ByteMap {
     }
 }
 
-/// Merge ranks keyed by `"left right"` (neither side contains a plain space in byte-level BPE).
+/// Merge ranks keyed by `"left right"` (neither side contains a plain space in byte-level BPE):
+/// a line's rank is its position in the packed list.
 pub struct Merges {
-    ranks: HashMap<String, u32>,
+    ranks: StrTable,
 }
 
 impl Merges {
     /// Parse `tokenizer.ggml.merges` lines `"left right"`. As in llama.cpp the split is at the first
     /// space after the first byte, and a repeated pair keeps its first (lowest) rank.
-    pub fn new<'a>(lines: impl Iterator<Item = &'a str>) -> Merges {
-        let mut ranks = HashMap::new();
-        for (rank, line) in lines.enumerate() {
-            // Split at the first space after byte 0 and rejoin with one space: the line itself.
-            // A line without such a space is the pair ("", ""), as in llama.cpp.
-            let key = if line.bytes().skip(1).any(|b| b == b' ') { line.to_string() } else { " ".to_string() };
-            ranks.entry(key).or_insert(rank as u32);
-        }
-        Merges { ranks }
+    pub fn new<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Merges> {
+        // Split at the first space after byte 0 and rejoin with one space: the line itself.
+        // A line without such a space is the pair ("", ""), as in llama.cpp.
+        let keys = lines.map(|line| if line.bytes().skip(1).any(|b| b == b' ') { line } else { " " });
+        Ok(Merges { ranks: StrTable::new(keys, Repeated::First)? })
     }
 
     fn rank(&self, key: &mut String, left: &str, right: &str) -> Option<u32> {
@@ -77,7 +77,7 @@ impl Merges {
         key.push_str(left);
         key.push(' ');
         key.push_str(right);
-        self.ranks.get(key.as_str()).copied()
+        self.ranks.find(key)
     }
 
     /// Split one byte-encoded word into its merged symbols (byte ranges of `word`).
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn merges_lowest_rank_first() {
-        let merges = Merges::new(["a b", "b c", "ab c"].into_iter());
+        let merges = Merges::new(["a b", "b c", "ab c"].into_iter()).unwrap();
         let mut out = Vec::new();
         merges.apply("abc", &mut out);
         assert_eq!((out.len(), &out[0]), (1, &(0..3)));

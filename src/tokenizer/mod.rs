@@ -12,9 +12,10 @@
 mod bpe;
 mod pretok;
 mod spm;
+mod strings;
 mod unicode_table;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::gguf::GgufFile;
 use crate::{Result, bail};
@@ -127,14 +128,14 @@ enum Model {
 
 pub struct Tokenizer {
     model: Model,
-    tokens: Vec<String>,
+    /// The vocabulary's texts, found by id and by text (a repeated text maps to its last id).
+    tokens: strings::StrTable,
     scores: Vec<f32>,
     attrs: Vec<u8>,
-    token_to_id: HashMap<String, u32>,
     /// GPT-2's byte spelling (byte-level BPE only).
     bytes: bpe::ByteMap,
     /// Each token's bytes with special tokens rendered (llama.cpp's piece cache).
-    pieces: Vec<Box<[u8]>>,
+    pieces: strings::Packed,
     /// Control, user-defined and unknown tokens, longest text first: matched in this order.
     specials: Vec<u32>,
     bos: Option<u32>,
@@ -156,11 +157,14 @@ impl Tokenizer {
             bail!("no tokenizer in this file: missing `tokenizer.ggml.tokens`");
         };
         let n = list.len();
-        let mut tokens = Vec::with_capacity(n);
-        for (i, v) in list.iter().enumerate() {
-            let Some(s) = v.as_str() else { bail!("`tokenizer.ggml.tokens` entry {i} is not a string") };
-            tokens.push(if s.is_empty() { format!("[EMPTY_{i}]") } else { s.to_string() });
+        if let Some(i) = list.iter().position(|v| v.as_str().is_none()) {
+            bail!("`tokenizer.ggml.tokens` entry {i} is not a string");
         }
+        let texts = list.iter().enumerate().map(|(i, v)| match v.as_str().unwrap_or("") {
+            "" => std::borrow::Cow::Owned(format!("[EMPTY_{i}]")),
+            s => std::borrow::Cow::Borrowed(s),
+        });
+        let tokens = strings::StrTable::new(texts, strings::Repeated::Last)?;
         let scores = match f.get_array("tokenizer.ggml.scores") {
             Some(a) if a.len() >= n => a.iter().take(n).map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
             Some(a) => bail!("`tokenizer.ggml.scores` has {} entries for {n} tokens", a.len()),
@@ -171,10 +175,6 @@ impl Tokenizer {
             Some(a) => bail!("`tokenizer.ggml.token_type` has {} entries for {n} tokens", a.len()),
             None => vec![ATTR_NORMAL; n],
         };
-        let mut token_to_id = HashMap::with_capacity(n);
-        for (i, t) in tokens.iter().enumerate() {
-            token_to_id.insert(t.clone(), i as u32); // a repeated text maps to its last id
-        }
 
         // Model, its default special ids and flags (overridden by metadata below).
         let (model, mut bos, mut eos, mut unk, mut add_bos, mut add_space_prefix) = match model_name {
@@ -184,7 +184,7 @@ impl Tokenizer {
                 let Some(lines) = f.get_array("tokenizer.ggml.merges") else {
                     bail!("BPE tokenizer without `tokenizer.ggml.merges`");
                 };
-                let merges = bpe::Merges::new(lines.iter().map(|v| v.as_str().unwrap_or("")));
+                let merges = bpe::Merges::new(lines.iter().map(|v| v.as_str().unwrap_or("")))?;
                 let model = Model::Bpe { pre: pre.kind, ignore_merges: pre.ignore_merges, merges };
                 (model, Some(11), Some(11), None, pre.add_bos, false)
             }
@@ -223,7 +223,7 @@ impl Tokenizer {
         // Recognise end-of-turn and similar tokens by their text, as llama.cpp does; whatever is
         // found is forced to be a control token. (llama.cpp walks a hash map, so "first" is
         // unspecified there; here it is the lowest id.)
-        let find = |texts: &[&str]| texts.iter().filter_map(|t| token_to_id.get(*t).copied()).min();
+        let find = |texts: &[&str]| texts.iter().filter_map(|t| tokens.find(t)).min();
         for (slot, texts) in [
             (&mut eot, EOT_TEXTS),
             (&mut eom, EOM_TEXTS),
@@ -242,7 +242,7 @@ impl Tokenizer {
             }
         }
         let mut eog: HashSet<u32> = [fim_pad, fim_rep, fim_sep, eos, eot, eom].into_iter().flatten().collect();
-        for id in EOG_TEXTS.iter().filter_map(|t| token_to_id.get(*t).copied()) {
+        for id in EOG_TEXTS.iter().filter_map(|t| tokens.find(t)) {
             eog.insert(id);
             attrs[id as usize] |= ATTR_CONTROL;
         }
@@ -250,16 +250,15 @@ impl Tokenizer {
         let mut specials: Vec<u32> = (0..n as u32)
             .filter(|&i| attrs[i as usize] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0)
             .collect();
-        specials.sort_by_key(|&i| std::cmp::Reverse(tokens[i as usize].len()));
+        specials.sort_by_key(|&i| std::cmp::Reverse(tokens.get(i as usize).map_or(0, str::len)));
 
         let mut tok = Tokenizer {
             model,
             tokens,
             scores,
             attrs,
-            token_to_id,
             bytes: bpe::ByteMap::new(),
-            pieces: Vec::new(),
+            pieces: strings::Packed::default(),
             specials,
             bos,
             eos,
@@ -271,7 +270,11 @@ impl Tokenizer {
             add_eos,
             add_space_prefix,
         };
-        tok.pieces = (0..n as u32).map(|id| tok.render_piece(id).into_boxed_slice()).collect();
+        let mut pieces = strings::Packed::default();
+        for id in 0..n as u32 {
+            pieces.push(&tok.render_piece(id));
+        }
+        tok.pieces = pieces;
         Ok(tok)
     }
 
@@ -316,11 +319,11 @@ impl Tokenizer {
     }
     /// The vocabulary entry's raw text (byte-level BPE tokens are in GPT-2's byte spelling).
     pub fn piece_str(&self, id: u32) -> &str {
-        self.tokens.get(id as usize).map_or("", String::as_str)
+        self.tokens.get(id as usize).unwrap_or("")
     }
     /// The id of a vocabulary entry's exact text.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.token_to_id.get(text).copied()
+        self.tokens.find(text)
     }
     pub fn model_name(&self) -> &'static str {
         match self.model {
@@ -418,7 +421,7 @@ impl Tokenizer {
             if !parse_special && self.attrs[id as usize] & (ATTR_CONTROL | ATTR_UNKNOWN) != 0 {
                 continue;
             }
-            let pat = self.tokens[id as usize].as_str();
+            let pat = self.piece_str(id);
             if !text.contains(pat) {
                 continue;
             }
@@ -458,12 +461,12 @@ impl Tokenizer {
         if !render_special && attr & (ATTR_UNKNOWN | ATTR_CONTROL) != 0 {
             return &[];
         }
-        &self.pieces[id as usize]
+        self.pieces.get(id as usize).unwrap_or(&[])
     }
 
     fn render_piece(&self, id: u32) -> Vec<u8> {
         let attr = self.attrs[id as usize];
-        let text = &self.tokens[id as usize];
+        let text = self.piece_str(id);
         if attr & (ATTR_UNKNOWN | ATTR_CONTROL | ATTR_USER_DEFINED) != 0 {
             return text.as_bytes().to_vec();
         }
