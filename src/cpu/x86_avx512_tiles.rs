@@ -120,16 +120,17 @@ macro_rules! block32 {
 
 block32!(Q4_0, 18, 8, false, |x| nibbles32(x.add(2)), (f16(x), 0.0));
 block32!(Q5_0, 22, 16, false, |x| _mm256_or_si256(nibbles32(x.add(6)), fifth_bits32(x.add(2))), (f16(x), 0.0));
-block32!(Q8_0, 34, 128, false, |x| _mm256_xor_si256(_mm256_loadu_si256(x.add(2).cast()), _mm256_set1_epi8(-128)), (
-    f16(x),
-    0.0
-));
+block32!(
+    Q8_0,
+    34,
+    128,
+    false,
+    |x| _mm256_xor_si256(_mm256_loadu_si256(x.add(2).cast()), _mm256_set1_epi8(-128)),
+    (f16(x), 0.0)
+);
 block32!(IQ4_NL, 18, 128, false, |x| _mm256_shuffle_epi8(iq4_levels_u8(), nibbles32(x.add(2))), (f16(x), 0.0));
 block32!(Q4_1, 20, 0, true, |x| nibbles32(x.add(4)), (f16(x), f16(x.add(2))));
-block32!(Q5_1, 24, 0, true, |x| _mm256_or_si256(nibbles32(x.add(8)), fifth_bits32(x.add(4))), (
-    f16(x),
-    f16(x.add(2))
-));
+block32!(Q5_1, 24, 0, true, |x| _mm256_or_si256(nibbles32(x.add(8)), fifth_bits32(x.add(4))), (f16(x), f16(x.add(2))));
 
 // Super-block formats: a tile block is one sub-block (its scale `d·sc`, its min `−dmin·m`).
 
@@ -357,7 +358,8 @@ unsafe fn decode_rows<F: LaneFormat>(rows: [Option<*const u8>; 4], b0: usize, n:
             let ix = unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) };
             unsafe { _mm512_storeu_si512(o.add(64 * g).cast(), _mm512_permutex2var_epi32(lo, ix, hi)) };
         }
-        let spread = |v: [f32; 4]| _mm512_permutexvar_ps(row_lanes, _mm512_castps128_ps512(_mm_setr_ps(v[0], v[1], v[2], v[3])));
+        let spread =
+            |v: [f32; 4]| _mm512_permutexvar_ps(row_lanes, _mm512_castps128_ps512(_mm_setr_ps(v[0], v[1], v[2], v[3])));
         unsafe {
             _mm512_storeu_ps(o.add(512).cast(), spread([d[0][k], d[1][k], d[2][k], d[3][k]]));
             if F::MIN {
