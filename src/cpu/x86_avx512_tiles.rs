@@ -40,8 +40,9 @@ const ACT_BLOCK: usize = 8 * 16 + 3 * 16;
 /// Decoded weight bytes per block of a 4-row group: 8 groups × 64 bytes of unsigned quants,
 /// then 16 lanes each of `d_w` and `m_w` (f32).
 const DEC_BLOCK: usize = 8 * 64 + 2 * 64;
-/// Blocks decoded at once: 32 × 640 B = 20 KiB, under half of a 48 KiB L1d.
-const CHUNK_BLOCKS: usize = 32;
+/// Blocks decoded at once per four-row group: two groups of 16 × 640 B = 20 KiB, under half
+/// of a 48 KiB L1d.
+const CHUNK_BLOCKS: usize = 16;
 /// Token tiles whose accumulators stay live across chunks (512 tokens).
 const MAX_TILES: usize = 128;
 
@@ -372,42 +373,48 @@ unsafe fn decode_rows<F: LaneFormat>(rows: [Option<*const u8>; 4], b0: usize, n:
 // ------------------------------------------------------------------------------------------
 // The micro-kernel and the loop nest.
 
-/// `acc[i] += Σ over blocks` of the decoded 4-row group × prepared token tile `i`, for
-/// `NT` ≤ 4 tiles `tstride` bytes apart (each weight load serves every tile). `CORR`: the
-/// weights carry an offset, undone by the tiles' per-token corrections.
+/// `acc[g][i] += Σ over blocks` of decoded 4-row group `g` × prepared token tile `i`, for
+/// `R` ≤ 2 groups and `NT` ≤ 4 tiles `tstride` bytes apart: each weight load serves every
+/// tile and each activation load every group (`R·NT` independent sums). `CORR`: the weights
+/// carry an offset, undone by the tiles' per-token corrections.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn micro<const NT: usize, const MIN: bool, const CORR: bool, const G: usize>(
+unsafe fn micro<const R: usize, const NT: usize, const MIN: bool, const CORR: bool, const G: usize>(
     nb: usize,
-    dec: *const u8,
+    dec: [*const u8; R],
     act: *const u8,
     tstride: usize,
-    acc: &mut [__m512; NT],
+    acc: &mut [[__m512; NT]; R],
 ) {
     for b in 0..nb {
-        let w = unsafe { dec.add(b * DEC_BLOCK) };
+        let w = |g: usize| unsafe { dec[g].add(b * DEC_BLOCK) };
         let y = |i: usize| unsafe { act.add(i * tstride + b * ACT_BLOCK) };
-        let mut sum = [_mm512_setzero_si512(); NT];
+        let mut start = [_mm512_setzero_si512(); NT];
         if CORR {
             for i in 0..NT {
-                sum[i] = unsafe { _mm512_broadcast_i32x4(_mm_loadu_si128(y(i).add(160).cast())) };
+                start[i] = unsafe { _mm512_broadcast_i32x4(_mm_loadu_si128(y(i).add(160).cast())) };
             }
         }
-        for g in 0..G {
-            let wg = unsafe { _mm512_loadu_si512(w.add(64 * g).cast()) };
+        let mut sum = [start; R];
+        for k in 0..G {
+            let wk: [__m512i; R] = std::array::from_fn(|g| unsafe { _mm512_loadu_si512(w(g).add(64 * k).cast()) });
             for i in 0..NT {
-                let a = unsafe { _mm512_broadcast_i32x4(_mm_loadu_si128(y(i).add(16 * g).cast())) };
-                sum[i] = _mm512_dpbusd_epi32(sum[i], wg, a);
+                let a = unsafe { _mm512_broadcast_i32x4(_mm_loadu_si128(y(i).add(16 * k).cast())) };
+                for g in 0..R {
+                    sum[g][i] = _mm512_dpbusd_epi32(sum[g][i], wk[g], a);
+                }
             }
         }
-        let dw = unsafe { _mm512_loadu_ps(w.add(512).cast()) };
         for i in 0..NT {
             let da = unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(y(i).add(128).cast())) };
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[i]), _mm512_mul_ps(dw, da), acc[i]);
-            if MIN {
-                let mw = unsafe { _mm512_loadu_ps(w.add(576).cast()) };
-                let sa = unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(y(i).add(144).cast())) };
-                acc[i] = _mm512_fmadd_ps(mw, sa, acc[i]);
+            let sa = if MIN { unsafe { _mm512_broadcast_f32x4(_mm_loadu_ps(y(i).add(144).cast())) } } else { da };
+            for g in 0..R {
+                let dw = unsafe { _mm512_loadu_ps(w(g).add(512).cast()) };
+                acc[g][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[g][i]), _mm512_mul_ps(dw, da), acc[g][i]);
+                if MIN {
+                    let mw = unsafe { _mm512_loadu_ps(w(g).add(576).cast()) };
+                    acc[g][i] = _mm512_fmadd_ps(mw, sa, acc[g][i]);
+                }
             }
         }
     }
@@ -416,24 +423,69 @@ unsafe fn micro<const NT: usize, const MIN: bool, const CORR: bool, const G: usi
 /// `micro` for `F`'s min flag, offset and block length.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn run_micro<F: LaneFormat, const NT: usize>(
+unsafe fn run_micro<F: LaneFormat, const R: usize, const NT: usize>(
     nb: usize,
-    dec: *const u8,
+    dec: [*const u8; R],
     act: *const u8,
     tstride: usize,
-    acc: &mut [__m512; NT],
+    acc: &mut [[__m512; NT]; R],
 ) {
     match (F::MIN, F::OFFSET != 0, F::ELEMS) {
-        (true, false, 32) => unsafe { micro::<NT, true, false, 8>(nb, dec, act, tstride, acc) },
-        (false, true, 32) => unsafe { micro::<NT, false, true, 8>(nb, dec, act, tstride, acc) },
-        (false, true, _) => unsafe { micro::<NT, false, true, 4>(nb, dec, act, tstride, acc) },
-        (_, _, 32) => unsafe { micro::<NT, true, true, 8>(nb, dec, act, tstride, acc) },
-        _ => unsafe { micro::<NT, true, true, 4>(nb, dec, act, tstride, acc) },
+        (true, false, 32) => unsafe { micro::<R, NT, true, false, 8>(nb, dec, act, tstride, acc) },
+        (false, true, 32) => unsafe { micro::<R, NT, false, true, 8>(nb, dec, act, tstride, acc) },
+        (false, true, _) => unsafe { micro::<R, NT, false, true, 4>(nb, dec, act, tstride, acc) },
+        (_, _, 32) => unsafe { micro::<R, NT, true, true, 8>(nb, dec, act, tstride, acc) },
+        _ => unsafe { micro::<R, NT, true, true, 4>(nb, dec, act, tstride, acc) },
+    }
+}
+
+/// Token tiles `0..tiles` of one chunk for `R` decoded groups: `acc[g][i]` accumulates group
+/// `g` × tile `i`, four tiles at a time, then two, then one.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn chunk_tiles<F: LaneFormat, const R: usize>(
+    n: usize,
+    dec: [*const u8; R],
+    a0: *const u8,
+    tstride: usize,
+    tiles: usize,
+    acc: &mut [[__m512; MAX_TILES]; R],
+) {
+    let mut i = 0;
+    while i + 4 <= tiles {
+        unsafe { tiles_at::<F, R, 4>(n, dec, a0, tstride, i, acc) };
+        i += 4;
+    }
+    if i + 2 <= tiles {
+        unsafe { tiles_at::<F, R, 2>(n, dec, a0, tstride, i, acc) };
+        i += 2;
+    }
+    if i < tiles {
+        unsafe { tiles_at::<F, R, 1>(n, dec, a0, tstride, i, acc) };
+    }
+}
+
+/// Tiles `i..i + NT` of [`chunk_tiles`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tiles_at<F: LaneFormat, const R: usize, const NT: usize>(
+    n: usize,
+    dec: [*const u8; R],
+    a0: *const u8,
+    tstride: usize,
+    i: usize,
+    acc: &mut [[__m512; MAX_TILES]; R],
+) {
+    let mut part: [[__m512; NT]; R] = std::array::from_fn(|g| std::array::from_fn(|j| acc[g][i + j]));
+    unsafe { run_micro::<F, R, NT>(n, dec, a0.add(i * tstride), tstride, &mut part) };
+    for g in 0..R {
+        acc[g][i..i + NT].copy_from_slice(&part[g]);
     }
 }
 
 /// Rows `rows` of `w` (`row_bytes` apart, `cols` wide) times every prepared token tile,
-/// written to `out[t * ostride + r]`.
+/// written to `out[t * ostride + r]`: eight rows at a time (two decoded groups), the rest
+/// four at a time.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows_tokens<F: LaneFormat>(
@@ -446,60 +498,71 @@ unsafe fn rows_tokens<F: LaneFormat>(
     out: *mut f32,
     ostride: usize,
 ) {
-    let nb = cols / F::ELEMS;
-    let tstride = nb * ACT_BLOCK;
-    let n_tiles = n_tokens.div_ceil(4);
-    // Stack scratch, not zeroed: decoded blocks are written before they are read, and each
-    // tile's accumulator is set on the first chunk.
-    let mut dec = std::mem::MaybeUninit::<[u8; CHUNK_BLOCKS * DEC_BLOCK]>::uninit();
-    let dec = dec.as_mut_ptr().cast::<u8>();
-    let mut acc = [_mm512_setzero_ps(); MAX_TILES];
     let mut r0 = rows.start;
     while r0 < rows.end {
-        let nr = (rows.end - r0).min(4);
-        let row_ptrs: [Option<*const u8>; 4] =
-            std::array::from_fn(|r| (r < nr).then(|| unsafe { w.add((r0 + r) * row_bytes) }));
-        for tile0 in (0..n_tiles).step_by(MAX_TILES) {
-            let tiles = (n_tiles - tile0).min(MAX_TILES);
-            acc[..tiles].fill(_mm512_setzero_ps());
-            for b0 in (0..nb).step_by(CHUNK_BLOCKS) {
-                let n = (nb - b0).min(CHUNK_BLOCKS);
-                unsafe { decode_rows::<F>(row_ptrs, b0, n, dec) };
-                let a0 = unsafe { act.add(tile0 * tstride + b0 * ACT_BLOCK) };
-                let mut i = 0;
-                while i + 4 <= tiles {
-                    let mut quad = [acc[i], acc[i + 1], acc[i + 2], acc[i + 3]];
-                    let a = unsafe { a0.add(i * tstride) };
-                    unsafe { run_micro::<F, 4>(n, dec, a, tstride, &mut quad) };
-                    acc[i..i + 4].copy_from_slice(&quad);
-                    i += 4;
-                }
-                if i + 2 <= tiles {
-                    let mut pair = [acc[i], acc[i + 1]];
-                    let a = unsafe { a0.add(i * tstride) };
-                    unsafe { run_micro::<F, 2>(n, dec, a, tstride, &mut pair) };
-                    (acc[i], acc[i + 1]) = (pair[0], pair[1]);
-                    i += 2;
-                }
-                if i < tiles {
-                    let mut one = [acc[i]];
-                    let a = unsafe { a0.add(i * tstride) };
-                    unsafe { run_micro::<F, 1>(n, dec, a, tstride, &mut one) };
-                    acc[i] = one[0];
-                }
+        let m = Matrix { w, row_bytes, cols, act, n_tokens, out, ostride };
+        if rows.end - r0 >= 8 {
+            unsafe { row_groups::<F, 2>(&m, r0, 8) };
+            r0 += 8;
+        } else {
+            let nr = (rows.end - r0).min(4);
+            unsafe { row_groups::<F, 1>(&m, r0, nr) };
+            r0 += nr;
+        }
+    }
+}
+
+/// The operands of [`rows_tokens`].
+struct Matrix {
+    w: *const u8,
+    row_bytes: usize,
+    cols: usize,
+    act: *const u8,
+    n_tokens: usize,
+    out: *mut f32,
+    ostride: usize,
+}
+
+/// Rows `r0..r0 + nr` (`nr` ≤ 4·R) as `R` four-row groups, times every token tile.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn row_groups<F: LaneFormat, const R: usize>(m: &Matrix, r0: usize, nr: usize) {
+    let nb = m.cols / F::ELEMS;
+    let tstride = nb * ACT_BLOCK;
+    let n_tiles = m.n_tokens.div_ceil(4);
+    // Stack scratch, not zeroed: decoded blocks are written before they are read, and each
+    // tile's accumulator is set on the first chunk.
+    let mut dec = std::mem::MaybeUninit::<[[u8; CHUNK_BLOCKS * DEC_BLOCK]; R]>::uninit();
+    let dec: [*mut u8; R] = std::array::from_fn(|g| unsafe { dec.as_mut_ptr().cast::<u8>().add(g * CHUNK_BLOCKS * DEC_BLOCK) });
+    let mut acc = [[_mm512_setzero_ps(); MAX_TILES]; R];
+    let row_ptrs: [[Option<*const u8>; 4]; R] = std::array::from_fn(|g| {
+        std::array::from_fn(|r| (4 * g + r < nr).then(|| unsafe { m.w.add((r0 + 4 * g + r) * m.row_bytes) }))
+    });
+    for tile0 in (0..n_tiles).step_by(MAX_TILES) {
+        let tiles = (n_tiles - tile0).min(MAX_TILES);
+        for a in acc.iter_mut() {
+            a[..tiles].fill(_mm512_setzero_ps());
+        }
+        for b0 in (0..nb).step_by(CHUNK_BLOCKS) {
+            let n = (nb - b0).min(CHUNK_BLOCKS);
+            for g in 0..R {
+                unsafe { decode_rows::<F>(row_ptrs[g], b0, n, dec[g]) };
             }
+            let a0 = unsafe { m.act.add(tile0 * tstride + b0 * ACT_BLOCK) };
+            unsafe { chunk_tiles::<F, R>(n, dec.map(|d| d.cast_const()), a0, tstride, tiles, &mut acc) };
+        }
+        for g in 0..R {
             for i in 0..tiles {
                 let mut lanes = [0f32; 16];
-                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc[i]) };
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc[g][i]) };
                 let t0 = 4 * (tile0 + i);
-                for t in 0..(n_tokens - t0).min(4) {
-                    for r in 0..nr {
-                        unsafe { *out.add((t0 + t) * ostride + r0 + r) = lanes[4 * r + t] };
+                for t in 0..(m.n_tokens - t0).min(4) {
+                    for r in 0..nr.saturating_sub(4 * g).min(4) {
+                        unsafe { *m.out.add((t0 + t) * m.ostride + r0 + 4 * g + r) = lanes[4 * r + t] };
                     }
                 }
             }
         }
-        r0 += nr;
     }
 }
 
