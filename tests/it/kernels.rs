@@ -145,10 +145,11 @@ fn prefill_tiles_match_scalar_oracle() {
             tested.push(format!("{} {ty}", isa.name));
             let scalar = quant::scalar_kernels(ty).unwrap();
             let shapes: &[(usize, usize, usize)] = if ty.block_size() == 256 {
-                &[(256, 6, 5), (2048, 9, 4), (4096 + 256, 4, 67)]
+                &[(256, 6, 5), (2048, 9, 4), (4096 + 256, 4, 67), (4096 + 256, 13, 9), (512, 21, 6)]
             } else {
-                &[(576, 6, 5), (96, 9, 4), (32, 5, 7), (4096 + 96, 4, 67)]
+                &[(576, 6, 5), (96, 9, 4), (32, 5, 7), (4096 + 96, 4, 67), (1024 + 96, 20, 9)]
             };
+            // Rows 3..rows go eight at a time where there are eight, the rest four at a time.
             for &(n, rows, tokens) in shapes {
                 let (w, act, xs) = operands(ty, n, rows, tokens, (n * rows + tokens) as u64 ^ ty as u64);
                 let (wb, ab) = (ty.row_bytes(n).unwrap(), scalar.partner.row_bytes(n).unwrap());
