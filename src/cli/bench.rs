@@ -106,7 +106,7 @@ fn run_model(a: &BenchArgs, model: &str) -> Result<()> {
     eprintln!("kernels: {}", crate::cpu::kernel_summary());
     let results = crate::bench::run(model, &params, |line| eprintln!("{line}"))?;
     if let Some(tg) = results.iter().find(|r| r.n_gen > 0) {
-        let gbps = measure::ram_read_gbps(measure::RAM_BUFFER_MIB << 20, threads);
+        let gbps = measure::ram_read_gbps(measure::RAM_BUFFER_MIB << 20, threads, None);
         eprintln!("{}", crate::bench::bandwidth_bound_line(tg, gbps));
     }
     if a.json {

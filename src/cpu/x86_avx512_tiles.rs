@@ -533,7 +533,8 @@ unsafe fn row_groups<F: LaneFormat, const R: usize>(m: &Matrix, r0: usize, nr: u
     // Stack scratch, not zeroed: decoded blocks are written before they are read, and each
     // tile's accumulator is set on the first chunk.
     let mut dec = std::mem::MaybeUninit::<[[u8; CHUNK_BLOCKS * DEC_BLOCK]; R]>::uninit();
-    let dec: [*mut u8; R] = std::array::from_fn(|g| unsafe { dec.as_mut_ptr().cast::<u8>().add(g * CHUNK_BLOCKS * DEC_BLOCK) });
+    let dec: [*mut u8; R] =
+        std::array::from_fn(|g| unsafe { dec.as_mut_ptr().cast::<u8>().add(g * CHUNK_BLOCKS * DEC_BLOCK) });
     let mut acc = [[_mm512_setzero_ps(); MAX_TILES]; R];
     let row_ptrs: [[Option<*const u8>; 4]; R] = std::array::from_fn(|g| {
         std::array::from_fn(|r| (4 * g + r < nr).then(|| unsafe { m.w.add((r0 + 4 * g + r) * m.row_bytes) }))

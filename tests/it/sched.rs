@@ -868,3 +868,46 @@ fn halda_memory_cases_on_one_device() {
     let after = halda::plan(std::slice::from_ref(&ph), &small, &opt).unwrap().devices[0].ram_budget;
     assert_eq!(after - before, 1 << 30);
 }
+
+/// The profile's RAM probe reads page cache (a file it writes and unlinks), not heap: the
+/// process's anonymous memory does not grow by the buffer, and no file is left behind.
+#[cfg(target_os = "linux")]
+#[test]
+fn ram_probe_costs_no_anonymous_memory() {
+    let rss_anon = || -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb = s.lines().find_map(|l| l.strip_prefix("RssAnon:")).unwrap();
+        kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() << 10
+    };
+    let dir = std::env::temp_dir().join(format!("prima-ram-probe-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    const BYTES: usize = 128 << 20;
+    // Other tests run in this process too: a growth they cause could mask nothing (the check is
+    // an upper bound), but could exceed it, so up to three tries.
+    let mut growths = Vec::new();
+    for _ in 0..3 {
+        let base = rss_anon();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let peak = std::thread::scope(|s| {
+            let sampler = s.spawn(|| {
+                let mut peak = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(rss_anon());
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                peak
+            });
+            let gbps = profile::measure::ram_read_gbps(BYTES, 1, Some(&dir));
+            assert!(gbps > 0.1, "{gbps}");
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            sampler.join().unwrap()
+        });
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the probe file is left in {}", dir.display());
+        growths.push(peak.saturating_sub(base));
+        if peak.saturating_sub(base) < BYTES as u64 / 4 {
+            std::fs::remove_dir_all(&dir).unwrap();
+            return;
+        }
+    }
+    panic!("anonymous memory grew by {growths:?} bytes during a {BYTES}-byte probe");
+}
