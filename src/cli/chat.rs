@@ -36,8 +36,8 @@ pub struct ChatArgs {
 }
 
 pub fn run(a: ChatArgs) -> Result<()> {
-    let mut l = Loaded::open(&a.model, a.ctx, a.threads)?;
-    let template = ChatTemplate::from_gguf(&l.model.gguf)?.unwrap_or_else(ChatTemplate::chatml);
+    let mut l = Loaded::open_chat(&a.model, a.ctx, a.threads)?;
+    let template = l.template.take().unwrap_or_else(ChatTemplate::chatml);
     let sampling =
         SamplingArgs { temp: a.temp, seed: a.seed, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0 };
     let params = GenParams { n_predict: a.n_predict, sampler: sampling.config(), ignore_eog: false };

@@ -1,7 +1,9 @@
 //! What several subcommands share: loading a model with its tokenizer, sampling flags.
 
+use crate::chat::ChatTemplate;
 use crate::cpu::default_threads;
-use crate::error::Result;
+use crate::error::{Context, Result};
+use crate::gguf::GgufFile;
 use crate::model::{Model, Session, session::default_context};
 use crate::sampler::SamplerConfig;
 use crate::tokenizer::Tokenizer;
@@ -31,16 +33,35 @@ impl SamplingArgs {
 
 /// A model ready to run on this device.
 pub struct Loaded {
-    pub model: Model,
     pub tokenizer: Tokenizer,
+    /// The chat template (the file's, else ChatML), when opened with [`Loaded::open_chat`].
+    pub template: Option<ChatTemplate>,
     pub session: Session,
 }
 
 impl Loaded {
     pub fn open(path: &str, ctx: Option<usize>, threads: Option<usize>) -> Result<Loaded> {
+        Self::open_with(path, ctx, threads, false)
+    }
+
+    /// [`Loaded::open`] with the chat template.
+    pub fn open_chat(path: &str, ctx: Option<usize>, threads: Option<usize>) -> Result<Loaded> {
+        Self::open_with(path, ctx, threads, true)
+    }
+
+    fn open_with(path: &str, ctx: Option<usize>, threads: Option<usize>, chat: bool) -> Result<Loaded> {
         let t0 = std::time::Instant::now();
-        let model = Model::open(path)?;
-        let tokenizer = Tokenizer::from_gguf(&model.gguf)?;
+        // The tokenizer (and template) from a full parse of the header, which then goes; the
+        // model keeps a header without the vocabulary arrays (~24 MiB at 128k tokens).
+        let header = GgufFile::open(path)?;
+        let tokenizer = Tokenizer::from_gguf(&header).with_context(|| path.to_string())?;
+        let template = match chat {
+            true => Some(ChatTemplate::from_gguf(&header)?.unwrap_or_else(ChatTemplate::chatml)),
+            false => None,
+        };
+        drop(header);
+        let model = Model::from_gguf(GgufFile::open_weights(path)?).with_context(|| path.to_string())?;
+        crate::sys::release_free_heap();
         let n_ctx = ctx.unwrap_or_else(|| default_context(&model));
         let threads = threads.unwrap_or_else(default_threads);
         let session = Session::new(&model, n_ctx, threads)?;
@@ -55,6 +76,6 @@ impl Loaded {
             crate::cpu::kernel_summary(),
             t0.elapsed().as_secs_f64() * 1e3
         );
-        Ok(Loaded { model, tokenizer, session })
+        Ok(Loaded { tokenizer, template, session })
     }
 }
