@@ -47,10 +47,10 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_and_si256(_mm256_srlv_epi64(t, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0f))
 }
 
-/// The IQ4_NL levels plus 128, as unsigned bytes, in both 128-bit lanes.
+/// The IQ4_NL (and IQ4_XS) levels plus 128, as unsigned bytes, in both 128-bit lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn iq4_levels_u8() -> __m256i {
+pub(super) fn iq4_levels_u8() -> __m256i {
     let t = _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
     let t = _mm_xor_si128(t, _mm_set1_epi8(-128));
     _mm256_set_m128i(t, t)
