@@ -11,6 +11,7 @@ need_apt=()
 command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v file >/dev/null || need_apt+=(file)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_apt[*]}"
@@ -21,7 +22,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "warning: not root, cannot install ${need_apt[*]}; the steps needing them are skipped" >&2
   fi
 fi
-for t in aarch64-unknown-linux-gnu aarch64-apple-darwin aarch64-linux-android; do
+for t in aarch64-unknown-linux-gnu aarch64-apple-darwin x86_64-apple-darwin aarch64-linux-android \
+  x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
   rustup target list --installed 2>/dev/null | grep -qx "$t" || rustup target add "$t" >/dev/null 2>&1 ||
     echo "warning: rustup could not add $t" >&2
 done
@@ -33,7 +35,7 @@ log "cargo test"
 cargo test -q 2>&1
 
 have_target() { rustup target list --installed 2>/dev/null | grep -qx "$1"; }
-for t in aarch64-apple-darwin aarch64-linux-android; do
+for t in aarch64-apple-darwin x86_64-apple-darwin aarch64-linux-android; do
   if have_target "$t"; then
     log "cargo check --target $t"
     cargo check -q --target "$t" --lib --bins
@@ -47,5 +49,9 @@ if have_target aarch64-unknown-linux-gnu && command -v qemu-aarch64 >/dev/null &
     log "aarch64 tests under qemu-user (QEMU_CPU=$cpu)"
     QEMU_CPU=$cpu cargo test -q --target aarch64-unknown-linux-gnu --test it -- kernels:: quant:: model:: --skip smollm2 --skip dequantized 2>&1
   done
+fi
+if have_target x86_64-unknown-linux-musl && have_target aarch64-unknown-linux-musl && command -v qemu-aarch64 >/dev/null; then
+  log "static binaries (x86_64 and aarch64 musl)"
+  tests/static-binaries.sh
 fi
 log "all tests passed"
