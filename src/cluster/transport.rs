@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(read_frame(&mut &hb[..], MAX_FRAME, "t").unwrap(), Msg::Heartbeat);
         // Garbage payload and truncation: errors, not panics.
         for n in 0..f.len() {
-            let _ = read_frame(&mut &f[..n], MAX_FRAME, "t");
+            assert!(read_frame(&mut &f[..n], MAX_FRAME, "t").is_err(), "frame truncated to {n} of {} bytes", f.len());
         }
         let junk = [6, 0, 0, 0, PROTOCOL_VERSION, 0xff, 0xff, 0xff, 0xff, 0xff];
         assert!(read_frame(&mut &junk[..], MAX_FRAME, "t").is_err());
