@@ -308,8 +308,9 @@ mod bench {
     use super::*;
     use std::net::TcpListener;
 
-    /// Round trips of a decode-sized activation frame over loopback (run with --nocapture).
+    /// Round trips of a decode-sized activation frame over loopback: a benchmark, not a test.
     #[test]
+    #[ignore = "benchmark: cargo test --release --lib loopback_round_trip -- --ignored --nocapture"]
     fn loopback_round_trip() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
