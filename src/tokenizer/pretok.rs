@@ -41,6 +41,16 @@ pub enum PreTokenizer {
     Llama3,
     /// Qwen2: the Llama 3 regex with single digits, `\p{N}` instead of `\p{N}{1,3}`.
     Qwen2,
+    /// Qwen3.5: Qwen2 with marks beside letters: `[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+`,
+    /// ` ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*`.
+    Qwen35,
+    /// DeepSeek LLM: `[\r\n]`, `\s?[Latin, Greek, Cyrillic, … letters]+`, `\s?[ASCII and
+    /// full-width punctuation]+`, `\s+$`, `[CJK, Hangul]+`, `\p{N}+`.
+    DeepseekLlm,
+    /// DeepSeek Coder: `[\r\n]`, `\s?\p{L}+`, `\s?\p{P}+`, `[CJK, Hangul]+`, `\p{N}`.
+    DeepseekCoder,
+    /// Falcon: `[\p{P}\$\+<=>\^~\|`]+`, GPT-2, `[0-9][0-9][0-9]`.
+    Falcon,
     /// SmolLM, StarCoder: `\p{N}`, then the GPT-2 regex.
     Smollm,
     /// GPT-2: `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)`.
@@ -70,6 +80,10 @@ impl PreConfig {
             }
             "dbrx" | "smaug-bpe" => (Llama3, false, false),
             "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "megrez" => (Qwen2, false, false),
+            "qwen35" => (Qwen35, false, false),
+            "deepseek-llm" => (DeepseekLlm, false, false),
+            "deepseek-coder" => (DeepseekCoder, false, false),
+            "falcon" => (Falcon, false, false),
             "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
                 (Smollm, false, false)
             }
@@ -77,7 +91,8 @@ impl PreConfig {
             "gpt-2" | "gpt2" | "phi-2" | "mpt" | "olmo" | "jais" | "exaone4" | "trillion" => (Gpt2, false, false),
             other => bail!(
                 "unknown pre-tokenizer `tokenizer.ggml.pre = {other}`: prima supports llama-bpe/llama3, qwen2, \
-                 deepseek-r1-qwen, smollm, gpt-2 and default"
+                 qwen35, deepseek-r1-qwen, deepseek-llm, deepseek-coder, falcon, smollm, starcoder, refact, \
+                 command-r, gpt-2, mpt and default"
             ),
         };
         Ok(PreConfig { kind, ignore_merges, add_bos })
@@ -88,8 +103,31 @@ impl PreConfig {
 pub fn split(kind: PreTokenizer, chars: &[char]) -> Vec<Range<usize>> {
     let whole: Vec<Range<usize>> = std::iter::once(0..chars.len()).collect();
     match kind {
-        PreTokenizer::Llama3 => apply(chars, whole, |c, s, o| scan_llama3(c, s, o, 3)),
-        PreTokenizer::Qwen2 => apply(chars, whole, |c, s, o| scan_llama3(c, s, o, 1)),
+        PreTokenizer::Llama3 => apply(chars, whole, |c, s, o| scan_llama3(c, s, o, 3, false)),
+        PreTokenizer::Qwen2 => apply(chars, whole, |c, s, o| scan_llama3(c, s, o, 1, false)),
+        PreTokenizer::Qwen35 => apply(chars, whole, |c, s, o| scan_llama3(c, s, o, 1, true)),
+        PreTokenizer::DeepseekLlm => {
+            let p = apply(chars, whole, |c, s, o| split_runs(c, s, o, is_newline, 1, 1));
+            let p = apply(chars, p, |c, s, o| split_space_runs(c, s, o, is_deepseek_letter));
+            let p = apply(chars, p, |c, s, o| split_space_runs(c, s, o, is_deepseek_punct));
+            let p = apply(chars, p, split_trailing_space);
+            let p = apply(chars, p, |c, s, o| split_runs(c, s, o, is_cjk, 1, usize::MAX));
+            apply(chars, p, |c, s, o| split_runs(c, s, o, is_number, 1, usize::MAX))
+        }
+        PreTokenizer::DeepseekCoder => {
+            let p = apply(chars, whole, |c, s, o| split_runs(c, s, o, is_newline, 1, 1));
+            let p = apply(chars, p, |c, s, o| split_space_runs(c, s, o, |ch| category(ch) == Cat::L));
+            let p = apply(chars, p, |c, s, o| split_space_runs(c, s, o, |ch| category(ch) == Cat::P));
+            let p = apply(chars, p, |c, s, o| split_runs(c, s, o, is_cjk, 1, usize::MAX));
+            apply(chars, p, |c, s, o| split_runs(c, s, o, is_number, 1, 1))
+        }
+        PreTokenizer::Falcon => {
+            let p = apply(chars, whole, |c, s, o| {
+                split_runs(c, s, o, |ch| ch == '`' || is_default_punct(ch), 1, usize::MAX)
+            });
+            let p = apply(chars, p, scan_gpt2);
+            apply(chars, p, |c, s, o| split_runs(c, s, o, |ch| ch.is_ascii_digit(), 3, 3))
+        }
         PreTokenizer::Gpt2 => apply(chars, whole, scan_gpt2),
         PreTokenizer::Smollm => {
             let digits = apply(chars, whole, |c, s, o| split_runs(c, s, o, is_number, 1, 1));
@@ -123,6 +161,87 @@ fn is_number(c: char) -> bool {
 /// `[\p{P}\$\+<=>\^~\|]`: punctuation and eight ASCII symbols (not the backtick).
 fn is_default_punct(c: char) -> bool {
     matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|') || (!c.is_whitespace() && category(c) == Cat::P)
+}
+
+fn is_newline(c: char) -> bool {
+    c == '\r' || c == '\n'
+}
+
+/// `[一-龥ࠀ-一가-퟿]`: CJK ideographs, U+0800..U+4E00 and Hangul (DeepSeek's class, as written).
+fn is_cjk(c: char) -> bool {
+    matches!(c, '\u{4e00}'..='\u{9fa5}' | '\u{0800}'..='\u{4dff}' | '\u{ac00}'..='\u{d7ff}')
+}
+
+/// DeepSeek LLM's letter class, copied from llama.cpp's regex (`a-b` ranges and single chars).
+const DEEPSEEK_LETTERS: &str = "A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃";
+/// DeepSeek LLM's punctuation class: ASCII punctuation (and `:-~`), full-width forms, quotes, CJK punctuation.
+const DEEPSEEK_PUNCT: &str = "!-/:-~！-／：-～‘-‟\u{3000}-。";
+
+/// Membership in a regex character class written as `a-b` ranges and single chars.
+fn in_class(class: &str, c: char) -> bool {
+    let mut it = class.chars();
+    while let Some(a) = it.next() {
+        let mut ahead = it.clone();
+        if ahead.next() == Some('-')
+            && let Some(b) = ahead.next()
+        {
+            if (a..=b).contains(&c) {
+                return true;
+            }
+            it = ahead;
+        } else if a == c {
+            return true;
+        }
+    }
+    false
+}
+
+fn is_deepseek_letter(c: char) -> bool {
+    in_class(DEEPSEEK_LETTERS, c)
+}
+
+fn is_deepseek_punct(c: char) -> bool {
+    in_class(DEEPSEEK_PUNCT, c)
+}
+
+/// `\s?X+` for a one-char class X, as a splitter (like [`split_runs`]).
+fn split_space_runs(chars: &[char], piece: Range<usize>, out: &mut Vec<Range<usize>>, class: impl Fn(char) -> bool) {
+    let mut gap = piece.start;
+    let mut p = piece.start;
+    while p < piece.end {
+        let start = p;
+        let lead = usize::from(chars[p].is_whitespace() && p + 1 < piece.end && class(chars[p + 1]));
+        if lead == 0 && !class(chars[p]) {
+            p += 1;
+            continue;
+        }
+        p += lead;
+        while p < piece.end && class(chars[p]) {
+            p += 1;
+        }
+        if gap < start {
+            out.push(gap..start);
+        }
+        out.push(start..p);
+        gap = p;
+    }
+    if gap < piece.end {
+        out.push(gap..piece.end);
+    }
+}
+
+/// `\s+$`: the whitespace at the piece's end becomes a piece of its own.
+fn split_trailing_space(chars: &[char], piece: Range<usize>, out: &mut Vec<Range<usize>>) {
+    let mut cut = piece.end;
+    while cut > piece.start && chars[cut - 1].is_whitespace() {
+        cut -= 1;
+    }
+    if cut > piece.start {
+        out.push(piece.start..cut);
+    }
+    if cut < piece.end {
+        out.push(cut..piece.end);
+    }
 }
 
 /// The regex `X{min,max}` for a one-char class X, as a splitter: every leftmost match becomes a
@@ -165,6 +284,7 @@ fn split_runs(
 struct Flags {
     inside: bool,
     letter: bool,
+    mark: bool,
     number: bool,
     space: bool,
 }
@@ -186,7 +306,13 @@ impl Scan<'_> {
             None => Flags::default(),
             Some(c) => {
                 let cat = category(c);
-                Flags { inside: true, letter: cat == Cat::L, number: cat == Cat::N, space: c.is_whitespace() }
+                Flags {
+                    inside: true,
+                    letter: cat == Cat::L,
+                    mark: cat == Cat::M,
+                    number: cat == Cat::N,
+                    space: c.is_whitespace(),
+                }
             }
         }
     }
@@ -279,9 +405,11 @@ fn scan_gpt2(chars: &[char], piece: Range<usize>, out: &mut Vec<Range<usize>>) {
 }
 
 /// Llama 3 (`digits` = 3) and Qwen2 (`digits` = 1):
-/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
-fn scan_llama3(chars: &[char], piece: Range<usize>, out: &mut Vec<Range<usize>>, digits: usize) {
+/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+/// with `marks` (Qwen3.5) `\p{L}` is `[\p{L}\p{M}]` in the letter and punctuation branches.
+fn scan_llama3(chars: &[char], piece: Range<usize>, out: &mut Vec<Range<usize>>, digits: usize, marks: bool) {
     let mut s = Scan { chars, end: piece.end, word_start: piece.start, out };
+    let letter = |f: Flags| f.letter || (marks && f.mark);
     let mut pos = piece.start;
     while pos < s.end {
         let c = chars[pos];
@@ -293,9 +421,9 @@ fn scan_llama3(chars: &[char], piece: Range<usize>, out: &mut Vec<Range<usize>>,
             continue;
         }
         // `[^\r\n\p{L}\p{N}]?\p{L}+`
-        if !(c == '\r' || c == '\n' || f.number) && (f.letter || s.flags(pos + 1).letter) {
+        if !(c == '\r' || c == '\n' || f.number) && (letter(f) || letter(s.flags(pos + 1))) {
             pos += 1;
-            while s.flags(pos).letter {
+            while letter(s.flags(pos)) {
                 pos += 1;
             }
             s.emit(pos);
@@ -318,11 +446,11 @@ fn scan_llama3(chars: &[char], piece: Range<usize>, out: &mut Vec<Range<usize>>,
         // takes this branch (the class test sees "nothing", which is none of \s, \p{L}, \p{N}).
         let skip = usize::from(c == ' ');
         let f2 = s.flags(pos + skip);
-        if !(f2.space || f2.letter || f2.number) {
+        if !(f2.space || letter(f2) || f2.number) {
             pos += skip;
             loop {
                 let g = s.flags(pos);
-                if !g.inside || g.space || g.letter || g.number {
+                if !g.inside || g.space || letter(g) || g.number {
                     break;
                 }
                 pos += 1;

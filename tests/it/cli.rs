@@ -101,3 +101,164 @@ fn bad_inputs_give_plain_errors() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("prima-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `prima tokenize`: the ids of llama.cpp's golden for the same text, as a list and as a table.
+#[test]
+fn tokenize_prints_the_golden_ids() {
+    let g = common::golden("smollm2-135m.vocab-only.tokenizer.json");
+    let vocab = common::fixtures().join("vocab").join(g["vocab_file"].as_str().unwrap());
+    let case = g["cases"].as_array().unwrap().iter().find(|c| c["text"].as_str().unwrap().len() > 10).unwrap();
+    let text = case["text"].as_str().unwrap();
+    let want: Vec<u64> = case["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let out = ok(&prima(&["tokenize", "-m", vocab.to_str().unwrap(), "--ids", "--no-bos", text]));
+    assert_eq!(out.trim(), format!("{want:?}"));
+    let table = ok(&prima(&["tokenize", "-m", vocab.to_str().unwrap(), "--no-bos", text]));
+    let ids: Vec<u64> = table.lines().map(|l| l.split(" -> ").next().unwrap().trim().parse().unwrap()).collect();
+    assert_eq!(ids, want);
+    let pieces: String = table.lines().map(|l| l.split(" -> ").nth(1).unwrap().trim_matches('"').to_string()).collect();
+    assert!(pieces.replace("\\n", "\n").contains(text.split_whitespace().next().unwrap()), "{table}");
+}
+
+/// `prima perplexity` on SmolLM2 prints llama-perplexity's final estimate within 1%.
+#[test]
+fn perplexity_prints_llama_perplexity_estimate() {
+    let g = common::golden("smollm2-135m-q4_1.perplexity.json");
+    let model = crate::model::smollm2();
+    let text = common::fixtures().join("calibration.txt");
+    let out = ok(&prima(&["perplexity", "-m", model.to_str().unwrap(), "-f", text.to_str().unwrap(), "-c", "128"]));
+    let ppl: f64 = out
+        .strip_prefix("Final estimate: PPL = ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{out}"))
+        .parse()
+        .unwrap();
+    let want = g["final_estimate"]["ppl"].as_f64().unwrap();
+    assert!((ppl / want - 1.0).abs() < 0.01, "PPL {ppl} vs llama-perplexity {want}");
+}
+
+/// `prima bench -m --json`: llama-bench's JSON, each figure consistent with its own samples.
+#[test]
+fn bench_json_is_consistent_with_its_samples() {
+    let model = common::model("c-llama-pure-q4_0.gguf");
+    let out =
+        ok(&prima(&["bench", "-m", model.to_str().unwrap(), "-p", "8", "-n", "4", "-r", "2", "-t", "1", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let runs = v.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{out}");
+    let tensor_bytes: u64 = {
+        let f = prima::gguf::GgufFile::open(&model).unwrap();
+        f.tensors.iter().map(|t| t.size).sum()
+    };
+    for (r, (n_prompt, n_gen)) in runs.iter().zip([(8, 0), (0, 4)]) {
+        assert_eq!((r["n_prompt"].as_u64().unwrap(), r["n_gen"].as_u64().unwrap()), (n_prompt, n_gen), "{r}");
+        assert_eq!(r["model_size"].as_u64().unwrap(), tensor_bytes);
+        let ns: Vec<f64> = r["samples_ns"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let ts: Vec<f64> = r["samples_ts"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(ns.len(), 2);
+        let tokens = (n_prompt + n_gen) as f64;
+        for (n, t) in ns.iter().zip(&ts) {
+            assert!((t - tokens * 1e9 / n).abs() <= 1e-3 * t, "{t} tok/s vs {n} ns for {tokens} tokens");
+        }
+        let mean_ns = ns.iter().sum::<f64>() / 2.0;
+        assert!((r["avg_ns"].as_f64().unwrap() - mean_ns).abs() <= 1.0, "{r}");
+        let mean_ts = ts.iter().sum::<f64>() / 2.0;
+        assert!((r["avg_ts"].as_f64().unwrap() - mean_ts).abs() <= 1e-3 * mean_ts, "{r}");
+    }
+}
+
+/// `prima bench --profile --json` writes a profile `prima plan --profiles` reads; the plan gives
+/// every layer of the model to the devices, and the faster profile gets at least as many layers.
+#[test]
+fn bench_profile_json_feeds_plan() {
+    let dir = scratch("plan");
+    let profiles = dir.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let a = profiles.join("a.json");
+    let out = ok(&prima(&[
+        "bench",
+        "--profile",
+        "--json",
+        "--formats",
+        "q4_K",
+        "-t",
+        "1",
+        "--disk-dir",
+        dir.to_str().unwrap(),
+        "-o",
+        a.to_str().unwrap(),
+    ]));
+    let printed: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&a).unwrap()).unwrap();
+    assert_eq!(printed, written);
+    // A second device: the same machine under another name.
+    let mut b = written.clone();
+    let name = b.as_object().unwrap().keys().find(|k| *k == "name").cloned();
+    if let Some(k) = name {
+        b[k] = serde_json::Value::String("b".into());
+    }
+    std::fs::write(profiles.join("b.json"), b.to_string()).unwrap();
+    let plan = ok(&prima(&["plan", "--profiles", profiles.to_str().unwrap(), "-m", "llama3-8b", "-c", "1024"]));
+    let first = plan.lines().next().unwrap();
+    assert!(first.contains("32 layers") && first.contains("context 1024"), "{plan}");
+    // The header's windows cover the 32 layers `k` times over.
+    let k: u32 = first.split("k = ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let windows: u32 = first.rsplit(' ').next().unwrap().split(':').map(|w| w.parse::<u32>().unwrap()).sum();
+    assert_eq!(windows * k, 32, "{plan}");
+    assert!(plan.contains("predicted:"), "{plan}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `prima synth` writes a model of the named shape (1 layer, IQ1_S: about 200 MB) that reads back.
+#[test]
+fn synth_writes_the_named_shape() {
+    let dir = scratch("synth");
+    let out = dir.join("s.gguf");
+    let vocab = common::fixtures().join("vocab/c-2048.vocab-only.gguf");
+    ok(&prima(&[
+        "synth",
+        "--shape",
+        "llama3-8b",
+        "--mix",
+        "iq1_s",
+        "--layers",
+        "1",
+        "--vocab-from",
+        vocab.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+    let f = prima::gguf::GgufFile::open(&out).unwrap();
+    assert_eq!(f.get_u64("llama.block_count"), Some(1));
+    assert_eq!(f.get_u64("llama.embedding_length"), Some(4096));
+    assert_eq!(f.tensor("blk.0.attn_q.weight").map(|t| t.ty), Some(prima::quant::GgmlType::IQ1_S));
+    assert!(f.tensor("blk.1.attn_q.weight").is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `prima fetch` on a folder that holds the demo model prints its path and re-downloads nothing.
+#[test]
+fn fetch_prints_the_cached_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let path = crate::model::smollm2();
+    let out = ok(&prima(&["fetch", dir.to_str().unwrap()]));
+    assert_eq!(out.trim(), path.to_str().unwrap());
+}
+
+/// The demo model in models/ has the SHA-256 `prima fetch` checks downloads against.
+#[test]
+fn demo_model_has_the_pinned_sha256() {
+    let path = crate::model::smollm2();
+    assert_eq!(prima::fetch::sha256_file(&path).unwrap(), prima::fetch::SMOLLM2_SHA256);
+}

@@ -610,7 +610,20 @@ fn bpe_pre_tokenizer_names() {
     // Unknown `pre`: an error that names it.
     let e = bpe_tokenizer(Some("klingon-bpe"), &[], &[], &[]).err().unwrap();
     assert!(e.message().contains("klingon-bpe"), "{e}");
-    for name in ["llama3", "qwen2", "smollm", "gpt-2", "gpt2", "default", "starcoder", "stablelm2"] {
+    for name in [
+        "llama3",
+        "qwen2",
+        "qwen35",
+        "smollm",
+        "gpt-2",
+        "gpt2",
+        "default",
+        "starcoder",
+        "stablelm2",
+        "deepseek-llm",
+        "deepseek-coder",
+        "falcon",
+    ] {
         assert!(bpe_tokenizer(Some(name), &[], &[], &[]).is_ok(), "{name}");
     }
 }
@@ -624,4 +637,104 @@ fn unsupported_tokenizer_model_is_an_error() {
     assert!(e.message().contains("bert"), "{e}");
     let w = GgufWriter::new();
     assert!(Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap()).is_err());
+}
+
+// --- llama.cpp's own vocabulary tests ------------------------------------------------------------
+
+/// One of llama.cpp's `models/ggml-vocab-NAME.gguf` (gzipped here) with its `.inp` cases and `.out`
+/// expected ids, read as `tests/test-tokenizer-0.cpp` reads them; returns the number of cases and
+/// the failures. llama.cpp tokenizes with `add_special = false`, `parse_special = false`.
+fn check_llama_cpp_vocab(name: &str) -> (usize, Vec<String>) {
+    use std::io::Read;
+    let dir = common::fixtures().join("vocab/llama.cpp");
+    let stem = format!("ggml-vocab-{name}.gguf");
+    let mut bytes = Vec::new();
+    let gz = std::fs::File::open(dir.join(format!("{stem}.gz"))).unwrap();
+    flate2::read::GzDecoder::new(gz).read_to_end(&mut bytes).unwrap();
+    let tok = match Tokenizer::from_gguf(&GgufFile::from_bytes(bytes).unwrap()) {
+        Ok(t) => t,
+        Err(e) => return (0, vec![format!("{name}: {e}")]),
+    };
+    let inp = std::fs::read_to_string(dir.join(format!("{stem}.inp"))).unwrap();
+    let out = std::fs::read_to_string(dir.join(format!("{stem}.out"))).unwrap();
+    let sep = "\n__ggml_vocab_test__\n";
+    let texts: Vec<&str> = inp.strip_suffix(sep).unwrap_or(&inp).split(sep).collect();
+    let expected: Vec<Vec<u32>> =
+        out.lines().map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect()).collect();
+    assert_eq!(texts.len(), expected.len(), "{name}: .inp and .out disagree on the number of cases");
+    let mut failures = Vec::new();
+    for (text, want) in texts.iter().zip(&expected) {
+        let got = tok.encode(text, false, false);
+        if &got != want {
+            failures.push(format!("{name} {text:?}\n  got  {got:?}\n  want {want:?}"));
+        }
+    }
+    (texts.len(), failures)
+}
+
+/// Every vocabulary of llama.cpp's tokenizer test whose pre-tokenizer prima supports: token ids
+/// equal llama.cpp's expected ids for every case.
+#[test]
+fn llama_cpp_vocabularies() {
+    let names = [
+        "llama-bpe",
+        "llama-spm",
+        "qwen2",
+        "qwen35",
+        "gpt-2",
+        "phi-3",
+        "starcoder",
+        "mpt",
+        "command-r",
+        "refact",
+        "deepseek-llm",
+        "deepseek-coder",
+        "falcon",
+    ];
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for name in names {
+        let (n, f) = check_llama_cpp_vocab(name);
+        eprintln!("{name}: {n} cases, {} differ", f.len());
+        cases += n;
+        failures.extend(f);
+    }
+    assert!(failures.is_empty(), "{} of {cases} cases differ:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(cases, 13 * 46 + 4);
+}
+
+/// llama.cpp's `models/templates/*.jinja`, rendered by Python's jinja2 in transformers' environment
+/// for a fixed conversation (see `chat_templates/llama.cpp/render_goldens.py`): prima's renderer
+/// gives the same text, with and without the generation prompt, and fails where Python fails.
+#[test]
+fn chat_llama_cpp_templates() {
+    let dir = common::fixtures().join("chat_templates/llama.cpp");
+    let g: Json = serde_json::from_str(&std::fs::read_to_string(dir.join("goldens.json")).unwrap()).unwrap();
+    let messages: Vec<Message> = g["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    assert_eq!(messages.len(), 4);
+    let now = g["strftime_now_unix"].as_i64().unwrap();
+    let cases = g["cases"].as_array().unwrap();
+    let mut failures = Vec::new();
+    for c in cases {
+        let name = c["template"].as_str().unwrap();
+        let with_prompt = c["add_generation_prompt"].as_bool().unwrap();
+        let src = std::fs::read_to_string(dir.join(name)).unwrap();
+        let got = ChatTemplate::from_source(&src, c["bos"].as_str().unwrap(), c["eos"].as_str().unwrap())
+            .map(|t| t.with_fixed_time(now))
+            .and_then(|t| t.render(&messages, with_prompt));
+        match (got, c["expected"].as_str()) {
+            (Ok(got), Some(want)) if got == want => {}
+            (Err(_), None) => {}
+            (got, want) => {
+                failures.push(format!("{name} (generation prompt: {with_prompt})\n  got  {got:?}\n  want {want:?}"))
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} renderings differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(cases.len() >= 50, "{}", cases.len());
 }
