@@ -188,9 +188,8 @@ fn choose() -> Chosen {
     // order in every other kernel too, whether or not `PRIMA_TILES` turns the tiles off.
     // `PRIMA_TILE_ORDER=1` takes that order on CPUs without the tiles too (measuring its cost).
     let forced = std::env::var("PRIMA_TILE_ORDER").is_ok_and(|v| v == "1");
-    let where_tiled = |ty: GgmlType| {
-        (forced || isas.iter().any(|isa| (isa.tiles)(ty).is_some())).then(|| tile_order(ty)).flatten()
-    };
+    let where_tiled =
+        |ty: GgmlType| (forced || isas.iter().any(|isa| (isa.tiles)(ty).is_some())).then(|| tile_order(ty)).flatten();
     let by_type = types()
         .map(|ty| {
             let ty = ty?;

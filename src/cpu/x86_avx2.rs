@@ -420,7 +420,11 @@ unsafe fn k4_family<const NT: usize, const HIGH: bool, const VNNI: u8>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let (bsize, qs_off) = if HIGH { (size_of::<BlockQ5K>(), offset_of!(BlockQ5K, qs)) } else { (size_of::<BlockQ4K>(), offset_of!(BlockQ4K, qs)) };
+    let (bsize, qs_off) = if HIGH {
+        (size_of::<BlockQ5K>(), offset_of!(BlockQ5K, qs))
+    } else {
+        (size_of::<BlockQ4K>(), offset_of!(BlockQ4K, qs))
+    };
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); NT];
     let mut accm = [_mm_setzero_ps(); NT];
@@ -919,8 +923,8 @@ macro_rules! vnni_flavour {
         use super::kernels::{CpuKernels, VecDot, VecDotX4};
         use super::x86_avx2::{Q8_0_BYTES, Q8_1_BYTES, entry, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0};
         use crate::quant::formats::{BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
-        use std::mem::size_of;
         use crate::quant::{GgmlType, scalar_kernels};
+        use std::mem::size_of;
 
         /// `kernel::<NT, $kind>` compiled with the flavour's features.
         macro_rules! flavoured {

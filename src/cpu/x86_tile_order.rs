@@ -42,7 +42,13 @@ trait TileOrder {
     unsafe fn act(y: *const u8, da: &mut [f32; MAX_BLOCKS], sa: &mut [f32; MAX_BLOCKS]);
     /// Each block's `Σq·a` of the weight unit at `x` with the activation unit at `y`, and its
     /// `d_w` (and `m_w`).
-    unsafe fn weight(x: *const u8, y: *const u8, isum: &mut [i32; MAX_BLOCKS], dw: &mut [f32; MAX_BLOCKS], mw: &mut [f32; MAX_BLOCKS]);
+    unsafe fn weight(
+        x: *const u8,
+        y: *const u8,
+        isum: &mut [i32; MAX_BLOCKS],
+        dw: &mut [f32; MAX_BLOCKS],
+        mw: &mut [f32; MAX_BLOCKS],
+    );
 }
 
 /// The sum of a vector's 8 i32 lanes.

@@ -461,7 +461,13 @@ fn model_logits_do_not_depend_on_chunking() {
             let got = logits(batch);
             assert_eq!(got.len(), whole.len());
             if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != whole[i].to_bits()) {
-                panic!("{name}: batch {batch}, token {} logit {}: {} vs {} in one batch", i / v, i % v, got[i], whole[i]);
+                panic!(
+                    "{name}: batch {batch}, token {} logit {}: {} vs {} in one batch",
+                    i / v,
+                    i % v,
+                    got[i],
+                    whole[i]
+                );
             }
         }
     }

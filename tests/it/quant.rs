@@ -1,8 +1,8 @@
 //! Weight formats against llama.cpp: bitwise dequantization (kernel vectors), x86-exact
 //! activation quantization, vec_dot integer exactness and error bounds, reference quantizers.
 
-use prima::gguf::GgufFile;
 use prima::cpu::kernels;
+use prima::gguf::GgufFile;
 use prima::quant::{self, GgmlType};
 
 use crate::common;
