@@ -11,10 +11,12 @@
 //! scalar FMAs, so the kernels run (and are tested) on any AVX2 CPU. Four rows keep four
 //! chains in flight, which hides the FMA latency a single chain pays.
 
+#![allow(clippy::needless_range_loop)] // the block loops index several arrays by block
+
 use core::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
-use super::kernels::{CpuKernels, VecDot, VecDotRows4};
+use super::kernels::{CpuKernels, VecDot, VecDotRows4, VecDotX4};
 use super::prefetch_l2_block;
 use super::x86_avx2::{
     Q6_K as K16_Q6_K, f16_at, f32_at, iq4_nl_quants, iq4_table, k4_scales_mins, k16_quants, load256, mul_sum_us8,
@@ -327,29 +329,36 @@ impl TileOrder for IQ4XS {
     }
 }
 
-/// `out[r] = dot(w[r], a)` for `NR` weight rows `row_bytes` apart, `units` storage units each:
-/// the chain of the module comment, one per row.
+/// `out[k] = dot(w + k·wstride, a + k·astride)` for `N` (weight row, activation row) pairs of
+/// `units` storage units each: four rows and one token (`SHARED_ACT`, `astride = 0`: the
+/// activation scales are read once per unit), or one row and four tokens (`wstride = 0`).
+/// The chain of the module comment, one per output.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn chain<F: TileOrder, const NR: usize>(
+unsafe fn chain<F: TileOrder, const N: usize, const SHARED_ACT: bool>(
     units: usize,
     w: *const u8,
-    row_bytes: usize,
+    wstride: usize,
     a: *const u8,
-    out: &mut [f32; NR],
+    astride: usize,
+    out: &mut [f32; N],
 ) {
     let (wb, ab) = (size_of::<F::W>(), size_of::<F::A>());
-    let mut acc = [0f32; NR];
+    let mut acc = [0f32; N];
     let (mut da, mut sa) = ([0f32; MAX_BLOCKS], [0f32; MAX_BLOCKS]);
     let (mut isum, mut dw, mut mw) = ([0i32; MAX_BLOCKS], [0f32; MAX_BLOCKS], [0f32; MAX_BLOCKS]);
     for u in 0..units {
-        let y = unsafe { a.add(u * ab) };
-        unsafe { F::act(y, &mut da, &mut sa) };
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let x = unsafe { w.add(r * row_bytes + u * wb) };
-            if NR > 1 {
+        if SHARED_ACT {
+            unsafe { F::act(a.add(u * ab), &mut da, &mut sa) };
+        }
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let x = unsafe { w.add(k * wstride + u * wb) };
+            let y = unsafe { a.add(k * astride + u * ab) };
+            if !SHARED_ACT {
+                unsafe { F::act(y, &mut da, &mut sa) };
+            } else if N > 1 {
                 // The next four-row group's unit: its reads overlap this group's work.
-                prefetch_l2_block(x.wrapping_add(NR * row_bytes), wb);
+                prefetch_l2_block(x.wrapping_add(N * wstride), wb);
             }
             unsafe { F::weight(x, y, &mut isum, &mut dw, &mut mw) };
             for b in 0..F::BLOCKS {
@@ -375,37 +384,44 @@ fn one_row<F: TileOrder>(n: usize, w: &[u8], act: &[u8]) -> f32 {
     let u = units::<F>(n, 1, 0, w, act);
     let mut o = [0f32; 1];
     // SAFETY: AVX2/FMA/F16C checked before the kernels were handed out; lengths checked.
-    unsafe { chain::<F, 1>(u, w.as_ptr(), 0, act.as_ptr(), &mut o) };
+    unsafe { chain::<F, 1, true>(u, w.as_ptr(), 0, act.as_ptr(), 0, &mut o) };
     o[0]
 }
 
 fn four_rows<F: TileOrder>(n: usize, w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32; 4]) {
     let u = units::<F>(n, 4, row_bytes, w, act);
     // SAFETY: as in `one_row`.
-    unsafe { chain::<F, 4>(u, w.as_ptr(), row_bytes, act.as_ptr(), out) };
+    unsafe { chain::<F, 4, true>(u, w.as_ptr(), row_bytes, act.as_ptr(), 0, out) };
 }
 
-/// The tile-order (`vec_dot`, four-row) pair for `ty`, or None for types the tiles do not run
+fn four_tokens<F: TileOrder>(n: usize, w: &[u8], act: &[u8], stride: usize, out: &mut [f32; 4]) {
+    let u = units::<F>(n, 1, 0, w, act);
+    assert!(stride >= u * size_of::<F::A>() && act.len() >= 3 * stride + u * size_of::<F::A>());
+    // SAFETY: as in `one_row`.
+    unsafe { chain::<F, 4, false>(u, w.as_ptr(), 0, act.as_ptr(), stride, out) };
+}
+
+/// The tile-order kernels for `ty` (`vec_dot`, four tokens, and the four-row kernel), or None for types the tiles do not run
 /// or CPUs without AVX2.
 pub fn kernels(ty: GgmlType) -> Option<(CpuKernels, VecDotRows4)> {
     use GgmlType as T;
     if !super::x86_avx2::detected() {
         return None;
     }
-    let (vec_dot, rows4): (VecDot, VecDotRows4) = match ty {
-        T::Q4_0 => (one_row::<Q4_0>, four_rows::<Q4_0>),
-        T::Q5_0 => (one_row::<Q5_0>, four_rows::<Q5_0>),
-        T::Q8_0 => (one_row::<Q8_0>, four_rows::<Q8_0>),
-        T::IQ4_NL => (one_row::<IQ4_NL>, four_rows::<IQ4_NL>),
-        T::Q4_1 => (one_row::<Q4_1>, four_rows::<Q4_1>),
-        T::Q5_1 => (one_row::<Q5_1>, four_rows::<Q5_1>),
-        T::Q4_K => (one_row::<Q4K>, four_rows::<Q4K>),
-        T::Q5_K => (one_row::<Q5K>, four_rows::<Q5K>),
-        T::Q6_K => (one_row::<Q6K>, four_rows::<Q6K>),
-        T::IQ4_XS => (one_row::<IQ4XS>, four_rows::<IQ4XS>),
+    let (vec_dot, x4, rows4): (VecDot, VecDotX4, VecDotRows4) = match ty {
+        T::Q4_0 => (one_row::<Q4_0>, four_tokens::<Q4_0>, four_rows::<Q4_0>),
+        T::Q5_0 => (one_row::<Q5_0>, four_tokens::<Q5_0>, four_rows::<Q5_0>),
+        T::Q8_0 => (one_row::<Q8_0>, four_tokens::<Q8_0>, four_rows::<Q8_0>),
+        T::IQ4_NL => (one_row::<IQ4_NL>, four_tokens::<IQ4_NL>, four_rows::<IQ4_NL>),
+        T::Q4_1 => (one_row::<Q4_1>, four_tokens::<Q4_1>, four_rows::<Q4_1>),
+        T::Q5_1 => (one_row::<Q5_1>, four_tokens::<Q5_1>, four_rows::<Q5_1>),
+        T::Q4_K => (one_row::<Q4K>, four_tokens::<Q4K>, four_rows::<Q4K>),
+        T::Q5_K => (one_row::<Q5K>, four_tokens::<Q5K>, four_rows::<Q5K>),
+        T::Q6_K => (one_row::<Q6K>, four_tokens::<Q6K>, four_rows::<Q6K>),
+        T::IQ4_XS => (one_row::<IQ4XS>, four_tokens::<IQ4XS>, four_rows::<IQ4XS>),
         _ => return None,
     };
     let base = *scalar_kernels(ty)?;
-    let k = CpuKernels { k: crate::quant::Kernels { vec_dot, ..base }, vec_dot_x4: None, isa: "avx2-tile-order" };
+    let k = CpuKernels { k: crate::quant::Kernels { vec_dot, ..base }, vec_dot_x4: Some(x4), isa: "avx2-tile-order" };
     Some((k, rows4))
 }

@@ -385,6 +385,23 @@ fn rows4_matches_one_row_and_scalar_oracle() {
             }
         }
     }
+    // Their four-token kernel (prefill where the tiles are off) equals the one-row kernel too.
+    for ty in types_with_quantizer() {
+        let Some((k, _)) = kernels::tile_order(ty) else { continue };
+        let n = if ty.block_size() == 256 { 512 } else { 576 };
+        let (w, act, _) = operands(ty, n, 1, 5, 77 ^ ty as u64);
+        let ab = k.k.partner.row_bytes(n).unwrap();
+        for start in [0, 1] {
+            let mut four = [0f32; 4];
+            k.dot_x4(n, &w, &act[start * ab..], ab, &mut four);
+            for (i, v) in four.into_iter().enumerate() {
+                let t = start + i;
+                let one = (k.k.vec_dot)(n, &w, &act[t * ab..(t + 1) * ab]);
+                assert_eq!(v.to_bits(), one.to_bits(), "{ty} token {t}: four-token vs one-row kernel");
+            }
+        }
+        checked += 1;
+    }
     eprintln!("rows4: {checked} cases");
     if simd_tables().iter().any(|t| t.0 == "avx2") {
         assert!(checked > 0, "AVX2 CPU, but no tile-order case ran");
