@@ -167,11 +167,9 @@ pub fn available_isas() -> Vec<Isa> {
 
 struct Chosen {
     isa: &'static str,
-    /// Whether the AVX-512 VNNI variant is among the allowed ones (the four-row kernels need it).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    avx512vnni: bool,
     by_type: Vec<Option<CpuKernels>>,
     tiles_by_type: Vec<Option<Tiles>>,
+    rows4_by_type: Vec<Option<VecDotRows4>>,
 }
 
 static CHOSEN: OnceLock<Chosen> = OnceLock::new();
@@ -185,31 +183,64 @@ fn choose() -> Chosen {
     {
         isas.truncate(pos + 1);
     }
-    let by_type = (0..64u32)
-        .map(|id| {
-            let ty = GgmlType::ALL.iter().copied().find(|t| *t as u32 == id)?;
-            isas.iter().rev().find_map(|isa| (isa.table)(ty))
+    let types = || (0..64u32).map(|id| GgmlType::ALL.iter().copied().find(|t| *t as u32 == id));
+    // Batch invariance: a type the tiles run (batches of 4+ tokens) runs the tiles' summation
+    // order in every other kernel too, whether or not `PRIMA_TILES` turns the tiles off.
+    // `PRIMA_TILE_ORDER=1` takes that order on CPUs without the tiles too (measuring its cost).
+    let forced = std::env::var("PRIMA_TILE_ORDER").is_ok_and(|v| v == "1");
+    let where_tiled =
+        |ty: GgmlType| (forced || isas.iter().any(|isa| (isa.tiles)(ty).is_some())).then(|| tile_order(ty)).flatten();
+    let by_type = types()
+        .map(|ty| {
+            let ty = ty?;
+            match where_tiled(ty) {
+                Some((k, _)) => Some(k),
+                None => isas.iter().rev().find_map(|isa| (isa.table)(ty)),
+            }
         })
         .collect();
     // Tiles come with the ISA that has them; `PRIMA_TILES=0` turns them off (A/B benchmarks).
     let tiles_on = std::env::var("PRIMA_TILES").map_or(true, |v| v != "0");
-    let tiles_by_type = (0..64u32)
-        .map(|id| {
-            let ty = GgmlType::ALL.iter().copied().find(|t| *t as u32 == id)?;
-            if !tiles_on {
-                return None;
-            }
-            isas.iter().rev().find_map(|isa| (isa.tiles)(ty))
-        })
-        .collect();
-    let avx512vnni = isas.iter().any(|i| i.name == "avx512vnni");
-    Chosen { isa: isas.last().map_or("scalar", |i| i.name), avx512vnni, by_type, tiles_by_type }
+    let tiles_by_type =
+        types().map(|ty| isas.iter().rev().find_map(|isa| (isa.tiles)(ty?)).filter(|_| tiles_on)).collect();
+    let rows4_by_type = types().map(|ty| where_tiled(ty?).map(|(_, r4)| r4)).collect();
+    Chosen { isa: isas.last().map_or("scalar", |i| i.name), by_type, tiles_by_type, rows4_by_type }
+}
+
+/// The one-row and four-row kernels in the summation order of the prefill tiles, for the
+/// types the tiles run; the dispatch uses them where the tiles exist, and they run on any
+/// AVX2 CPU (so tests check them everywhere). None elsewhere.
+pub fn tile_order(ty: GgmlType) -> Option<(CpuKernels, VecDotRows4)> {
+    #[cfg(target_arch = "x86_64")]
+    return super::x86_tile_order::kernels(ty);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
+/// Whether this CPU has the AVX-512 features the prefill tiles need (tests check that their
+/// cases ran where it does).
+pub fn tiles_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::x86_avx512_tiles::detected();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The kernels for `ty` on this CPU, or None if the engine cannot run the type.
 #[inline]
 pub fn get(ty: GgmlType) -> Option<&'static CpuKernels> {
     CHOSEN.get_or_init(choose).by_type.get(ty as usize)?.as_ref()
+}
+
+/// Dot product of a weight row of type `ty` (n elements) with an activation row already in
+/// `quant::vec_dot_type(ty)`, with the fastest one-row kernel this CPU runs; the scalar
+/// oracle is `quant::scalar_kernels(ty).vec_dot`. Panics for types the engine cannot run.
+pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 {
+    let k = get(ty).unwrap_or_else(|| panic!("no kernel for {ty}"));
+    (k.k.vec_dot)(n, w, act)
 }
 
 /// The prefill tiles for `ty` on this CPU, if it has them.
@@ -235,26 +266,13 @@ pub fn summary() -> String {
     format!("{} ({})", c.isa, parts.join("; "))
 }
 
-/// The four-row decode kernel for `ty`, where the ISA chosen for `ty` has one;
-/// `PRIMA_ROWS4=0` turns them off (A/B benchmarks).
+/// The four-row decode kernel for `ty`, where the type runs the tiles' order (see
+/// [`tile_order`]); `PRIMA_ROWS4=0` turns them off (A/B benchmarks).
 #[inline]
 pub fn rows4(ty: GgmlType) -> Option<VecDotRows4> {
-    static BY_TYPE: OnceLock<Vec<Option<VecDotRows4>>> = OnceLock::new();
-    let by_type = BY_TYPE.get_or_init(|| {
-        let on = std::env::var("PRIMA_ROWS4").map_or(true, |v| v != "0");
-        (0..64u32)
-            .map(|id| {
-                let ty = GgmlType::ALL.iter().copied().find(|t| *t as u32 == id)?;
-                get(ty)?;
-                // Only where `PRIMA_KERNELS` leaves the AVX-512 VNNI variant in the choice.
-                #[cfg(target_arch = "x86_64")]
-                if on && CHOSEN.get_or_init(choose).avx512vnni {
-                    return super::x86_avx512_rows4::rows4(ty);
-                }
-                let _ = on;
-                None
-            })
-            .collect()
-    });
-    *by_type.get(ty as usize)?
+    static ON: OnceLock<bool> = OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var("PRIMA_ROWS4").map_or(true, |v| v != "0")) {
+        return None;
+    }
+    *CHOSEN.get_or_init(choose).rows4_by_type.get(ty as usize)?
 }

@@ -9,7 +9,29 @@
 
 use super::kernels::{self, CpuKernels, Tiles};
 use super::pool::ThreadPool;
-use crate::model::weights::Weight;
+use crate::quant::GgmlType;
+
+/// A weight matrix as the products read it: `rows` rows of `cols` elements of type `ty`,
+/// `row_bytes` apart in `data`.
+#[derive(Clone, Copy)]
+pub struct Matrix<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_bytes: usize,
+    pub data: &'a [u8],
+}
+
+/// Whatever holds a weight matrix (the model's mapped tensors, a test's buffer).
+pub trait AsMatrix: Sync {
+    fn matrix(&self) -> Matrix<'_>;
+}
+
+impl AsMatrix for Matrix<'_> {
+    fn matrix(&self) -> Matrix<'_> {
+        *self
+    }
+}
 
 /// A raw pointer that may cross threads; users write disjoint elements only.
 #[derive(Clone, Copy)]
@@ -80,7 +102,7 @@ pub fn quantize_activations<'a>(
 
 /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for `n_tokens` rows of `x` (row-major, `w.cols` wide);
 /// `out` is `n_tokens × w.rows`. `scratch` holds the quantized activations (grown, never shrunk).
-pub fn matmul(pool: &ThreadPool, w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32], scratch: &mut Vec<u8>) {
+pub fn matmul(pool: &ThreadPool, w: &dyn AsMatrix, x: &[f32], n_tokens: usize, out: &mut [f32], scratch: &mut Vec<u8>) {
     let mut group_scratch: GroupScratch = [std::mem::take(scratch), Vec::new(), Vec::new(), Vec::new()];
     matmul_group(pool, x, n_tokens, &mut [Product { w, out }], &mut group_scratch);
     *scratch = std::mem::take(&mut group_scratch[0]);
@@ -88,7 +110,7 @@ pub fn matmul(pool: &ThreadPool, w: &Weight, x: &[f32], n_tokens: usize, out: &m
 
 /// One product of a [`matmul_group`]: a weight and its output (`n_tokens × w.rows`).
 pub struct Product<'a> {
-    pub w: &'a Weight,
+    pub w: &'a dyn AsMatrix,
     pub out: &'a mut [f32],
 }
 
@@ -111,7 +133,7 @@ pub fn matmul_group(
 ) {
     let n = products.len();
     assert!((1..=MAX_GROUP).contains(&n), "a group holds 1..={MAX_GROUP} products");
-    let cols = products[0].w.cols;
+    let cols = products[0].w.matrix().cols;
     // Per product: its kernels and which activation set it reads. A set is keyed by the
     // partner type and the prefill tiles that will read it (their prepared rows differ).
     let mut kern: [Option<&CpuKernels>; MAX_GROUP] = [None; MAX_GROUP];
@@ -122,9 +144,10 @@ pub fn matmul_group(
         (k.k.partner, tiles.map(|t| t as *const Tiles))
     };
     for (i, p) in products.iter().enumerate() {
-        assert_eq!(p.w.cols, cols, "products of a group share their input width");
-        debug_assert_eq!(p.out.len(), n_tokens * p.w.rows);
-        let k: &CpuKernels = kernels::get(p.w.ty).expect("weight type checked at load");
+        let m = p.w.matrix();
+        assert_eq!(m.cols, cols, "products of a group share their input width");
+        debug_assert_eq!(p.out.len(), n_tokens * m.rows);
+        let k: &CpuKernels = kernels::get(m.ty).expect("weight type checked at load");
         let j = sets.iter().position(|s| s.is_none_or(|s| key(s) == key(k))).expect("at most one set per product");
         sets[j].get_or_insert(k);
         (kern[i], set_of[i]) = (Some(k), j);
@@ -136,20 +159,21 @@ pub fn matmul_group(
         }
     }
     // Tasks of every product, numbered consecutively: product i owns tasks first[i]..first[i + 1].
-    let all_rows: usize = products.iter().map(|p| p.w.rows).sum();
+    let all_rows: usize = products.iter().map(|p| p.w.matrix().rows).sum();
     // Whole 4-row tiles per task.
     let per = rows_per_task(all_rows, pool.n_threads(), n_tokens).next_multiple_of(4);
     let mut first = [0usize; MAX_GROUP + 1];
     let mut outs = [SyncPtr(std::ptr::null_mut()); MAX_GROUP];
-    let mut weights: [Option<&Weight>; MAX_GROUP] = [None; MAX_GROUP];
+    let mut weights: [Option<Matrix>; MAX_GROUP] = [None; MAX_GROUP];
     for (i, p) in products.iter_mut().enumerate() {
-        first[i + 1] = first[i] + p.w.rows.div_ceil(per);
+        let m = p.w.matrix();
+        first[i + 1] = first[i] + m.rows.div_ceil(per);
         outs[i] = SyncPtr(p.out.as_mut_ptr());
-        weights[i] = Some(p.w);
+        weights[i] = Some(m);
     }
     pool.run(first[n], &|task| {
         let i = (0..n).rfind(|&i| first[i] <= task).expect("task 0 belongs to product 0");
-        let (k, w) = (kern[i].expect("set above"), weights[i].expect("set above"));
+        let (k, w) = (kern[i].expect("set above"), &weights[i].expect("set above"));
         let act = acts[set_of[i]].as_ref().expect("quantized above");
         let start = (task - first[i]) * per;
         let range = start..(start + per).min(w.rows);
@@ -171,12 +195,12 @@ pub fn matmul_group(
 unsafe fn matvec_rows4(
     r4: kernels::VecDotRows4,
     k: &CpuKernels,
-    w: &Weight,
+    w: &Matrix,
     rows: std::ops::Range<usize>,
     act: &Activations,
     out: SyncPtr,
 ) {
-    let (data, rb) = (w.data(), w.row_bytes);
+    let (data, rb) = (w.data, w.row_bytes);
     let whole = rows.start + (rows.len() / 4) * 4;
     for r in (rows.start..whole).step_by(4) {
         let mut o = [0f32; 4];
@@ -199,13 +223,13 @@ const PREFETCH_ROWS: usize = 2;
 /// elements `(t, r)` for `r` in `rows` while this runs.
 pub unsafe fn rows_times_tokens(
     k: &CpuKernels,
-    w: &Weight,
+    w: &Matrix,
     rows: std::ops::Range<usize>,
     act: &Activations,
     out: SyncPtr,
     out_stride: usize,
 ) {
-    let data = w.data();
+    let data = w.data;
     let (cols, row_bytes, n_tokens, act_bytes) = (w.cols, w.row_bytes, act.n_tokens, act.row_bytes);
     if let Some((tiles, prepared)) = act.prepared {
         // SAFETY: the caller's guarantees are the tile kernel's.

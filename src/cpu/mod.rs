@@ -14,13 +14,13 @@ mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
-mod x86_avx512_rows4;
-#[cfg(target_arch = "x86_64")]
 mod x86_avx512_tiles;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512bf16;
 #[cfg(target_arch = "x86_64")]
 mod x86_avxvnni;
+#[cfg(target_arch = "x86_64")]
+mod x86_tile_order;
 
 pub use pool::{ThreadPool, default_threads};
 

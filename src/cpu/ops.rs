@@ -1,6 +1,11 @@
 //! Element-wise and normalisation kernels, written to round like ggml's CPU backend.
 
-use crate::model::config::RopeStyle;
+/// How rotary embedding pairs dimensions: adjacent (llama) or split halves (NEOX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    Normal,
+    Neox,
+}
 
 /// RMSNorm of each `dim`-wide row in place, then scaled by `weight` (ggml: sum of squares in
 /// f64, then `1/sqrtf(mean + eps)` in f32).

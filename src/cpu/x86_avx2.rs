@@ -10,8 +10,13 @@
 #![allow(clippy::needless_range_loop)] // the tile loops index several arrays by token
 
 use core::arch::x86_64::*;
+use std::mem::{offset_of, size_of};
 
 use super::kernels::{CpuKernels, VecDot, VecDotX4, float_entries};
+use crate::quant::formats::{
+    BlockIQ1M, BlockIQ1S, BlockIQ2XXS, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K,
+    BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+};
 use crate::quant::iq_tables::{IQ1S_GRID, IQ2XXS_GRID, KSIGNS_IQ2XS};
 use crate::quant::{GgmlType, scalar_kernels};
 
@@ -50,13 +55,13 @@ pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f32_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f32_at(p: *const u8) -> f32 {
     unsafe { p.cast::<f32>().read_unaligned() }
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load256(p: *const u8) -> __m256i {
+pub(super) unsafe fn load256(p: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
@@ -69,7 +74,7 @@ unsafe fn load128(p: *const u8) -> __m128i {
 /// Σ of adjacent u8·i8 products, in 8 i32 lanes (each lane: 4 products).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn mul_sum_us8(a: __m256i, b: __m256i) -> __m256i {
+pub(super) fn mul_sum_us8(a: __m256i, b: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
 }
 
@@ -114,7 +119,7 @@ pub(super) unsafe fn nibbles32(p: *const u8) -> __m256i {
 /// 32 bits → 32 bytes, 0xff where the bit is set (byte j ↔ bit j).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bits32(p: *const u8) -> __m256i {
+pub(super) unsafe fn bits32(p: *const u8) -> __m256i {
     byte_mask(unsafe { p.cast::<u32>().read_unaligned() })
 }
 
@@ -131,13 +136,56 @@ fn byte_mask(x: u32) -> __m256i {
 /// The non-linear IQ4 levels, in both 128-bit lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn iq4_table() -> __m256i {
+pub(super) fn iq4_table() -> __m256i {
     let t = _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
     _mm256_set_m128i(t, t)
 }
 
 // ------------------------------------------------------------------------------------------
 // 32-element blocks paired with Q8_0 (34-byte blocks) or Q8_1 (36-byte blocks).
+
+/// Q4_0 block `x`'s 32 quants as signed bytes (element j in byte j; the same for the others).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4_0_quants(x: *const u8) -> __m256i {
+    _mm256_sub_epi8(unsafe { nibbles32(x.add(offset_of!(BlockQ4_0, qs))) }, _mm256_set1_epi8(8))
+}
+
+/// Q5_0: `q - 16` is the nibble with 0xf0 or'ed in where the fifth bit is clear.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q5_0_quants(x: *const u8) -> __m256i {
+    let hi = _mm256_andnot_si256(unsafe { bits32(x.add(offset_of!(BlockQ5_0, qh))) }, _mm256_set1_epi8(0xf0u8 as i8));
+    _mm256_or_si256(unsafe { nibbles32(x.add(offset_of!(BlockQ5_0, qs))) }, hi)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q8_0_quants(x: *const u8) -> __m256i {
+    unsafe { load256(x.add(offset_of!(BlockQ8_0, qs))) }
+}
+
+/// IQ4_NL: the nibbles looked up in `table` ([`iq4_table`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn iq4_nl_quants(x: *const u8, table: __m256i) -> __m256i {
+    _mm256_shuffle_epi8(table, unsafe { nibbles32(x.add(offset_of!(BlockIQ4NL, qs))) })
+}
+
+/// Q4_1 block `x`'s 32 quants as unsigned bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4_1_quants(x: *const u8) -> __m256i {
+    unsafe { nibbles32(x.add(offset_of!(BlockQ4_1, qs))) }
+}
+
+/// Q5_1: the nibble plus 16 where the fifth bit is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q5_1_quants(x: *const u8) -> __m256i {
+    let hi = _mm256_and_si256(unsafe { bits32(x.add(offset_of!(BlockQ5_1, qh))) }, _mm256_set1_epi8(0x10));
+    _mm256_or_si256(unsafe { nibbles32(x.add(offset_of!(BlockQ5_1, qs))) }, hi)
+}
 
 /// Signed weights (i8 in `qx`, scale `dx`) against Q8_0 rows: the shared inner step.
 #[inline]
@@ -171,9 +219,9 @@ pub(super) unsafe fn q4_0<const NT: usize, const VNNI: u8>(
     // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
     let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     for i in 0..nb {
-        let x = unsafe { w.add(i * 18) };
-        let qx = _mm256_sub_epi8(unsafe { nibbles32(x.add(2)) }, _mm256_set1_epi8(8));
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
+        let x = unsafe { w.add(i * size_of::<BlockQ4_0>()) };
+        let qx = unsafe { q4_0_quants(x) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * Q8_0_BYTES), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
         out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
@@ -192,11 +240,9 @@ pub(super) unsafe fn q5_0<const NT: usize, const VNNI: u8>(
     // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
     let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     for i in 0..nb {
-        let x = unsafe { w.add(i * 22) };
-        // q - 16: the nibble, with 0xf0 or'ed in where the fifth bit is clear.
-        let hi = _mm256_andnot_si256(unsafe { bits32(x.add(2)) }, _mm256_set1_epi8(0xf0u8 as i8));
-        let qx = _mm256_or_si256(unsafe { nibbles32(x.add(6)) }, hi);
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
+        let x = unsafe { w.add(i * size_of::<BlockQ5_0>()) };
+        let qx = unsafe { q5_0_quants(x) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * Q8_0_BYTES), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
         out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
@@ -215,9 +261,9 @@ pub(super) unsafe fn q8_0<const NT: usize, const VNNI: u8>(
     // Two accumulator sets (even and odd blocks): no FMA latency chain in the matvec.
     let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     for i in 0..nb {
-        let x = unsafe { w.add(i * 34) };
-        let qx = unsafe { load256(x.add(2)) };
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
+        let x = unsafe { w.add(i * size_of::<BlockQ8_0>()) };
+        let qx = unsafe { q8_0_quants(x) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * Q8_0_BYTES), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
         out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
@@ -237,9 +283,9 @@ pub(super) unsafe fn iq4_nl<const NT: usize, const VNNI: u8>(
     let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     let table = iq4_table();
     for i in 0..nb {
-        let x = unsafe { w.add(i * 18) };
-        let qx = _mm256_shuffle_epi8(table, unsafe { nibbles32(x.add(2)) });
-        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * 34), astride, &mut acc[i & 1]) };
+        let x = unsafe { w.add(i * size_of::<BlockIQ4NL>()) };
+        let qx = unsafe { iq4_nl_quants(x, table) };
+        unsafe { step_signed_q8_0::<NT, VNNI>(f16_at(x), qx, a.add(i * Q8_0_BYTES), astride, &mut acc[i & 1]) };
     }
     for t in 0..NT {
         out[t] = hsum_f32(_mm256_add_ps(acc[0][t], acc[1][t]));
@@ -280,14 +326,14 @@ pub(super) unsafe fn q4_1<const NT: usize, const VNNI: u8>(
     let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     let mut accm = [0f32; NT];
     for i in 0..nb {
-        let x = unsafe { w.add(i * 20) };
-        let qx = unsafe { nibbles32(x.add(4)) };
+        let x = unsafe { w.add(i * size_of::<BlockQ4_1>()) };
+        let qx = unsafe { q4_1_quants(x) };
         unsafe {
             step_unsigned_q8_1::<NT, VNNI>(
                 f16_at(x),
                 f16_at(x.add(2)),
                 qx,
-                a.add(i * 36),
+                a.add(i * Q8_1_BYTES),
                 astride,
                 &mut acc[i & 1],
                 &mut accm,
@@ -312,15 +358,14 @@ pub(super) unsafe fn q5_1<const NT: usize, const VNNI: u8>(
     let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     let mut accm = [0f32; NT];
     for i in 0..nb {
-        let x = unsafe { w.add(i * 24) };
-        let hi = _mm256_and_si256(unsafe { bits32(x.add(4)) }, _mm256_set1_epi8(0x10));
-        let qx = _mm256_or_si256(unsafe { nibbles32(x.add(8)) }, hi);
+        let x = unsafe { w.add(i * size_of::<BlockQ5_1>()) };
+        let qx = unsafe { q5_1_quants(x) };
         unsafe {
             step_unsigned_q8_1::<NT, VNNI>(
                 f16_at(x),
                 f16_at(x.add(2)),
                 qx,
-                a.add(i * 36),
+                a.add(i * Q8_1_BYTES),
                 astride,
                 &mut acc[i & 1],
                 &mut accm,
@@ -335,9 +380,11 @@ pub(super) unsafe fn q5_1<const NT: usize, const VNNI: u8>(
 // ------------------------------------------------------------------------------------------
 // 256-element super-blocks paired with Q8_K (292 bytes: f32 d, 256 i8, 16 i16 bsums).
 
-pub(super) const Q8K: usize = 292;
-pub(super) const Q8K_QS: usize = 4;
-pub(super) const Q8K_BSUMS: usize = 260;
+pub(super) const Q8K: usize = size_of::<BlockQ8K>();
+pub(super) const Q8K_QS: usize = offset_of!(BlockQ8K, qs);
+pub(super) const Q8K_BSUMS: usize = offset_of!(BlockQ8K, bsums);
+pub(super) const Q8_0_BYTES: usize = size_of::<BlockQ8_0>();
+pub(super) const Q8_1_BYTES: usize = size_of::<BlockQ8_1>();
 
 /// The 8 scales and 8 mins of a Q4_K/Q5_K block as 16 bytes (scales first).
 #[inline]
@@ -373,7 +420,11 @@ unsafe fn k4_family<const NT: usize, const HIGH: bool, const VNNI: u8>(
     astride: usize,
     out: &mut [f32; NT],
 ) {
-    let (bsize, qs_off) = if HIGH { (176, 48) } else { (144, 16) };
+    let (bsize, qs_off) = if HIGH {
+        (size_of::<BlockQ5K>(), offset_of!(BlockQ5K, qs))
+    } else {
+        (size_of::<BlockQ4K>(), offset_of!(BlockQ4K, qs))
+    };
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); NT];
     let mut accm = [_mm_setzero_ps(); NT];
@@ -452,7 +503,7 @@ pub(super) unsafe fn q5_k<const NT: usize, const VNNI: u8>(
 
 const Q2_K: u8 = 0;
 const Q3_K: u8 = 1;
-const Q6_K: u8 = 2;
+pub(super) const Q6_K: u8 = 2;
 
 /// The 16 Q3_K scales (6 bits from 12 packed bytes) minus 32, as i8.
 #[inline]
@@ -483,7 +534,7 @@ fn crumbs(b: __m256i, k: usize) -> __m256i {
 /// Unsigned quants of weights `32v..32v + 32` of the block at `x`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k16_quants<const KIND: u8>(x: *const u8, v: usize) -> __m256i {
+pub(super) unsafe fn k16_quants<const KIND: u8>(x: *const u8, v: usize) -> __m256i {
     let (half, k) = (v / 4, v % 4);
     match KIND {
         // Weight 128h + 32k + l: bits 2k of qs[32h + l].
@@ -518,9 +569,9 @@ unsafe fn k16_family<const NT: usize, const KIND: u8, const VNNI: u8>(
 ) {
     // Block bytes and log2 of the quant offset.
     let (bsize, offset_log2) = match KIND {
-        Q2_K => (84, None),
-        Q3_K => (110, Some(2)),
-        _ => (210, Some(5)),
+        Q2_K => (size_of::<BlockQ2K>(), None),
+        Q3_K => (size_of::<BlockQ3K>(), Some(2)),
+        _ => (size_of::<BlockQ6K>(), Some(5)),
     };
     let mut acc = [_mm256_setzero_ps(); NT];
     let mut accm = [_mm256_setzero_ps(); NT];
@@ -583,7 +634,7 @@ pub(super) unsafe fn iq4_xs<const NT: usize, const VNNI: u8>(
     let table = iq4_table();
     let mut acc = [_mm256_setzero_ps(); NT];
     for i in 0..nb {
-        let x = unsafe { w.add(i * 136) };
+        let x = unsafe { w.add(i * size_of::<BlockIQ4XS>()) };
         let d = unsafe { f16_at(x) };
         let sh = unsafe { x.add(2).cast::<u16>().read_unaligned() } as u32;
         let mut sumi = [_mm256_setzero_si256(); NT];
@@ -671,7 +722,7 @@ unsafe fn iq2_xxs<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astrid
     let one = _mm256_set1_epi8(1);
     let mut acc = [_mm256_setzero_ps(); NT];
     for i in 0..nb {
-        let x = unsafe { w.add(i * 66) };
+        let x = unsafe { w.add(i * size_of::<BlockIQ2XXS>()) };
         let mut sumi = [_mm256_setzero_si256(); NT];
         for ib in 0..8 {
             let q = unsafe { x.add(2 + 8 * ib) };
@@ -715,7 +766,7 @@ fn iq1_weights(grid: __m256i, delta: __m256i) -> __m256i {
 unsafe fn iq1_s<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
     let mut acc = [_mm256_setzero_ps(); NT];
     for i in 0..nb {
-        let x = unsafe { w.add(i * 50) };
+        let x = unsafe { w.add(i * size_of::<BlockIQ1S>()) };
         let mut sumi = [_mm256_setzero_si256(); NT];
         for ib in 0..8 {
             let qh = unsafe { x.add(34 + 2 * ib).cast::<u16>().read_unaligned() } as usize;
@@ -740,7 +791,7 @@ unsafe fn iq1_s<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride:
 unsafe fn iq1_m<const NT: usize>(nb: usize, w: *const u8, a: *const u8, astride: usize, out: &mut [f32; NT]) {
     let mut acc = [_mm256_setzero_ps(); NT];
     for i in 0..nb {
-        let x = unsafe { w.add(i * 56) };
+        let x = unsafe { w.add(i * size_of::<BlockIQ1M>()) };
         let sc: [u16; 4] = std::array::from_fn(|k| unsafe { x.add(48 + 2 * k).cast::<u16>().read_unaligned() });
         // The f16 super-scale, spread over the top nibbles of the four scale words.
         let d_bits = (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
@@ -870,8 +921,10 @@ pub(super) use entry;
 macro_rules! vnni_flavour {
     ($features:literal, $kind:expr, $isa:literal) => {
         use super::kernels::{CpuKernels, VecDot, VecDotX4};
-        use super::x86_avx2::{entry, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0};
+        use super::x86_avx2::{Q8_0_BYTES, Q8_1_BYTES, entry, iq4_nl, q4_0, q4_1, q5_0, q5_1, q8_0};
+        use crate::quant::formats::{BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
         use crate::quant::{GgmlType, scalar_kernels};
+        use std::mem::size_of;
 
         /// `kernel::<NT, $kind>` compiled with the flavour's features.
         macro_rules! flavoured {
@@ -889,12 +942,12 @@ macro_rules! vnni_flavour {
         flavoured!(q4_1_vnni = q4_1);
         flavoured!(q5_1_vnni = q5_1);
 
-        entry!(vd_q4_0, vd4_q4_0, q4_0_vnni, 32, 18, 34);
-        entry!(vd_q5_0, vd4_q5_0, q5_0_vnni, 32, 22, 34);
-        entry!(vd_q8_0, vd4_q8_0, q8_0_vnni, 32, 34, 34);
-        entry!(vd_iq4_nl, vd4_iq4_nl, iq4_nl_vnni, 32, 18, 34);
-        entry!(vd_q4_1, vd4_q4_1, q4_1_vnni, 32, 20, 36);
-        entry!(vd_q5_1, vd4_q5_1, q5_1_vnni, 32, 24, 36);
+        entry!(vd_q4_0, vd4_q4_0, q4_0_vnni, 32, size_of::<BlockQ4_0>(), Q8_0_BYTES);
+        entry!(vd_q5_0, vd4_q5_0, q5_0_vnni, 32, size_of::<BlockQ5_0>(), Q8_0_BYTES);
+        entry!(vd_q8_0, vd4_q8_0, q8_0_vnni, 32, size_of::<BlockQ8_0>(), Q8_0_BYTES);
+        entry!(vd_iq4_nl, vd4_iq4_nl, iq4_nl_vnni, 32, size_of::<BlockIQ4NL>(), Q8_0_BYTES);
+        entry!(vd_q4_1, vd4_q4_1, q4_1_vnni, 32, size_of::<BlockQ4_1>(), Q8_1_BYTES);
+        entry!(vd_q5_1, vd4_q5_1, q5_1_vnni, 32, size_of::<BlockQ5_1>(), Q8_1_BYTES);
 
         /// The VNNI kernels for `ty`; None without the CPU features or for types that stay AVX2.
         pub fn table(ty: GgmlType) -> Option<CpuKernels> {
@@ -919,21 +972,21 @@ macro_rules! vnni_flavour {
 
 pub(super) use vnni_flavour;
 
-entry!(vd_q4_0, vd4_q4_0, q4_0_plain, 32, 18, 34);
-entry!(vd_q5_0, vd4_q5_0, q5_0_plain, 32, 22, 34);
-entry!(vd_q8_0, vd4_q8_0, q8_0_plain, 32, 34, 34);
-entry!(vd_iq4_nl, vd4_iq4_nl, iq4_nl_plain, 32, 18, 34);
-entry!(vd_q4_1, vd4_q4_1, q4_1_plain, 32, 20, 36);
-entry!(vd_q5_1, vd4_q5_1, q5_1_plain, 32, 24, 36);
-entry!(vd_q4_k, vd4_q4_k, q4_k_plain, 256, 144, Q8K);
-entry!(vd_q5_k, vd4_q5_k, q5_k_plain, 256, 176, Q8K);
-entry!(vd_q6_k, vd4_q6_k, q6_k_plain, 256, 210, Q8K);
-entry!(vd_iq4_xs, vd4_iq4_xs, iq4_xs_plain, 256, 136, Q8K);
-entry!(vd_q2_k, vd4_q2_k, q2_k_plain, 256, 84, Q8K);
-entry!(vd_q3_k, vd4_q3_k, q3_k_plain, 256, 110, Q8K);
-entry!(vd_iq2_xxs, vd4_iq2_xxs, iq2_xxs, 256, 66, Q8K);
-entry!(vd_iq1_s, vd4_iq1_s, iq1_s, 256, 50, Q8K);
-entry!(vd_iq1_m, vd4_iq1_m, iq1_m, 256, 56, Q8K);
+entry!(vd_q4_0, vd4_q4_0, q4_0_plain, 32, size_of::<BlockQ4_0>(), Q8_0_BYTES);
+entry!(vd_q5_0, vd4_q5_0, q5_0_plain, 32, size_of::<BlockQ5_0>(), Q8_0_BYTES);
+entry!(vd_q8_0, vd4_q8_0, q8_0_plain, 32, size_of::<BlockQ8_0>(), Q8_0_BYTES);
+entry!(vd_iq4_nl, vd4_iq4_nl, iq4_nl_plain, 32, size_of::<BlockIQ4NL>(), Q8_0_BYTES);
+entry!(vd_q4_1, vd4_q4_1, q4_1_plain, 32, size_of::<BlockQ4_1>(), Q8_1_BYTES);
+entry!(vd_q5_1, vd4_q5_1, q5_1_plain, 32, size_of::<BlockQ5_1>(), Q8_1_BYTES);
+entry!(vd_q4_k, vd4_q4_k, q4_k_plain, 256, size_of::<BlockQ4K>(), Q8K);
+entry!(vd_q5_k, vd4_q5_k, q5_k_plain, 256, size_of::<BlockQ5K>(), Q8K);
+entry!(vd_q6_k, vd4_q6_k, q6_k_plain, 256, size_of::<BlockQ6K>(), Q8K);
+entry!(vd_iq4_xs, vd4_iq4_xs, iq4_xs_plain, 256, size_of::<BlockIQ4XS>(), Q8K);
+entry!(vd_q2_k, vd4_q2_k, q2_k_plain, 256, size_of::<BlockQ2K>(), Q8K);
+entry!(vd_q3_k, vd4_q3_k, q3_k_plain, 256, size_of::<BlockQ3K>(), Q8K);
+entry!(vd_iq2_xxs, vd4_iq2_xxs, iq2_xxs, 256, size_of::<BlockIQ2XXS>(), Q8K);
+entry!(vd_iq1_s, vd4_iq1_s, iq1_s, 256, size_of::<BlockIQ1S>(), Q8K);
+entry!(vd_iq1_m, vd4_iq1_m, iq1_m, 256, size_of::<BlockIQ1M>(), Q8K);
 entry!(vd_f32_8, vd4_f32_8, f32_plain, 8, 32, 32);
 entry!(vd_f16_8, vd4_f16_8, f16_plain, 8, 16, 16);
 entry!(vd_bf16_8, vd4_bf16_8, bf16_plain, 8, 16, 16);

@@ -24,7 +24,6 @@
 use core::arch::x86_64::*;
 
 use super::x86_avx2::{f16_at as f16, nibbles32};
-use super::x86_avx512_rows4::iq4_levels_u8;
 use crate::quant::GgmlType;
 
 pub fn detected() -> bool {
@@ -76,6 +75,15 @@ trait LaneFormat {
 /// Blocks per storage unit of `F` (1, 8 or 16).
 const fn blocks_per_unit<F: LaneFormat>() -> usize {
     F::UNIT_ELEMS / F::ELEMS
+}
+
+/// The IQ4_NL (and IQ4_XS) levels plus 128, as unsigned bytes, in both 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn iq4_levels_u8() -> __m256i {
+    let t = _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+    let t = _mm_xor_si128(t, _mm_set1_epi8(-128));
+    _mm256_set_m128i(t, t)
 }
 
 /// Bit `j` of the u32 at `p` as bit 4 of byte `j` (the fifth bit of Q5_0/Q5_1 quants).

@@ -11,12 +11,7 @@ pub enum Arch {
     Qwen2,
 }
 
-/// How rotary embedding pairs dimensions: adjacent (llama) or split halves (NEOX).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopeStyle {
-    Normal,
-    Neox,
-}
+pub use crate::cpu::ops::RopeStyle;
 
 #[derive(Clone, Debug)]
 pub struct ModelConfig {

@@ -17,6 +17,13 @@ pub struct Weight {
     len: usize,
 }
 
+impl crate::cpu::matmul::AsMatrix for Weight {
+    fn matrix(&self) -> crate::cpu::matmul::Matrix<'_> {
+        let (ty, rows, cols, row_bytes) = (self.ty, self.rows, self.cols, self.row_bytes);
+        crate::cpu::matmul::Matrix { ty, rows, cols, row_bytes, data: self.data() }
+    }
+}
+
 impl Weight {
     /// The matrix `name` with shape `[cols, rows]` in ggml order.
     pub fn load(f: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Weight> {

@@ -79,7 +79,7 @@ pub fn measure(opt: &Options, progress: &mut dyn FnMut(&str)) -> Result<DevicePr
     let formats: Vec<GgmlType> = if opt.formats.is_empty() { default_formats() } else { opt.formats.clone() };
     for ty in formats.into_iter().filter(|t| quant::is_supported(*t)) {
         for &t in &threads {
-            let g = cpu_gflops(ty, t as usize, Duration::from_millis(40), &quant::vec_dot);
+            let g = cpu_gflops(ty, t as usize, Duration::from_millis(40), &crate::cpu::kernels::vec_dot);
             progress(&format!("cpu {:>8} × {t:>2} threads: {g:8.2} GFLOPS", ty.name()));
             p.cpu.push(Throughput { format: ty.name().to_string(), threads: t, gflops: g });
         }

@@ -209,16 +209,6 @@ pub fn quantize_row_q8_k_repacked(x: &[f32], dst: &mut [u8]) {
     q8::quantize_row_q8_k_repacked(x, dst)
 }
 
-/// Dot product of a weight row of type `ty` (n elements) with an activation row already in
-/// vec_dot_type(ty), with the fastest kernel this CPU runs (`crate::cpu::kernels`); the
-/// scalar oracle is `scalar_kernels(ty).vec_dot`.
-pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 {
-    match crate::cpu::kernels::get(ty) {
-        Some(k) => (k.k.vec_dot)(n, w, act),
-        None => (kernels_or_panic(ty).vec_dot)(n, w, act),
-    }
-}
-
 /// The weight quantizer for `ty`: for every type but the IQ1/IQ2 ones, ggml's own
 /// (`quantize_row_*_ref` / `quantize_iq4_*`, what `llama-quantize` runs without an importance
 /// matrix), bit for bit. IQ1_S, IQ1_M and IQ2_XXS get simple grid searches (ggml requires an

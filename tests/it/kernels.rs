@@ -144,6 +144,7 @@ fn prefill_tiles_match_scalar_oracle() {
             let Some(tiles) = (isa.tiles)(ty) else { continue };
             tested.push(format!("{} {ty}", isa.name));
             let scalar = quant::scalar_kernels(ty).unwrap();
+            let (order, _) = kernels::tile_order(ty).expect("every tiled type has tile-order kernels");
             let shapes: &[(usize, usize, usize)] = if ty.block_size() == 256 {
                 &[(256, 6, 5), (2048, 9, 4), (4096 + 256, 4, 67), (4096 + 256, 13, 9), (512, 21, 6)]
             } else {
@@ -167,6 +168,13 @@ fn prefill_tiles_match_scalar_oracle() {
                     for t in 0..tokens {
                         let want = (scalar.vec_dot)(n, wr, &act[t * ab..(t + 1) * ab]);
                         let got = out[t * rows + r];
+                        let one = (order.k.vec_dot)(n, wr, &act[t * ab..(t + 1) * ab]);
+                        assert_eq!(
+                            got.to_bits(),
+                            one.to_bits(),
+                            "{} {ty} n={n} row {r} token {t}: tiles {got} vs the one-row kernel {one}",
+                            isa.name
+                        );
                         let tol = 1e-5 * magnitude(ty, wr, &xs[t]) + 1e-30;
                         worst = worst.max((got as f64 - want as f64).abs() / tol);
                         assert!(
@@ -181,6 +189,18 @@ fn prefill_tiles_match_scalar_oracle() {
         }
     }
     eprintln!("prefill tiles tested: {tested:?}");
+    assert_ran("prefill tiles", tested.len());
+}
+
+/// Tests of the AVX-512 kernels pass with zero cases on CPUs without them: say so, and fail
+/// where the CPU has the features but no case ran (a dispatch or detection slip, or
+/// `PRIMA_KERNELS`/`PRIMA_TILES` set under CI).
+fn assert_ran(what: &str, cases: usize) {
+    if kernels::tiles_detected() {
+        assert!(cases > 0, "{what}: this CPU has AVX-512 VNNI/BW but no case ran");
+    } else if cases == 0 {
+        eprintln!("{what}: no AVX-512 VNNI/BW on this CPU, 0 cases (the AVX-512 paths are untested here)");
+    }
 }
 
 #[test]
@@ -328,14 +348,15 @@ fn tiles_throughput() {
     }
 }
 
-/// The four-row decode kernels (where this CPU has them) against the scalar oracle, row by
-/// row, with row strides wider than a row (as in a real matrix they are equal; wider catches
-/// a kernel that assumes contiguous rows).
+/// The tile-order kernels (one-row and four-row; they run on any AVX2 CPU): the four-row
+/// kernel equals the one-row kernel bit for bit, row by row, and both the scalar oracle within
+/// float-reordering error; row strides wider than a row (as in a real matrix they are equal;
+/// wider catches a kernel that assumes contiguous rows).
 #[test]
-fn rows4_matches_scalar_oracle() {
+fn rows4_matches_one_row_and_scalar_oracle() {
     let mut checked = 0;
     for ty in types_with_quantizer() {
-        let Some(r4) = kernels::rows4(ty) else { continue };
+        let Some((one, r4)) = kernels::tile_order(ty) else { continue };
         let scalar = quant::scalar_kernels(ty).unwrap();
         for n in [576, 1536, 64, 4096, 256, 768].into_iter().filter(|n| n % ty.block_size() == 0) {
             let (w, act, xs) = operands(ty, n, 8, 1, n as u64 * 31 + ty as u64);
@@ -350,6 +371,8 @@ fn rows4_matches_scalar_oracle() {
                 r4(n, &padded, stride, &act, &mut got);
                 for r in 0..4 {
                     let wr = &w[(r + 4) * wb..(r + 5) * wb];
+                    let single = (one.k.vec_dot)(n, wr, &act);
+                    assert_eq!(got[r].to_bits(), single.to_bits(), "{ty} n={n} pad={pad} row {r}: four-row vs one-row");
                     let want = (scalar.vec_dot)(n, wr, &act);
                     let tol = 1e-5 * magnitude(ty, wr, &xs[0]) + 1e-30;
                     assert!(
@@ -362,7 +385,109 @@ fn rows4_matches_scalar_oracle() {
             }
         }
     }
+    // Their four-token kernel (prefill where the tiles are off) equals the one-row kernel too.
+    for ty in types_with_quantizer() {
+        let Some((k, _)) = kernels::tile_order(ty) else { continue };
+        let n = if ty.block_size() == 256 { 512 } else { 576 };
+        let (w, act, _) = operands(ty, n, 1, 5, 77 ^ ty as u64);
+        let ab = k.k.partner.row_bytes(n).unwrap();
+        for start in [0, 1] {
+            let mut four = [0f32; 4];
+            k.dot_x4(n, &w, &act[start * ab..], ab, &mut four);
+            for (i, v) in four.into_iter().enumerate() {
+                let t = start + i;
+                let one = (k.k.vec_dot)(n, &w, &act[t * ab..(t + 1) * ab]);
+                assert_eq!(v.to_bits(), one.to_bits(), "{ty} token {t}: four-token vs one-row kernel");
+            }
+        }
+        checked += 1;
+    }
     eprintln!("rows4: {checked} cases");
+    if simd_tables().iter().any(|t| t.0 == "avx2") {
+        assert!(checked > 0, "AVX2 CPU, but no tile-order case ran");
+    }
+}
+
+/// Batch invariance of the whole dispatch: each token's outputs of `matmul` are bit-identical
+/// whether it is alone (one-row or four-row kernels), in a batch of 2–3 (one-row per token), or
+/// at any position of a batch of 4, 5, 17 or 64 (x4 tiles or the AVX-512 prefill tiles), for
+/// every weight format, with row counts that leave partial four-row groups and two threads.
+#[test]
+fn matmul_is_batch_invariant() {
+    use prima::cpu::matmul::{Matrix, matmul};
+    let pool = prima::cpu::ThreadPool::new(2);
+    let (mut tiled, mut four_row) = (Vec::new(), Vec::new());
+    for ty in types_with_quantizer() {
+        let n = if ty.block_size() == 256 { 512 } else { 576 };
+        let rows = 19;
+        let tokens = 64 + 3;
+        let (w, _, xs) = operands(ty, n, rows, tokens, 0x5eed ^ ty as u64);
+        let m = Matrix { ty, rows, cols: n, row_bytes: ty.row_bytes(n).unwrap(), data: &w };
+        let mut scratch = Vec::new();
+        let run = |first: usize, count: usize, scratch: &mut Vec<u8>| {
+            let x: Vec<f32> = xs[first..first + count].concat();
+            let mut out = vec![0f32; count * rows];
+            matmul(&pool, &m, &x, count, &mut out, scratch);
+            out
+        };
+        let alone: Vec<Vec<f32>> = (0..tokens).map(|t| run(t, 1, &mut scratch)).collect();
+        for (count, first) in [(2, 1), (3, 0), (4, 0), (4, 2), (5, 1), (17, 3), (64, 0), (64, 3)] {
+            let out = run(first, count, &mut scratch);
+            for i in 0..count {
+                let (got, want) = (&out[i * rows..(i + 1) * rows], &alone[first + i]);
+                for r in 0..rows {
+                    assert_eq!(
+                        got[r].to_bits(),
+                        want[r].to_bits(),
+                        "{ty}: token {} at position {i} of a batch of {count}, row {r}: {} vs {} alone",
+                        first + i,
+                        got[r],
+                        want[r]
+                    );
+                }
+            }
+        }
+        if kernels::tiles(ty).is_some() {
+            tiled.push(ty);
+        }
+        if kernels::rows4(ty).is_some() {
+            four_row.push(ty);
+        }
+    }
+    eprintln!("batch invariance: prefill tiles for {tiled:?}, four-row decode for {four_row:?}");
+    assert_ran("batch invariance through the prefill tiles", tiled.len());
+}
+
+/// A prompt's logits are bit-identical whether the model reads it in one batch, in chunks of
+/// 7 or 3, or token by token, on fixtures whose matrices take the tiled formats (Q4_K/Q6_K,
+/// Q4_0, Q8_0) and one that does not (Q2_K).
+#[test]
+fn model_logits_do_not_depend_on_chunking() {
+    use prima::model::{Model, Session};
+    for name in ["c-llama-q4_k_m.gguf", "c-llama-pure-q4_0.gguf", "c-llama-pure-q8_0.gguf", "c-llama-pure-q2_k.gguf"] {
+        let m = Model::open(crate::common::model(name)).unwrap();
+        let v = m.config.n_vocab;
+        let prompt: Vec<u32> = (0..19).map(|i| ((i * 37 + 11) % v) as u32).collect();
+        let logits = |batch: usize| {
+            let mut s = Session::new(&m, 64, 2).unwrap();
+            s.set_batch(batch);
+            s.decode_all(&prompt).unwrap()
+        };
+        let whole = logits(prompt.len());
+        for batch in [7, 3, 1] {
+            let got = logits(batch);
+            assert_eq!(got.len(), whole.len());
+            if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != whole[i].to_bits()) {
+                panic!(
+                    "{name}: batch {batch}, token {} logit {}: {} vs {} in one batch",
+                    i / v,
+                    i % v,
+                    got[i],
+                    whole[i]
+                );
+            }
+        }
+    }
 }
 
 /// Single-thread decode read rate of the matrix-vector kernels over a real model's two largest

@@ -1,6 +1,7 @@
 //! Weight formats against llama.cpp: bitwise dequantization (kernel vectors), x86-exact
 //! activation quantization, vec_dot integer exactness and error bounds, reference quantizers.
 
+use prima::cpu::kernels;
 use prima::gguf::GgufFile;
 use prima::quant::{self, GgmlType};
 
@@ -183,7 +184,7 @@ fn kernel_vectors_dequantize_bitwise() {
                 assert!((dot - want_dot).abs() <= 1e-12 * mag, "{model} {name} row {row}: {dot} vs {want_dot}");
 
                 // The quantized path lands close to the exact dot too.
-                let vd = quant::vec_dot(ty, n, &raw, &quantize_act(ty, &x[..n])) as f64;
+                let vd = kernels::vec_dot(ty, n, &raw, &quantize_act(ty, &x[..n])) as f64;
                 let tol = match ty {
                     GgmlType::F32 => 1e-6,
                     GgmlType::F16 => 2e-3,
@@ -257,7 +258,7 @@ fn vec_dot_matches_dequantized_operands() {
             let deq = dequantize(ty, w, n);
             for x in &xs {
                 let act = quantize_act(ty, x);
-                let vd = quant::vec_dot(ty, n, w, &act) as f64;
+                let vd = kernels::vec_dot(ty, n, w, &act) as f64;
 
                 // Same operands, exact arithmetic: only float rounding may differ (plus the f16
                 // rounding of Q8_1's `s`).
@@ -285,9 +286,13 @@ fn vec_dot_matches_dequantized_operands() {
     }
 }
 
+/// The kernel the CPU dispatch picks (SIMD where this CPU has it) against the scalar oracle,
+/// on rows of the real fixture files: within float-reordering error of the scalar dot, and
+/// bit-identical where the dispatch falls back to the scalar kernel itself.
 #[test]
-fn kernel_table_matches_facade() {
+fn dispatched_vec_dot_matches_scalar_oracle() {
     let mut rng = Rng(7);
+    let mut simd = Vec::new();
     for ty in WEIGHT_TYPES {
         let k = quant::scalar_kernels(ty).unwrap();
         assert_eq!(k.ty, ty);
@@ -298,10 +303,23 @@ fn kernel_table_matches_facade() {
         let mut act2 = vec![0u8; act.len()];
         (k.quantize_partner)(&x, &mut act2);
         assert_eq!(act, act2);
-        // The facade runs the table the CPU dispatch chose (SIMD where available).
-        let fast = prima::cpu::kernels::get(ty).unwrap();
-        assert_eq!((fast.k.vec_dot)(n, &rows[0], &act).to_bits(), quant::vec_dot(ty, n, &rows[0], &act).to_bits());
+        let fast = kernels::get(ty).unwrap();
+        if fast.isa != "scalar" {
+            simd.push(format!("{ty}: {}", fast.isa));
+        }
+        let xa = dequantize_act(k.partner, &act, n);
+        for w in &rows {
+            let (want, got) = ((k.vec_dot)(n, w, &act), (fast.k.vec_dot)(n, w, &act));
+            if fast.isa == "scalar" {
+                assert_eq!(got.to_bits(), want.to_bits(), "{ty}: scalar dispatch differs from the oracle");
+                continue;
+            }
+            let (_, mag) = dot64(&dequantize(ty, w, n), &xa);
+            let tol = 1e-5 * mag + 1e-30;
+            assert!((got as f64 - want as f64).abs() <= tol, "{ty} {}: {got} vs scalar {want}", fast.isa);
+        }
     }
+    eprintln!("dispatched SIMD kernels: {simd:?}");
 }
 
 #[test]
@@ -625,7 +643,7 @@ fn scalar_speed() {
         let t = std::time::Instant::now();
         let mut s = 0f32;
         for r in 0..reps {
-            s += quant::vec_dot(ty, n, &rows[r % rows.len()], &act);
+            s += kernels::vec_dot(ty, n, &rows[r % rows.len()], &act);
         }
         let dot_ns = t.elapsed().as_nanos() as f64 / (reps * n) as f64;
         let t = std::time::Instant::now();
@@ -651,7 +669,7 @@ fn oracle_accepts_scalar_and_catches_broken_kernels() {
     }
     // A vec_dot that drops the last block, a dequantizer off by one ulp, a sloppy quantizer.
     fn short_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
-        quant::vec_dot(GgmlType::Q4_K, n - 256, w, a)
+        kernels::vec_dot(GgmlType::Q4_K, n - 256, w, a)
     }
     fn nudged(src: &[u8], dst: &mut [f32]) {
         quant::dequantize_row(GgmlType::Q4_K, src, dst);
