@@ -240,15 +240,18 @@ pub fn run(
         }
         // Cancel sequences whose clients went away.
         for r in running.iter_mut() {
-            if r.as_ref().is_some_and(|s| s.job.events.is_closed()) {
-                *r = None;
+            if let Some(seq) = r.take_if(|s| s.job.events.is_closed()) {
                 let mut s = stats.lock().unwrap();
                 s.cancelled += 1;
-                s.event("a client disconnected; its generation stopped".into());
+                s.completion_tokens += seq.generated as u64;
+                s.active = s.active.saturating_sub(1);
+                s.event(format!("a client disconnected after {} tokens; its generation stopped", seq.generated));
             }
         }
         let generating = running.iter().flatten().filter(|s| s.next.is_some()).count();
-        let chunk = if generating > 0 { opts.prefill_chunk.max(1) } else { usize::MAX };
+        // Alone, a prompt still goes in chunks (larger ones): progress events keep the client's
+        // stream alive and a client gone during a long prompt is noticed between chunks.
+        let chunk = opts.prefill_chunk.max(1) * if generating > 0 { 1 } else { 4 };
         let mut feeds: Vec<(usize, Vec<u32>, bool)> = Vec::new();
         for (slot, s) in running.iter().enumerate() {
             let Some(s) = s else { continue };
