@@ -198,7 +198,9 @@ pub fn run(
     stats.lock().unwrap().slots = n_slots;
     let mut devices_at: Option<Instant> = None;
     loop {
-        if devices_at.is_none_or(|t| t.elapsed().as_secs() >= 1) {
+        // About once a second, and before waiting idle (so the view shows the last numbers).
+        let idle = running.iter().all(Option::is_none);
+        if idle || devices_at.is_none_or(|t| t.elapsed().as_secs() >= 1) {
             let mut d = engine.devices();
             let mut st = stats.lock().unwrap();
             // An engine that does not time its devices: the whole step is this device computing.

@@ -30,7 +30,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, model):
+    def __init__(self, binary, model, key=True):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         keyfile = tempfile.NamedTemporaryFile("w", suffix=".key", delete=False)
@@ -38,8 +38,8 @@ class Server:
         keyfile.close()
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [binary, "serve", "-m", model, "--listen", f"127.0.0.1:{self.port}", "--api-key-file", keyfile.name,
-             "-c", "1024", "--parallel", "4", "--queue", "4"],
+            [binary, "serve", "-m", model, "--listen", f"127.0.0.1:{self.port}", "-c", "1024", "--parallel", "4",
+             "--queue", "4"] + (["--api-key-file", keyfile.name] if key else []),
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while time.time() < deadline:
