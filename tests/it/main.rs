@@ -7,6 +7,7 @@ mod gguf;
 mod kernels;
 mod memory;
 mod model;
+mod pipeline;
 mod quant;
 mod sampler;
 mod sched;
