@@ -8,8 +8,8 @@ use crate::chat::ChatTemplate;
 use crate::cpu::default_threads;
 use crate::error::{Context, Result};
 use crate::gguf::GgufFile;
-use crate::model::{Model, session::default_context};
-use crate::serve::{ServeModel, ServeOptions, SessionEngine, read_api_key, serve};
+use crate::model::{Model, pipeline::default_context};
+use crate::serve::{PipelineEngine, ServeModel, ServeOptions, read_api_key, serve};
 use crate::tokenizer::Tokenizer;
 
 /// serve a model on this device over an OpenAI-compatible HTTP API, with a web page at /
@@ -57,7 +57,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         drop(header);
         let model = Model::from_gguf(GgufFile::open_weights(&path)?).with_context(|| path.clone())?;
         let n_ctx = ctx.unwrap_or_else(|| default_context(&model));
-        let engine = SessionEngine::new(&model, n_ctx, threads, parallel)?;
+        let engine = PipelineEngine::local(&model, n_ctx, threads, parallel)?;
         eprintln!(
             "loaded {path}: {} layers, ctx {n_ctx} x {parallel} sequences, {threads} threads",
             model.config.n_layer

@@ -1,9 +1,9 @@
 //! What the scheduler needs from a model: several sequences (slots), each with its own KV
-//! cache, advanced together. [`SessionEngine`] runs them on this device one after another; a
-//! batched engine advances all of them in one pass of the weights.
+//! cache, advanced together: [`PipelineEngine`] advances all of them in one pass of the
+//! weights per step.
 
 use crate::error::{Error, Result};
-use crate::model::{Model, Session};
+use crate::model::{Batch, Model, Pipeline, SeqId};
 
 /// Tokens to append to one sequence in this step.
 pub struct SeqWork<'a> {
@@ -43,49 +43,67 @@ pub trait Engine: Send {
     fn devices(&self) -> Vec<DeviceView>;
 }
 
-/// One [`Session`] per slot on this device: sequences are correct but take turns.
-pub struct SessionEngine {
-    sessions: Vec<Session>,
-    n_layer: usize,
+/// The batched [`Pipeline`]: one sequence per slot, every step one `decode_batch` (one pass
+/// of the weights for all running sequences). On one device or as a ring's head.
+pub struct PipelineEngine {
+    pipeline: Pipeline,
+    batch: Batch,
+    devices: Box<dyn Fn() -> Vec<DeviceView> + Send>,
 }
 
-impl SessionEngine {
-    pub fn new(model: &Model, n_ctx: usize, threads: usize, slots: usize) -> Result<SessionEngine> {
-        let sessions = (0..slots.max(1)).map(|_| Session::new(model, n_ctx, threads)).collect::<Result<_>>()?;
-        Ok(SessionEngine { sessions, n_layer: model.config.n_layer })
+impl PipelineEngine {
+    /// `slots` sequences of `n_ctx` positions, every layer on this device.
+    pub fn local(model: &Model, n_ctx: usize, threads: usize, slots: usize) -> Result<PipelineEngine> {
+        let n_layer = model.config.n_layer;
+        let pipeline = Pipeline::open(model, n_ctx, slots.max(1), threads, &[n_layer])?;
+        Ok(Self::new(pipeline, Box::new(move || vec![local_device(n_layer)])))
     }
 
-    fn session(&mut self, slot: usize) -> Result<&mut Session> {
-        let n = self.sessions.len();
-        self.sessions.get_mut(slot).ok_or_else(|| Error::msg(format!("slot {slot} out of range (0..{n})")))
+    /// Any pipeline (e.g. a ring head's, with remote windows); `devices` describes its devices
+    /// for the cluster view.
+    pub fn new(pipeline: Pipeline, devices: Box<dyn Fn() -> Vec<DeviceView> + Send>) -> PipelineEngine {
+        PipelineEngine { pipeline, batch: Batch::new(), devices }
     }
 }
 
-impl Engine for SessionEngine {
+impl Engine for PipelineEngine {
     fn slots(&self) -> usize {
-        self.sessions.len()
+        self.pipeline.n_seq()
     }
 
     fn n_ctx(&self) -> usize {
-        self.sessions[0].n_ctx()
+        self.pipeline.n_ctx()
     }
 
     fn step(&mut self, work: &[SeqWork]) -> Result<Vec<Vec<f32>>> {
-        let mut rows = Vec::with_capacity(work.len());
+        self.batch.clear();
         for w in work {
-            let logits = self.session(w.slot)?.decode(w.tokens)?;
-            rows.push(if w.logits { logits.to_vec() } else { Vec::new() });
+            let pos = self.pipeline.seq_pos(w.slot as SeqId);
+            for (i, &t) in w.tokens.iter().enumerate() {
+                self.batch.push(t, w.slot as SeqId, pos + i, w.logits && i + 1 == w.tokens.len());
+            }
         }
-        Ok(rows)
+        let v = self.pipeline.n_vocab();
+        let logits = self.pipeline.decode_batch(&self.batch)?;
+        let mut rows = logits.chunks_exact(v);
+        let out = work
+            .iter()
+            .map(|w| match w.logits {
+                true => {
+                    rows.next().map(<[f32]>::to_vec).ok_or_else(|| Error::msg("the pipeline returned too few logits"))
+                }
+                false => Ok(Vec::new()),
+            })
+            .collect();
+        out
     }
 
     fn truncate(&mut self, slot: usize, pos: usize) -> Result<()> {
-        self.session(slot)?.truncate(pos);
-        Ok(())
+        self.pipeline.seq_truncate(slot as SeqId, pos)
     }
 
     fn devices(&self) -> Vec<DeviceView> {
-        vec![local_device(self.n_layer)]
+        (self.devices)()
     }
 }
 

@@ -19,7 +19,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-pub use engine::{DeviceView, Engine, SeqWork, SessionEngine};
+pub use engine::{DeviceView, Engine, PipelineEngine, SeqWork, local_device};
 
 use crate::chat::ChatTemplate;
 use crate::error::{Context, Error, Result};
