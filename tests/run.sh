@@ -11,6 +11,8 @@ need_apt=()
 command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_apt[*]}"
@@ -31,6 +33,19 @@ cargo run -q -- fetch models >/dev/null
 
 log "cargo test"
 cargo test -q 2>&1
+
+log "prima serve: the API through the openai client, the web page in headless Chromium"
+venv=target/serve-venv
+# Created once; later runs reuse it (offline), pip only runs when openai is missing.
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c 'import openai' 2>/dev/null || "$venv/bin/pip" install -q openai
+cargo build -q
+(cd tests/serve && "../../$venv/bin/python" test_api.py ../../target/debug/prima ../../models/SmolLM2-135M-Instruct.Q4_1.gguf)
+if command -v chromium >/dev/null; then
+  (cd tests/serve && "../../$venv/bin/python" test_web.py ../../target/debug/prima ../../models/SmolLM2-135M-Instruct.Q4_1.gguf ../../target/serve-web)
+else
+  echo "warning: no chromium; the web page test is skipped" >&2
+fi
 
 have_target() { rustup target list --installed 2>/dev/null | grep -qx "$1"; }
 for t in aarch64-apple-darwin aarch64-linux-android; do
