@@ -95,7 +95,9 @@ impl ServeTable {
         if let Some(l) = &self.listen
             && l.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         {
-            return Err(Error::msg(format!("{file}: [serve] listen = \"{l}\" is not host:port, e.g. \"127.0.0.1:8080\"")));
+            return Err(Error::msg(format!(
+                "{file}: [serve] listen = \"{l}\" is not host:port, e.g. \"127.0.0.1:8080\""
+            )));
         }
         self.api_key_file = self.api_key_file.map(|f| dir.join(f));
         Ok(self)
@@ -459,7 +461,8 @@ addr = "127.0.0.1:7701"
     #[test]
     fn serve_table_is_read_and_checked() {
         assert_eq!(parse(BASE).unwrap().serve, ServeTable::default());
-        let c = parse(&format!("{BASE}\n[serve]\nlisten = \"0.0.0.0:9000\"\napi_key_file = \"k.txt\"\nparallel = 2\n")).unwrap();
+        let c = parse(&format!("{BASE}\n[serve]\nlisten = \"0.0.0.0:9000\"\napi_key_file = \"k.txt\"\nparallel = 2\n"))
+            .unwrap();
         assert_eq!(c.serve.listen.as_deref(), Some("0.0.0.0:9000"));
         assert_eq!(c.serve.api_key_file, Some(PathBuf::from("/etc/prima/k.txt")));
         assert_eq!(c.serve.parallel, 2);

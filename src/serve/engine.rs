@@ -86,16 +86,14 @@ impl Engine for PipelineEngine {
         let v = self.pipeline.n_vocab();
         let logits = self.pipeline.decode_batch(&self.batch)?;
         let mut rows = logits.chunks_exact(v);
-        let out = work
-            .iter()
+        work.iter()
             .map(|w| match w.logits {
                 true => {
                     rows.next().map(<[f32]>::to_vec).ok_or_else(|| Error::msg("the pipeline returned too few logits"))
                 }
                 false => Ok(Vec::new()),
             })
-            .collect();
-        out
+            .collect()
     }
 
     fn truncate(&mut self, slot: usize, pos: usize) -> Result<()> {
