@@ -11,4 +11,5 @@ mod pipeline;
 mod quant;
 mod sampler;
 mod sched;
+mod serve;
 mod tokenizer;
