@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::model::{Model, Session};
+use crate::model::{Model, Pipeline};
 use crate::sampler::Rng;
 
 #[derive(Clone, Debug)]
@@ -77,8 +77,9 @@ pub fn model_type(m: &Model) -> String {
 /// Bytes of weights a decode step streams: all tensors except the token embedding, which is
 /// read one row per token unless it doubles as the output projection.
 pub fn weight_bytes_per_token(m: &Model) -> u64 {
-    let tied = m.gguf.tensor("output.weight").is_none();
-    m.gguf.tensors.iter().filter(|t| tied || t.name != "token_embd.weight").map(|t| t.size).sum()
+    use crate::model::tensor_names::{OUTPUT, TOKEN_EMBD};
+    let tied = m.gguf.tensor(OUTPUT).is_none();
+    m.gguf.tensors.iter().filter(|t| tied || t.name != TOKEN_EMBD).map(|t| t.size).sum()
 }
 
 /// The memory-bandwidth bound of decode: `weight bytes per token ÷ read bandwidth`, against
@@ -102,7 +103,7 @@ pub fn bandwidth_bound_line(r: &BenchResult, read_gbps: f64) -> String {
 pub fn run(path: &str, p: &BenchParams, mut progress: impl FnMut(&str)) -> Result<Vec<BenchResult>> {
     let m = Model::open(path)?;
     let n_ctx = (p.n_prompt.max(p.n_gen) + 1).max(16);
-    let mut s = Session::new(&m, n_ctx, p.threads)?;
+    let mut s = Pipeline::new(&m, n_ctx, p.threads)?;
     let mut rng = Rng::new(1);
     let n_vocab = m.config.n_vocab as u64;
     let mut random_tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % n_vocab) as u32).collect() };
@@ -114,7 +115,7 @@ pub fn run(path: &str, p: &BenchParams, mut progress: impl FnMut(&str)) -> Resul
         n_threads: p.threads,
         n_prompt: 0,
         n_gen: 0,
-        n_batch: crate::model::session::DEFAULT_BATCH,
+        n_batch: crate::model::pipeline::DEFAULT_BATCH,
         samples_ns: Vec::new(),
         kernels: crate::cpu::kernel_summary(),
         weight_bytes_per_token: weight_bytes_per_token(&m),
@@ -124,7 +125,7 @@ pub fn run(path: &str, p: &BenchParams, mut progress: impl FnMut(&str)) -> Resul
         let mut r = BenchResult { n_prompt: p.n_prompt, ..base.clone() };
         for rep in 0..=p.reps {
             let toks = random_tokens(p.n_prompt);
-            s.truncate(0);
+            s.truncate(0)?;
             let t = Instant::now();
             s.decode(&toks)?;
             if rep > 0 {
@@ -138,7 +139,7 @@ pub fn run(path: &str, p: &BenchParams, mut progress: impl FnMut(&str)) -> Resul
         let mut r = BenchResult { n_gen: p.n_gen, ..base.clone() };
         for rep in 0..=p.reps {
             let toks = random_tokens(p.n_gen);
-            s.truncate(0);
+            s.truncate(0)?;
             let t = Instant::now();
             for &tok in &toks {
                 s.decode(&[tok])?;

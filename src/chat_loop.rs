@@ -1,4 +1,4 @@
-//! An interactive chat over any [`Decoder`]: the conversation is re-rendered through the
+//! An interactive chat on a [`Pipeline`]: the conversation is re-rendered through the
 //! model's chat template each turn, and only the tokens after the longest prefix already in
 //! the KV cache are evaluated.
 
@@ -6,11 +6,12 @@ use std::io::{BufRead, Write};
 
 use crate::chat::{ChatTemplate, Message};
 use crate::error::Result;
-use crate::generate::{Decoder, GenParams, generate};
+use crate::generate::{GenParams, generate};
+use crate::model::Pipeline;
 use crate::tokenizer::Tokenizer;
 
-pub struct ChatSession<'a> {
-    pub decoder: &'a mut dyn Decoder,
+pub struct Conversation<'a> {
+    pub decoder: &'a mut Pipeline,
     pub tokenizer: &'a Tokenizer,
     pub template: ChatTemplate,
     pub params: GenParams,
@@ -19,16 +20,16 @@ pub struct ChatSession<'a> {
     cached: Vec<u32>,
 }
 
-impl<'a> ChatSession<'a> {
+impl<'a> Conversation<'a> {
     pub fn new(
-        decoder: &'a mut dyn Decoder,
+        decoder: &'a mut Pipeline,
         tokenizer: &'a Tokenizer,
         template: ChatTemplate,
         params: GenParams,
         system: Option<String>,
     ) -> Self {
         let messages = system.into_iter().map(|content| Message { role: "system".into(), content }).collect();
-        ChatSession { decoder, tokenizer, template, params, messages, cached: Vec::new() }
+        Conversation { decoder, tokenizer, template, params, messages, cached: Vec::new() }
     }
 
     /// Add a user turn, stream the reply to `on_text`, and return it.

@@ -1,39 +1,13 @@
-//! The generation loop shared by `prima run`, `prima chat` and `prima up`: feed the prompt,
-//! then sample, stream and feed back one token at a time. It drives any [`Decoder`] — one
-//! device's [`Session`](crate::model::Session) or the head of a ring.
+//! The generation loop of every front end (`prima run`, `prima chat`, `prima up`): feed the
+//! prompt, then sample, stream and feed back one token at a time, on sequence 0 of a
+//! [`Pipeline`] — one device's or the head of a ring.
 
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::model::Pipeline;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
-
-/// Something that appends tokens to a sequence and returns the next-token logits.
-pub trait Decoder {
-    /// Append `tokens` (at positions `pos()..`) and return the logits after the last one.
-    fn decode(&mut self, tokens: &[u32]) -> Result<&[f32]>;
-    /// Tokens already in the KV cache.
-    fn pos(&self) -> usize;
-    /// Forget the cache from `pos` on.
-    fn truncate(&mut self, pos: usize) -> Result<()>;
-    fn n_ctx(&self) -> usize;
-}
-
-impl Decoder for crate::model::Session {
-    fn decode(&mut self, tokens: &[u32]) -> Result<&[f32]> {
-        crate::model::Session::decode(self, tokens)
-    }
-    fn pos(&self) -> usize {
-        crate::model::Session::pos(self)
-    }
-    fn truncate(&mut self, pos: usize) -> Result<()> {
-        crate::model::Session::truncate(self, pos);
-        Ok(())
-    }
-    fn n_ctx(&self) -> usize {
-        crate::model::Session::n_ctx(self)
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct GenParams {
@@ -66,14 +40,29 @@ impl GenStats {
     }
 }
 
-/// Generate after `prompt` (which is appended to whatever the decoder already holds).
+/// Generate after `prompt` (which is appended to whatever sequence 0 already holds).
 /// Text is passed to `on_text` as soon as it forms whole UTF-8 characters.
 pub fn generate(
-    dec: &mut dyn Decoder,
+    dec: &mut Pipeline,
     tok: &Tokenizer,
     prompt: &[u32],
     params: &GenParams,
     on_text: &mut dyn FnMut(&str),
+) -> Result<(Vec<u32>, GenStats)> {
+    let mut stream = StreamDecoder::default();
+    let r = generate_tokens(dec, prompt, params, &|t| tok.is_eog(t), &mut |t| on_text(&stream.push(tok, t)));
+    on_text(&stream.finish());
+    r
+}
+
+/// The loop itself, on token ids: `is_eog` says which tokens end the generation (unless
+/// `params.ignore_eog`), `on_token` receives each generated token as it is sampled.
+pub fn generate_tokens(
+    dec: &mut Pipeline,
+    prompt: &[u32],
+    params: &GenParams,
+    is_eog: &dyn Fn(u32) -> bool,
+    on_token: &mut dyn FnMut(u32),
 ) -> Result<(Vec<u32>, GenStats)> {
     if prompt.is_empty() {
         return Err(Error::msg("the prompt is empty: nothing to continue from"));
@@ -90,25 +79,23 @@ pub fn generate(
         sampler.accept(t);
     }
     let mut stats = GenStats { n_prompt: prompt.len(), ..Default::default() };
-    let mut stream = StreamDecoder::default();
     let t0 = Instant::now();
     let mut next = sampler.sample(dec.decode(prompt)?);
     stats.prompt_time = t0.elapsed();
     let t1 = Instant::now();
     let mut out = Vec::new();
     loop {
-        if !params.ignore_eog && tok.is_eog(next) {
+        if !params.ignore_eog && is_eog(next) {
             break;
         }
         out.push(next);
         sampler.accept(next);
-        on_text(&stream.push(tok, next));
+        on_token(next);
         if out.len() >= params.n_predict || dec.pos() + 1 >= dec.n_ctx() {
             break;
         }
         next = sampler.sample(dec.decode(&[next])?);
     }
-    on_text(&stream.finish());
     stats.n_gen = out.len();
     stats.gen_time = t1.elapsed();
     Ok((out, stats))

@@ -24,6 +24,7 @@ pub mod profile;
 pub mod quant;
 pub mod sampler;
 pub mod sched;
+pub mod serve;
 pub mod synth;
 pub mod sys;
 pub mod tokenizer;

@@ -3,7 +3,7 @@
 //! BOS when the model adds one), and only the second half of each chunk is scored.
 
 use crate::error::{Error, Result};
-use crate::model::Session;
+use crate::model::Pipeline;
 
 #[derive(Clone, Debug)]
 pub struct PerplexityResult {
@@ -23,7 +23,7 @@ fn nll(logits: &[f32], target: u32) -> f64 {
 }
 
 pub fn perplexity(
-    s: &mut Session,
+    s: &mut Pipeline,
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,
@@ -46,7 +46,7 @@ pub fn perplexity(
         if let Some(b) = bos {
             chunk[0] = b;
         }
-        s.truncate(0);
+        s.truncate(0)?;
         let logits = s.decode_all(&chunk)?;
         for j in first..n_ctx - 1 {
             let v = nll(&logits[j * n_vocab..(j + 1) * n_vocab], chunk[j + 1]);

@@ -17,6 +17,8 @@ command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v file >/dev/null || need_apt+=(file)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_apt[*]}"
@@ -45,6 +47,19 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
   cargo test -q --test it -- --ignored netns 2>&1
 else
   skip "the network-namespace test cluster::ring_across_network_namespaces_and_an_unplugged_cable_netns (needs root and iproute2)"
+fi
+
+log "prima serve: the API through the openai client, the web page in headless Chromium"
+venv=target/serve-venv
+# Created once; later runs reuse it (offline), pip only runs when openai is missing.
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c 'import openai' 2>/dev/null || "$venv/bin/pip" install -q openai
+cargo build -q
+(cd tests/serve && "../../$venv/bin/python" test_api.py ../../target/debug/prima ../../models/SmolLM2-135M-Instruct.Q4_1.gguf)
+if command -v chromium >/dev/null; then
+  (cd tests/serve && "../../$venv/bin/python" test_web.py ../../target/debug/prima ../../models/SmolLM2-135M-Instruct.Q4_1.gguf ../../target/serve-web)
+else
+  skip "the web page test in headless Chromium (needs chromium)"
 fi
 
 have_target() { rustup target list --installed 2>/dev/null | grep -qx "$1"; }

@@ -4,7 +4,7 @@ use argh::FromArgs;
 
 use super::common::{Loaded, SamplingArgs};
 use crate::chat::ChatTemplate;
-use crate::chat_loop::ChatSession;
+use crate::chat_loop::Conversation;
 use crate::error::Result;
 use crate::generate::GenParams;
 
@@ -41,5 +41,5 @@ pub fn run(a: ChatArgs) -> Result<()> {
     let sampling =
         SamplingArgs { temp: a.temp, seed: a.seed, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0 };
     let params = GenParams { n_predict: a.n_predict, sampler: sampling.config(), ignore_eog: false };
-    ChatSession::new(&mut l.session, &l.tokenizer, template, params, a.system).repl()
+    Conversation::new(&mut l.pipeline, &l.tokenizer, template, params, a.system).repl()
 }

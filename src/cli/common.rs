@@ -4,7 +4,8 @@ use crate::chat::ChatTemplate;
 use crate::cpu::default_threads;
 use crate::error::{Context, Result};
 use crate::gguf::GgufFile;
-use crate::model::{Model, Session, session::default_context};
+use crate::model::pipeline::default_context;
+use crate::model::{Model, Pipeline};
 use crate::sampler::SamplerConfig;
 use crate::tokenizer::Tokenizer;
 
@@ -36,7 +37,7 @@ pub struct Loaded {
     pub tokenizer: Tokenizer,
     /// The chat template (the file's, else ChatML), when opened with [`Loaded::open_chat`].
     pub template: Option<ChatTemplate>,
-    pub session: Session,
+    pub pipeline: Pipeline,
 }
 
 impl Loaded {
@@ -64,7 +65,7 @@ impl Loaded {
         crate::sys::release_free_heap();
         let n_ctx = ctx.unwrap_or_else(|| default_context(&model));
         let threads = threads.unwrap_or_else(default_threads);
-        let session = Session::new(&model, n_ctx, threads)?;
+        let pipeline = Pipeline::new(&model, n_ctx, threads)?;
         let c = &model.config;
         eprintln!(
             "loaded {path}: {} {} layers, {} embd, {} vocab, {} | ctx {n_ctx}, {threads} threads, {} kernels ({:.0} ms)",
@@ -76,6 +77,6 @@ impl Loaded {
             crate::cpu::kernel_summary(),
             t0.elapsed().as_secs_f64() * 1e3
         );
-        Ok(Loaded { tokenizer, template, session })
+        Ok(Loaded { tokenizer, template, pipeline })
     }
 }

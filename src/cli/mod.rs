@@ -9,6 +9,7 @@ pub mod inspect;
 mod perplexity;
 mod plan;
 mod run;
+mod serve;
 mod synth;
 mod tokenize;
 mod up;
@@ -37,6 +38,7 @@ pub enum Command {
     Plan(plan::PlanArgs),
     Agent(agent::AgentArgs),
     Up(up::UpArgs),
+    Serve(serve::ServeArgs),
     Down(up::DownArgs),
     Synth(synth::SynthArgs),
 }
@@ -53,6 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Up(a) => up::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Down(a) => up::down(a),
         Command::Synth(a) => synth::run(a),
     }

@@ -30,7 +30,7 @@ pub fn run(a: PerplexityArgs) -> Result<()> {
     let bos = if l.tokenizer.add_bos() { l.tokenizer.bos() } else { None };
     eprintln!("{} tokens, {} chunks of {}", tokens.len(), tokens.len() / a.ctx, a.ctx);
     let t0 = std::time::Instant::now();
-    let r = crate::perplexity::perplexity(&mut l.session, &tokens, a.ctx, bos, |i, p| eprint!("[{i}]{p:.4},"))?;
+    let r = crate::perplexity::perplexity(&mut l.pipeline, &tokens, a.ctx, bos, |i, p| eprint!("[{i}]{p:.4},"))?;
     eprintln!();
     eprintln!(
         "{:.2} s, {:.1} tokens/s",

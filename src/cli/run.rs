@@ -66,7 +66,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let prompt = l.tokenizer.encode(&a.prompt, true, a.special);
     let params = GenParams { n_predict: a.n_predict, sampler: sampling.config(), ignore_eog: a.ignore_eos };
     let mut stdout = std::io::stdout().lock();
-    let (_, stats) = generate(&mut l.session, &l.tokenizer, &prompt, &params, &mut |text| {
+    let (_, stats) = generate(&mut l.pipeline, &l.tokenizer, &prompt, &params, &mut |text| {
         let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
     })?;

@@ -7,15 +7,15 @@ use std::time::Instant;
 use argh::FromArgs;
 
 use crate::chat::ChatTemplate;
-use crate::chat_loop::ChatSession;
+use crate::chat_loop::Conversation;
 use crate::cluster::bootstrap::{UpOptions, up};
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::messages::{EngineKind, WorkerStats};
-use crate::cluster::ring::{Ring, fmt_ranges};
+use crate::cluster::ring::fmt_ranges;
 use crate::error::{Error, Result};
-use crate::generate::GenParams;
+use crate::generate::{GenParams, generate, generate_tokens};
 use crate::gguf::GgufFile;
-use crate::sampler::{Sampler, SamplerConfig};
+use crate::sampler::SamplerConfig;
 use crate::tokenizer::Tokenizer;
 
 /// bring up the cluster described by a cluster.toml (connect, upgrade, send layers, form the
@@ -43,8 +43,12 @@ pub struct UpArgs {
     #[argh(option)]
     pub seed: Option<u64>,
     /// the prompt is a list of token ids ("1 415 2234"), and the output is printed as ids
+    /// (without end-of-text checks: no tokenizer is read)
     #[argh(switch)]
     pub ids: bool,
+    /// keep generating past end-of-text tokens (benchmarks, goldens)
+    #[argh(switch)]
+    pub ignore_eos: bool,
     /// page-cache prefetch of the head's windows: auto (per memory case), off, advise, touch
     /// (default auto, or PRIMA_PREFETCH); agents take their own `--prefetch`
     #[argh(option)]
@@ -109,17 +113,16 @@ pub fn run(a: UpArgs) -> Result<()> {
     // tokenizer) still counts against the baseline, the profile's freed RAM probe does not.
     monitor.reset_peak();
     let t0 = Instant::now();
+    let params = GenParams { n_predict: n, sampler, ignore_eog: a.ignore_eos };
     let n_out = match (&a.prompt, &tokenizer, template) {
         (None, Some(tok), Some(template)) => {
-            let params = GenParams { n_predict: n, sampler, ignore_eog: false };
-            ChatSession::new(&mut ring, tok, template, params, None).repl()?;
+            Conversation::new(ring.pipeline(), tok, template, params, None).repl()?;
             0
         }
         (Some(p), Some(tok), _) => {
             let prompt = tok.encode(p, true, false);
-            let params = GenParams { n_predict: n, sampler, ignore_eog: false };
             let mut so = std::io::stdout().lock();
-            let (out, stats) = crate::generate::generate(&mut ring, tok, &prompt, &params, &mut |t| {
+            let (out, stats) = generate(ring.pipeline(), tok, &prompt, &params, &mut |t| {
                 let _ = so.write_all(t.as_bytes());
                 let _ = so.flush();
             })?;
@@ -136,7 +139,7 @@ pub fn run(a: UpArgs) -> Result<()> {
             } else {
                 p.bytes().map(u32::from).collect()
             };
-            let out = generate_ids(&mut ring, &tokens, n, sampler, |tok| {
+            let (out, _) = generate_tokens(ring.pipeline(), &tokens, &params, &|_| false, &mut |tok| {
                 let mut so = std::io::stdout().lock();
                 let _ = write!(so, "{tok} ");
                 let _ = so.flush();
@@ -147,10 +150,10 @@ pub fn run(a: UpArgs) -> Result<()> {
         (None, _, _) => unreachable!("checked above"),
     };
     let secs = t0.elapsed().as_secs_f64();
-    let head_stats = ring.stats;
-    let members = ring.members.clone();
-    let head_ranges = ring.head_ranges.clone();
-    let plan = ring.plan.clone();
+    let head_stats = ring.head_stats();
+    let members = ring.members().to_vec();
+    let head_ranges = ring.head_ranges().to_vec();
+    let plan = ring.plan().cloned();
     let stats = ring.stop()?;
     if n_out > 0 {
         eprintln!("up: {n_out} tokens in {secs:.2} s; per device and generated token:");
@@ -195,34 +198,6 @@ fn print_stats(name: &str, addr: &str, layers: &str, s: &WorkerStats) {
         per(s.send_ns),
         s.mem_pressure_ppm as f64 / 1e4
     );
-}
-
-/// Evaluate the prompt, then sample `n` tokens.
-pub fn generate_ids(
-    ring: &mut Ring,
-    prompt: &[u32],
-    n: usize,
-    cfg: SamplerConfig,
-    mut emit: impl FnMut(u32),
-) -> Result<Vec<u32>> {
-    if prompt.is_empty() {
-        return Err(Error::msg("empty prompt"));
-    }
-    let mut sampler = Sampler::new(cfg);
-    for &t in prompt {
-        sampler.accept(t);
-    }
-    let mut next = sampler.sample(ring.decode(prompt)?);
-    let mut out = Vec::new();
-    loop {
-        emit(next);
-        out.push(next);
-        sampler.accept(next);
-        if out.len() >= n || ring.pos() + 1 >= ring.n_ctx {
-            return Ok(out);
-        }
-        next = sampler.sample(ring.decode(&[next])?);
-    }
 }
 
 /// stop every ring running on the agents of a cluster.toml (the agents stay up); a head that

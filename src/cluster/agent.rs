@@ -240,7 +240,7 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
                     }
                 }
             }
-            Msg::Assign { session, model_id: _, windows, n_ctx, threads, engine } => {
+            Msg::Assign { session, model_id: _, windows, n_ctx, n_seq, threads, engine } => {
                 let ranges: Vec<_> = windows.iter().map(|&(a, b)| a as usize..b as usize).collect();
                 let Some(model) = model.take() else {
                     let msg = "Assign before a completed model check";
@@ -248,13 +248,9 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
                     return Err(Error::msg(msg));
                 };
                 let t0 = Instant::now();
-                let threads = if threads == 0 {
-                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-                } else {
-                    threads as usize
-                };
+                let threads = if threads == 0 { crate::cpu::default_threads() } else { threads as usize };
                 let pool = Arc::new(crate::cpu::ThreadPool::new(threads));
-                let mut w = match ring::open_windows(engine, &model, &ranges, n_ctx as usize, &pool) {
+                let mut w = match ring::open_windows(engine, &model, &ranges, n_ctx as usize, n_seq as usize, &pool) {
                     Ok(w) => w,
                     Err(e) => {
                         let e = e.context(format!("loading layers {}", ring::fmt_ranges(&ranges)));
@@ -331,7 +327,7 @@ fn worker(
     mut conn: Conn,
     session: u64,
     joins: &mpsc::Receiver<(RingRole, Conn)>,
-    windows: &mut [Box<dyn ring::Window>],
+    windows: &mut [Box<dyn crate::model::Window>],
 ) -> Result<()> {
     let t = sh.opts.timeouts;
     let next = match conn.recv_ok()? {

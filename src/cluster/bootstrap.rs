@@ -2,8 +2,7 @@
 //! each holds the tensors of the layers it will run (streaming only what is missing), load the
 //! windows everywhere and close the ring. Progress goes to stderr, one line per step.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -13,11 +12,12 @@ use super::cache;
 use super::config::{ClusterConfig, DeviceConfig, Plan};
 use super::messages::{EngineKind, Msg, RingRole};
 use super::planning;
-use super::ring::{self, Event, HeadStats, Member, Ring};
+use super::ring::{self, Event, Member, Ring, RingLink, RingParts};
 use super::transport::{CHUNK, Conn, Timeouts};
 use crate::cpu::ThreadPool;
 use crate::error::{Context, Error, Result};
 use crate::gguf::GgufFile;
+use crate::model::Model;
 use crate::profile::DeviceProfile;
 use crate::sched::halda;
 
@@ -27,11 +27,13 @@ pub struct UpOptions {
     pub hash_memo: Option<PathBuf>,
     /// Print progress lines on stderr.
     pub verbose: bool,
+    /// Sequences the ring holds at once (KV slots on every device).
+    pub n_seq: usize,
 }
 
 impl Default for UpOptions {
     fn default() -> Self {
-        UpOptions { engine: EngineKind::Real, hash_memo: default_memo_dir(), verbose: true }
+        UpOptions { engine: EngineKind::Real, hash_memo: default_memo_dir(), verbose: true, n_seq: 1 }
     }
 }
 
@@ -270,7 +272,8 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let p = Progress(opts.verbose);
     let t = cfg.timeouts;
     let f = GgufFile::open(&cfg.model).with_context(|| format!("the model of {}", cfg.path.display()))?;
-    let (n_layer, n_embd, _) = ring::dims(&f)?;
+    let model = Model::from_gguf(f.clone())?;
+    let (n_layer, n_embd) = (model.config.n_layer, model.config.n_embd);
     let batch_bytes = cfg.batch_size as usize * n_embd * 4;
     if batch_bytes + 4096 > super::transport::MAX_FRAME {
         return Err(Error::msg(format!(
@@ -326,7 +329,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     ));
     for (i, c) in conns.iter_mut().enumerate() {
         let d = &devices[i + 1];
-        let names = ring::window_tensor_names(&f, &plan.ranges(i + 1))?;
+        let names = ring::window_tensor_names(&model, &plan.ranges(i + 1));
         let th = Instant::now();
         let hashes = cache::tensor_hashes(&f, &names, opts.hash_memo.as_deref())?;
         if th.elapsed() > Duration::from_secs(1) {
@@ -352,6 +355,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
             model_id: model_id.clone(),
             windows,
             n_ctx: cfg.ctx_size,
+            n_seq: opts.n_seq as u32,
             threads: threads(d),
             engine: opts.engine,
         })?;
@@ -359,12 +363,12 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let t0 = Instant::now();
     let head_ranges = plan.ranges(0);
     let head_threads = match threads(&devices[0]) {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        0 => crate::cpu::default_threads(),
         n => n as usize,
     };
     let pool = Arc::new(ThreadPool::new(head_threads));
-    let windows = ring::open_windows(opts.engine, &cfg.model, &head_ranges, cfg.ctx_size as usize, &pool)?;
-    let head = ring::open_head(opts.engine, &cfg.model, &pool)?;
+    let windows = ring::open_windows(opts.engine, &cfg.model, &head_ranges, cfg.ctx_size as usize, opts.n_seq, &pool)?;
+    let ends = ring::open_ends(opts.engine, &cfg.model, &pool)?;
     p.line(format!(
         "load {} (head): layers {} in {:.2} s",
         devices[0].name,
@@ -434,49 +438,27 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
         crate::sys::release_free_heap();
         p.line(format!("ring ready: {}", devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" → ")));
     }
-    drop(etx);
-    let members = devices[1..]
+    let members: Vec<Member> = devices[1..]
         .iter()
         .enumerate()
         .map(|(i, d)| Member { name: d.name.clone(), addr: d.addr.clone(), ranges: plan.ranges(i + 1) })
         .collect();
-    let pager = crate::memory::Pager::new(windows.iter().map(|w| w.mapped()));
-    let mut windows = windows;
-    for w in windows.iter_mut() {
-        w.set_progress(pager.progress());
-    }
-    Ok(Ring {
-        head,
-        pager,
+    let link = out.map(|out| RingLink::new(out, events, members.clone(), plan.rounds.max(1), t.io));
+    drop(etx);
+    Ok(Ring::new(RingParts {
+        ends,
         windows,
-        members,
         head_ranges,
-        out,
+        members,
+        link,
         controls,
-        links,
-        events,
+        keep_open: links,
         timeout: t.io,
         batch_size: cfg.batch_size as usize,
-        stats: HeadStats::default(),
-        kv_len: 0,
         n_ctx: cfg.ctx_size as usize,
-        logits: Vec::new(),
+        n_seq: opts.n_seq,
         plan: choice.halda,
-    })
-}
-
-/// Read a whole file (used for the binary hash of other executables in tests).
-pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = super::sha256::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
-    }
+    }))
 }
 
 /// `prima down`: ask every agent to stop its ring sessions (agents stay up).

@@ -27,6 +27,8 @@ struct RawConfig {
     #[serde(default)]
     generate: Generate,
     #[serde(default)]
+    serve: ServeTable,
+    #[serde(default)]
     device: Vec<RawDevice>,
 }
 
@@ -68,6 +70,40 @@ impl Default for Generate {
     }
 }
 
+/// `[serve]` (for `prima up --serve`): where to listen, the API key file, sequences at once.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeTable {
+    /// host:port; None: `--serve ADDR` must give it.
+    pub listen: Option<String>,
+    /// Resolved against the toml file's directory.
+    pub api_key_file: Option<PathBuf>,
+    pub parallel: u32,
+}
+
+impl Default for ServeTable {
+    fn default() -> Self {
+        ServeTable { listen: None, api_key_file: None, parallel: 4 }
+    }
+}
+
+impl ServeTable {
+    fn checked(mut self, file: &str, dir: &Path) -> Result<ServeTable> {
+        if self.parallel == 0 || self.parallel > 256 {
+            return Err(Error::msg(format!("{file}: [serve] parallel = {}; use 1 to 256 sequences", self.parallel)));
+        }
+        if let Some(l) = &self.listen
+            && l.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(Error::msg(format!(
+                "{file}: [serve] listen = \"{l}\" is not host:port, e.g. \"127.0.0.1:8080\""
+            )));
+        }
+        self.api_key_file = self.api_key_file.map(|f| dir.join(f));
+        Ok(self)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceConfig {
     pub name: String,
@@ -93,6 +129,8 @@ pub struct ClusterConfig {
     pub batch_size: u32,
     pub timeouts: Timeouts,
     pub generate: Generate,
+    /// `[serve]`: what `prima up --serve` uses unless the command line says otherwise.
+    pub serve: ServeTable,
     /// Ring order; the first is the head.
     pub devices: Vec<DeviceConfig>,
     rounds_line: Option<usize>,
@@ -240,6 +278,7 @@ impl ClusterConfig {
             batch_size,
             timeouts,
             generate: raw.generate,
+            serve: raw.serve.checked(&file.to_string(), dir)?,
             devices,
             rounds_line: raw.rounds.as_ref().map(|r| line_of(text, r.span().start)),
         })
@@ -417,5 +456,20 @@ addr = "127.0.0.1:7701"
         assert_eq!(p.ranges(0), vec![6..8, 14..16, 22..24, 30..32]);
         assert_eq!(p.ranges(1), vec![0..3, 8..11, 16..19, 24..27]);
         assert_eq!(p.ranges(3), vec![5..6, 13..14, 21..22, 29..30]);
+    }
+
+    #[test]
+    fn serve_table_is_read_and_checked() {
+        assert_eq!(parse(BASE).unwrap().serve, ServeTable::default());
+        let c = parse(&format!("{BASE}\n[serve]\nlisten = \"0.0.0.0:9000\"\napi_key_file = \"k.txt\"\nparallel = 2\n"))
+            .unwrap();
+        assert_eq!(c.serve.listen.as_deref(), Some("0.0.0.0:9000"));
+        assert_eq!(c.serve.api_key_file, Some(PathBuf::from("/etc/prima/k.txt")));
+        assert_eq!(c.serve.parallel, 2);
+        let e = parse(&format!("{BASE}\n[serve]\nparallel = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("parallel = 0"), "{e}");
+        let e = parse(&format!("{BASE}\n[serve]\nlisten = \"8080\"\n")).unwrap_err().to_string();
+        assert!(e.contains("host:port"), "{e}");
+        assert!(parse(&format!("{BASE}\n[serve]\nport = 1\n")).is_err());
     }
 }

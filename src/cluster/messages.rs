@@ -9,10 +9,13 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::KvOp;
+use crate::model::SeqPos;
+
 /// Bumped on every incompatible change of [`Msg`]. The first ten variants (authentication,
 /// `Hello`, `Ship*`, `Restarting`) never change shape or index, so any agent can be upgraded by a
 /// newer head.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go
 /// in the device's cache file (offset from the start of that file).
@@ -30,14 +33,6 @@ pub enum RingRole {
     Inbound,
     /// The connecting peer is the receiver's successor: the receiver writes activations to it.
     Outbound,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KvOp {
-    /// Forget every cached position.
-    Clear,
-    /// Keep only the first `len` positions.
-    Truncate(u32),
 }
 
 /// Which compute engine a worker runs. `Fake` is a deterministic stand-in used by tests.
@@ -122,12 +117,14 @@ pub enum Msg {
     },
     /// All chunks sent; the agent verifies, finalises the cache file and answers `ModelStatus`.
     StreamEnd,
-    /// Load the given windows (layer ranges, one per round) of the cached model.
+    /// Load the given windows (layer ranges, one per round) of the cached model, with a KV
+    /// cache of `n_seq` sequences of `n_ctx` positions.
     Assign {
         session: u64,
         model_id: String,
         windows: Vec<(u32, u32)>,
         n_ctx: u32,
+        n_seq: u32,
         threads: u32,
         engine: EngineKind,
     },
@@ -153,14 +150,15 @@ pub enum Msg {
         session: u64,
         role: RingRole,
     },
-    /// Hidden states (n_tokens × n_embd, f32) of a batch starting at `pos`, entering `round`.
+    /// Hidden states (one `n_embd`-wide f32 row per entry of `rows`: its sequence and
+    /// position) of a chunk entering `round`.
     Activations {
         round: u32,
-        n_tokens: u32,
-        pos: u32,
+        rows: Vec<SeqPos>,
         data: Vec<f32>,
     },
-    /// A KV cache operation, applied by every device and relayed back to the head.
+    /// A KV cache operation, applied by every device to all its windows and relayed back to
+    /// the head.
     Kv(KvOp),
 
     // --- anywhere ---

@@ -273,7 +273,7 @@ mod tests {
 
     #[test]
     fn frame_roundtrip_and_limits() {
-        let m = Msg::Activations { round: 2, n_tokens: 1, pos: 7, data: vec![1.0, -2.5] };
+        let m = Msg::Activations { round: 2, rows: vec![crate::model::SeqPos::new(0, 7)], data: vec![1.0, -2.5] };
         let f = encode(&m);
         assert_eq!(u32::from_le_bytes(f[..4].try_into().unwrap()) as usize, f.len() - 4);
         assert_eq!(read_frame(&mut &f[..], MAX_FRAME, "t").unwrap(), m);
@@ -327,7 +327,7 @@ mod bench {
         });
         let mut c = Conn::connect(&addr, "echo", t).unwrap();
         c.rx.max_frame = MAX_FRAME;
-        let msg = Msg::Activations { round: 0, n_tokens: 1, pos: 0, data: vec![0.5; 576] };
+        let msg = Msg::Activations { round: 0, rows: vec![crate::model::SeqPos::new(0, 0)], data: vec![0.5; 576] };
         let n = 300;
         let (mut send, mut total) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..n {

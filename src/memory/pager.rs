@@ -15,6 +15,8 @@ use super::policy::{self, Policy, PrefetchMode};
 use super::prefetch::{Follow, Prefetcher};
 use super::pressure::{self, PressureMonitor};
 use crate::gguf::GgufFile;
+use crate::model::Paging;
+use crate::model::tensor_names as names;
 
 static MODE: std::sync::OnceLock<PrefetchMode> = std::sync::OnceLock::new();
 
@@ -119,13 +121,13 @@ impl Pager {
         p
     }
 
-    /// The input of window `i` (for `n_tokens` tokens) has arrived: the wait since the last
+    /// The input of window `i` has arrived (`decode`: of a decode step, one token per sequence): the wait since the last
     /// output was sent is time the prefetch had. A streaming device's tail is then followed
     /// ([`Follow`]): read ahead of the compute beyond the prefetched room, never more than a
     /// room ahead, and dropped behind it, so the head plus what is in flight stays within the
     /// budget.
-    pub fn arrived(&mut self, i: usize, n_tokens: usize) {
-        if n_tokens != 1 {
+    pub fn arrived(&mut self, i: usize, decode: bool) {
+        if !decode {
             return;
         }
         if let Some(t) = self.sent.take() {
@@ -151,12 +153,12 @@ impl Pager {
         self.progress.clone()
     }
 
-    /// Window `i`'s output (for `n_tokens` tokens) has been sent: drop its tail, prefetch what
+    /// Window `i`'s output (`decode`: of a decode step) has been sent: drop its tail, prefetch what
     /// comes next. Only decode steps visit the windows in cyclic order; a pipelined prompt
     /// revisits a window for the next batch, so batches leave the cache alone.
-    pub fn done(&mut self, i: usize, n_tokens: usize) {
+    pub fn done(&mut self, i: usize, decode: bool) {
         let k = self.windows.len();
-        if k == 0 || i >= k || n_tokens != 1 {
+        if k == 0 || i >= k || !decode {
             return;
         }
         self.steps += 1;
@@ -292,14 +294,14 @@ fn head_bytes(ranges: &[Range<usize>], cap: u64) -> Vec<Range<usize>> {
 
 /// The output matrix is read every token on the head (tied embeddings: the embedding).
 fn hot_head_bytes(f: &GgufFile) -> u64 {
-    f.tensor("output.weight").or_else(|| f.tensor("token_embd.weight")).map(|t| t.size).unwrap_or(0)
+    f.tensor(names::OUTPUT).or_else(|| f.tensor(names::TOKEN_EMBD)).map(|t| t.size).unwrap_or(0)
 }
 
 /// Tensor data of the file that none of `windows` uses and that is not shared (embedding,
 /// output, norms): other devices' layers when the file is the whole model.
 pub fn unused_ranges(f: &GgufFile, windows: &[Vec<Range<usize>>]) -> Vec<Range<usize>> {
     let mut keep: Vec<Range<usize>> = windows.iter().flatten().cloned().collect();
-    keep.extend(f.tensors.iter().filter(|t| !t.name.starts_with("blk.")).map(|t| {
+    keep.extend(f.tensors.iter().filter(|t| !t.name.starts_with(names::LAYER_PREFIX)).map(|t| {
         let r = f.tensor_file_range(t);
         r.start as usize..r.end as usize
     }));
@@ -325,7 +327,7 @@ pub fn unused_ranges(f: &GgufFile, windows: &[Vec<Range<usize>>]) -> Vec<Range<u
 
 /// Weight ranges of layers `layers` in `f` (every `blk.N.*` tensor).
 pub fn layer_ranges(f: &GgufFile, layers: Range<usize>) -> Vec<Range<usize>> {
-    let prefixes: Vec<String> = layers.map(|l| format!("blk.{l}.")).collect();
+    let prefixes: Vec<String> = layers.map(names::layer_prefix).collect();
     f.tensors
         .iter()
         .filter(|t| prefixes.iter().any(|p| t.name.starts_with(p.as_str())))
@@ -334,4 +336,13 @@ pub fn layer_ranges(f: &GgufFile, layers: Range<usize>) -> Vec<Range<usize>> {
             r.start as usize..r.end as usize
         })
         .collect()
+}
+
+impl Paging for Pager {
+    fn arrived(&mut self, window: usize, decode: bool) {
+        Pager::arrived(self, window, decode)
+    }
+    fn done(&mut self, window: usize, decode: bool) {
+        Pager::done(self, window, decode)
+    }
 }

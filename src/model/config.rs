@@ -58,7 +58,7 @@ impl ModelConfig {
         let n_vocab = match f.get_u64(&key("vocab_size")) {
             Some(v) => v as usize,
             None => f
-                .tensor("token_embd.weight")
+                .tensor(super::tensor_names::TOKEN_EMBD)
                 .map(|t| t.n_rows())
                 .or_else(|| f.array_len("tokenizer.ggml.tokens"))
                 .ok_or_else(|| Error::msg("cannot tell the vocabulary size"))?,

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use super::Model;
+use super::pipeline::Ends;
+use super::tensor_names::{OUTPUT, OUTPUT_NORM, TOKEN_EMBD};
 use super::weights::{Weight, load_vector};
 use crate::cpu::matmul::matmul;
 use crate::cpu::ops;
@@ -25,9 +27,9 @@ pub struct Head {
 impl Head {
     pub fn new(m: &Model, pool: Arc<ThreadPool>) -> Result<Head> {
         let c = &m.config;
-        let token_embd = Weight::load(&m.gguf, "token_embd.weight", c.n_embd, c.n_vocab)?;
-        let output = if m.gguf.tensor("output.weight").is_some() {
-            Weight::load(&m.gguf, "output.weight", c.n_embd, c.n_vocab)?
+        let token_embd = Weight::load(&m.gguf, TOKEN_EMBD, c.n_embd, c.n_vocab)?;
+        let output = if m.gguf.tensor(OUTPUT).is_some() {
+            Weight::load(&m.gguf, OUTPUT, c.n_embd, c.n_vocab)?
         } else {
             token_embd.clone()
         };
@@ -35,7 +37,7 @@ impl Head {
             n_embd: c.n_embd,
             n_vocab: c.n_vocab,
             rms_eps: c.rms_eps,
-            output_norm: load_vector(&m.gguf, "output_norm.weight", c.n_embd)?,
+            output_norm: load_vector(&m.gguf, OUTPUT_NORM, c.n_embd)?,
             token_embd,
             output,
             pool,
@@ -73,5 +75,20 @@ impl Head {
     /// Logits of one hidden state.
     pub fn logits(&mut self, hidden_row: &[f32], out: &mut [f32]) {
         self.logits_batch(&hidden_row[..self.n_embd], out)
+    }
+}
+
+impl Ends for Head {
+    fn n_embd(&self) -> usize {
+        self.n_embd
+    }
+    fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+    fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
+        Head::embed(self, tokens, out)
+    }
+    fn logits(&mut self, hidden: &[f32], out: &mut [f32]) {
+        self.logits_batch(hidden, out)
     }
 }

@@ -2,28 +2,29 @@
 //!
 //! A [`LayerWindow`] owns its layers' weights (views into the map) and their KV cache, so one
 //! device can run any subset of windows; [`Head`] holds the embedding and the output layer.
-//! [`Session`] chains them on one device.
+//! A [`Pipeline`] chains them (and, on a ring, remote windows) and holds the sequences.
 
+pub mod batch;
 pub mod config;
 pub mod head;
 pub mod kv_cache;
-pub mod session;
+pub mod pipeline;
+pub mod tensor_names;
 pub mod weights;
 pub mod window;
 
 use std::path::Path;
 
+pub use batch::{Batch, KvOp, SeqId, SeqPos};
 pub use config::{Arch, ModelConfig};
 pub use head::Head;
-pub use session::Session;
+pub use pipeline::{Ends, Paging, Pipeline, Window};
 pub use window::LayerWindow;
 
 use crate::error::{Context, Result};
 use crate::gguf::GgufFile;
 
-/// Tensors every window needs besides its own layers' (Llama 3.1 rope frequency factors).
-const SHARED_WINDOW_TENSORS: &[&str] = &["rope_freqs.weight"];
-const HEAD_TENSORS: &[&str] = &["token_embd.weight", "output_norm.weight", "output.weight"];
+use tensor_names::{HEAD_TENSORS, SHARED_WINDOW_TENSORS};
 
 pub struct Model {
     pub config: ModelConfig,
@@ -43,7 +44,7 @@ impl Model {
 
     /// Names of the tensors a window running `layer` needs (its `blk.N.*` plus shared ones).
     pub fn layer_tensor_names(&self, layer: usize) -> Vec<String> {
-        let prefix = format!("blk.{layer}.");
+        let prefix = tensor_names::layer_prefix(layer);
         let mut names: Vec<String> =
             self.gguf.tensors.iter().filter(|t| t.name.starts_with(&prefix)).map(|t| t.name.clone()).collect();
         names.extend(SHARED_WINDOW_TENSORS.iter().filter(|n| self.gguf.tensor(n).is_some()).map(|n| n.to_string()));

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Model;
+use super::batch::{KvOp, SeqPos};
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
+use super::pipeline::Window;
+use super::tensor_names::{ROPE_FREQS, layer_tensor};
 use super::weights::{Weight, load_optional_vector, load_vector};
 use crate::cpu::matmul::{GroupScratch, Product, SyncPtr, matmul_group};
 use crate::cpu::ops::{self, Rope};
@@ -34,7 +37,7 @@ impl LayerWeights {
     fn load(m: &Model, i: usize) -> Result<LayerWeights> {
         let c = &m.config;
         let f = &m.gguf;
-        let n = |s: &str| format!("blk.{i}.{s}");
+        let n = |s: &str| layer_tensor(i, s);
         Ok(LayerWeights {
             attn_norm: load_vector(f, &n("attn_norm.weight"), c.n_embd)?,
             wq: Weight::load(f, &n("attn_q.weight"), c.n_embd, c.q_dim())?,
@@ -97,16 +100,23 @@ pub struct LayerWindow {
 pub const MATRICES_PER_LAYER: usize = 7;
 
 impl LayerWindow {
-    pub fn new(m: &Model, layers: Range<usize>, n_ctx: usize, pool: Arc<ThreadPool>) -> Result<LayerWindow> {
+    /// Layers `layers` of `m` with a KV cache of `n_seq` sequences of `n_ctx` positions each.
+    pub fn new(
+        m: &Model,
+        layers: Range<usize>,
+        n_ctx: usize,
+        n_seq: usize,
+        pool: Arc<ThreadPool>,
+    ) -> Result<LayerWindow> {
         let c = &m.config;
         if layers.start >= layers.end || layers.end > c.n_layer {
             return Err(Error::msg(format!("layer window {layers:?} is outside the model's {} layers", c.n_layer)));
         }
         let weights = layers.clone().map(|i| LayerWeights::load(m, i)).collect::<Result<Vec<_>>>()?;
-        let freq_factors = load_optional_vector(&m.gguf, "rope_freqs.weight", c.rope_dims / 2)?;
+        let freq_factors = load_optional_vector(&m.gguf, ROPE_FREQS, c.rope_dims / 2)?;
         Ok(LayerWindow {
             rope: Rope::new(c.rope_dims, c.rope_base, c.rope_freq_scale, c.rope_style, freq_factors),
-            kv: KvCache::new(layers.len(), n_ctx, c.kv_dim_k(), c.kv_dim_v()),
+            kv: KvCache::new(layers.len(), n_ctx, n_seq, c.kv_dim_k(), c.kv_dim_v()),
             cfg: c.clone(),
             layers,
             weights,
@@ -122,16 +132,12 @@ impl LayerWindow {
     }
 
     pub fn n_ctx(&self) -> usize {
-        self.kv.n_ctx
+        self.kv.n_ctx()
     }
 
-    /// Positions currently held in the KV cache.
-    pub fn kv_len(&self) -> usize {
-        self.kv.len
-    }
-
-    pub fn kv_truncate(&mut self, len: usize) {
-        self.kv.truncate(len);
+    /// Positions held in the KV cache for sequence `seq`.
+    pub fn kv_len(&self, seq: usize) -> usize {
+        self.kv.len(seq)
     }
 
     pub fn kv_bytes(&self) -> usize {
@@ -142,10 +148,12 @@ impl LayerWindow {
         &self.weights
     }
 
-    /// Run the window on `n_tokens` hidden states (row-major, `n_embd` wide) at positions
-    /// `pos..pos + n_tokens`, in place. Earlier positions must already be in the cache.
-    pub fn forward(&mut self, hidden: &mut [f32], n_tokens: usize, pos: usize) -> Result<()> {
+    /// Run the window in place on one row of hidden state (`n_embd` wide) per entry of `rows`,
+    /// each at its sequence and position. Within a sequence, positions must follow each other
+    /// and start at or before what the cache holds for it (a start before overwrites the rest).
+    pub fn run(&mut self, rows: &[SeqPos], hidden: &mut [f32]) -> Result<()> {
         let c = &self.cfg;
+        let n_tokens = rows.len();
         if hidden.len() != n_tokens * c.n_embd {
             return Err(Error::msg(format!(
                 "window {:?}: got {} activations for {n_tokens} tokens of width {}",
@@ -154,34 +162,27 @@ impl LayerWindow {
                 c.n_embd
             )));
         }
-        if pos > self.kv.len {
-            return Err(Error::msg(format!(
-                "window {:?}: position {pos} requested but the cache holds only {}",
-                self.layers, self.kv.len
-            )));
+        let what = format!("window {:?}", self.layers);
+        check_rows(rows, &what, self.kv.n_seq(), self.kv.n_ctx(), |s| self.kv.len(s))?;
+        // Every row's keys and values are written before any attends, so a row sees the
+        // earlier rows of its own sequence in this batch.
+        for r in rows {
+            self.kv.set_len(r.seq as usize, (r.pos + 1) as usize);
         }
-        if pos + n_tokens > self.kv.n_ctx {
-            return Err(Error::msg(format!(
-                "context is full: {} positions needed, the context holds {} (raise -c)",
-                pos + n_tokens,
-                self.kv.n_ctx
-            )));
-        }
-        self.kv.len = pos;
         // The rotary tables of these positions, shared by every layer.
         let half = c.rope_dims / 2;
         self.s.rope.resize(n_tokens * half, (0.0, 0.0));
-        for (t, table) in self.s.rope.chunks_exact_mut(half.max(1)).enumerate() {
-            self.rope.table(pos + t, table);
+        for (r, table) in rows.iter().zip(self.s.rope.chunks_exact_mut(half.max(1))) {
+            self.rope.table(r.pos as usize, table);
         }
         for li in 0..self.weights.len() {
-            self.layer(li, hidden, n_tokens, pos);
+            self.layer(li, hidden, rows);
         }
-        self.kv.len = pos + n_tokens;
         Ok(())
     }
 
-    fn layer(&mut self, li: usize, x: &mut [f32], n: usize, pos: usize) {
+    fn layer(&mut self, li: usize, x: &mut [f32], rows: &[SeqPos]) {
+        let n = rows.len();
         let c = &self.cfg;
         let w = &self.weights[li];
         let s = &mut self.s;
@@ -207,10 +208,13 @@ impl LayerWindow {
             self.rope.apply(&mut q[t * q_dim..(t + 1) * q_dim], c.head_dim_k, table);
             self.rope.apply(&mut k[t * kd..(t + 1) * kd], c.head_dim_k, table);
         }
-        self.kv.k_rows_mut(li, pos, n).copy_from_slice(k);
-        self.kv.v_rows_mut(li, pos, n).copy_from_slice(v);
+        for (t, r) in rows.iter().enumerate() {
+            let (seq, pos) = (r.seq as usize, r.pos as usize);
+            self.kv.k_row_mut(li, seq, pos).copy_from_slice(&k[t * kd..(t + 1) * kd]);
+            self.kv.v_row_mut(li, seq, pos).copy_from_slice(&v[t * vd..(t + 1) * vd]);
+        }
         let attn = grow(&mut s.attn, n * c.n_head * c.head_dim_v);
-        attention(pool, c, &self.kv, li, q, attn, n, pos, &mut s.scores);
+        attention(pool, c, &self.kv, li, q, attn, rows, &mut s.scores);
         let proj = grow(&mut s.proj, n * c.n_embd);
         matmul_group(pool, attn, n, &mut [Product { w: &w.wo, out: proj }], &mut s.act);
         report(&self.progress, li, 4);
@@ -237,8 +241,37 @@ fn report(progress: &Option<Arc<AtomicUsize>>, li: usize, matrices: usize) {
     }
 }
 
-/// Causal grouped-query attention for `n` new tokens at `pos..pos+n` over the cached keys and
-/// values of layer `li` (which already include the new tokens). One task per (token, head).
+/// Check that `rows` fit a cache of `n_seq` sequences of `n_ctx` positions whose lengths are
+/// `len(seq)`: per sequence, consecutive positions starting at or before its length.
+pub fn check_rows(rows: &[SeqPos], what: &str, n_seq: usize, n_ctx: usize, len: impl Fn(usize) -> usize) -> Result<()> {
+    // Per sequence: the position its next row must have, once it has one in this batch.
+    let mut next: Vec<Option<usize>> = vec![None; n_seq];
+    for r in rows {
+        let (seq, pos) = (r.seq as usize, r.pos as usize);
+        if seq >= n_seq {
+            return Err(Error::msg(format!("{what}: sequence {seq} requested, the cache holds {n_seq}")));
+        }
+        if pos >= n_ctx {
+            return Err(Error::msg(format!(
+                "context is full: position {pos} of sequence {seq} requested, the context holds {n_ctx} (raise -c)"
+            )));
+        }
+        let ok = match next[seq] {
+            Some(expected) => pos == expected,
+            None => pos <= len(seq),
+        };
+        if !ok {
+            let expected = next[seq].map_or(format!("at most {}", len(seq)), |e| e.to_string());
+            return Err(Error::msg(format!("{what}: position {pos} of sequence {seq} requested, expected {expected}")));
+        }
+        next[seq] = Some(pos + 1);
+    }
+    Ok(())
+}
+
+/// Causal grouped-query attention for the rows of `q`, each over the cached keys and values
+/// of its own sequence in layer `li` up to its position (the cache already includes the new
+/// tokens). One task per (token, head); a token's result does not depend on its batch.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     pool: &ThreadPool,
@@ -247,39 +280,64 @@ fn attention(
     li: usize,
     q: &[f32],
     out: &mut [f32],
-    n: usize,
-    pos: usize,
+    rows: &[SeqPos],
     scores: &mut Vec<f32>,
 ) {
     let (hk, hv) = (c.head_dim_k, c.head_dim_v);
     let group = c.n_head / c.n_head_kv;
     let (kd, vd) = (c.kv_dim_k(), c.kv_dim_v());
-    let total = pos + n;
-    let keys = kv.k_layer(li, total);
-    let values = kv.v_layer(li, total);
+    let longest = rows.iter().map(|r| r.pos as usize + 1).max().unwrap_or(0);
     let scale = 1.0 / (hk as f32).sqrt();
-    let n_tasks = n * c.n_head;
+    let n_tasks = rows.len() * c.n_head;
     let n_chunks = pool.n_threads().min(n_tasks);
-    let scores = grow(scores, n_chunks * total);
+    let scores = grow(scores, n_chunks * longest);
     let scores_ptr = SyncPtr(scores.as_mut_ptr());
     let out_ptr = SyncPtr(out.as_mut_ptr());
     pool.run(n_chunks, &|ci| {
         let (scores_ptr, out_ptr) = (scores_ptr, out_ptr);
-        // SAFETY: chunk `ci` owns scores[ci*total..] and the output heads of its tasks.
-        let sc = unsafe { std::slice::from_raw_parts_mut(scores_ptr.0.add(ci * total), total) };
+        // SAFETY: chunk `ci` owns scores[ci*longest..] and the output heads of its tasks.
+        let sc = unsafe { std::slice::from_raw_parts_mut(scores_ptr.0.add(ci * longest), longest) };
         // Strided, not contiguous: a later token attends over more keys (causal), so
         // contiguous chunks would leave the first thread with a quarter of the work.
         for task in (ci..n_tasks).step_by(n_chunks) {
             let (t, h) = (task / c.n_head, task % c.n_head);
             let g = h / group;
-            let seen = pos + t + 1;
+            let (seq, seen) = (rows[t].seq as usize, rows[t].pos as usize + 1);
+            let (keys, values) = (kv.k_seq(li, seq, seen), kv.v_seq(li, seq, seen));
             let qh = &q[t * c.n_head * hk + h * hk..][..hk];
             let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(t * c.n_head * hv + h * hv), hv) };
             let cache =
                 ops::HeadCache { keys: &keys[g * hk..], kstride: kd, values: &values[g * hv..], vstride: vd, seen };
-            ops::attend(qh, &cache, scale, sc, o);
+            ops::attend(qh, &cache, scale, &mut sc[..seen], o);
         }
     });
+}
+
+impl Window for LayerWindow {
+    fn forward(&mut self, rows: &[SeqPos], hidden: &mut Vec<f32>) -> Result<()> {
+        self.run(rows, hidden)
+    }
+
+    fn kv(&mut self, op: KvOp) -> Result<()> {
+        match op {
+            KvOp::Reset => self.kv.reset(),
+            KvOp::Truncate { seq, len } if (seq as usize) < self.kv.n_seq() => {
+                self.kv.truncate(seq as usize, len as usize)
+            }
+            KvOp::Truncate { seq, .. } => {
+                return Err(Error::msg(format!("window {:?}: no sequence {seq}", self.layers)));
+            }
+        }
+        Ok(())
+    }
+
+    fn mapped(&self) -> Option<(crate::gguf::GgufFile, Vec<Range<usize>>)> {
+        LayerWindow::mapped(self)
+    }
+
+    fn set_progress(&mut self, progress: Arc<AtomicUsize>) {
+        LayerWindow::set_progress(self, progress)
+    }
 }
 
 impl LayerWindow {

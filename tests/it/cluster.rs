@@ -16,17 +16,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_prima");
 const SECRET: &str = "test-secret-0123456789abcdef";
 
 /// A scratch directory removed at the end.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(tag: &str) -> Scratch {
+    pub(crate) fn new(tag: &str) -> Scratch {
         let d = std::env::temp_dir().join(format!("prima-it-cluster-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("cluster.secret"), SECRET).unwrap();
         Scratch(d)
     }
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.0.join(p)
     }
 }
@@ -42,9 +42,9 @@ fn free_port() -> u16 {
 }
 
 /// A running agent, killed on drop. Its stderr goes to `log`.
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     log: PathBuf,
 }
 
@@ -72,7 +72,7 @@ impl Agent {
         a
     }
 
-    fn start(dir: &Scratch, name: &str, env: &[(&str, &str)]) -> Agent {
+    pub(crate) fn start(dir: &Scratch, name: &str, env: &[(&str, &str)]) -> Agent {
         Agent::start_with(Path::new(BIN), dir, name, SECRET, env)
     }
 
@@ -101,7 +101,7 @@ impl Drop for Agent {
 }
 
 /// A model with `n_layer` layers made by repeating the fixture's two.
-fn deep_model(dir: &Scratch, fixture: &str, n_layer: usize) -> PathBuf {
+pub(crate) fn deep_model(dir: &Scratch, fixture: &str, n_layer: usize) -> PathBuf {
     let src = GgufFile::open(common::model(fixture)).unwrap();
     let arch = src.architecture().unwrap().to_string();
     let mut w = GgufWriter::new();
@@ -137,7 +137,7 @@ fn deep_model(dir: &Scratch, fixture: &str, n_layer: usize) -> PathBuf {
 }
 
 /// Write a cluster.toml: the head first, then `agents` with their windows.
-fn write_config(
+pub(crate) fn write_config(
     dir: &Scratch,
     name: &str,
     model: &Path,
@@ -465,7 +465,7 @@ fn killed_worker_mid_generation_is_reported_within_seconds() {
 /// Greedy continuation of `prompt` on one device, through the library.
 fn single_device_greedy(model: &Path, prompt: &[u32], n: usize) -> prima::Result<Vec<u32>> {
     let m = prima::model::Model::open(model)?;
-    let mut s = prima::model::Session::new(&m, 256, 1)?;
+    let mut s = prima::model::Pipeline::new(&m, 256, 1)?;
     let mut next = prima::sampler::argmax(s.decode(prompt).unwrap());
     let mut out = vec![next];
     while out.len() < n {

@@ -69,7 +69,7 @@ fn window_uses_the_map_in_place_and_touches_only_its_layers() {
     let (dir, _, m) = cold_mini_model("memory", 4);
     let f = m.gguf.clone();
     let pool = Arc::new(ThreadPool::new(1));
-    let mut w = LayerWindow::new(&m, 1..2, 8, pool).unwrap();
+    let mut w = LayerWindow::new(&m, 1..2, 8, 1, pool).unwrap();
     // In place: every matrix is a slice of the file map, not a heap copy.
     let map = f.bytes().as_ptr_range();
     for l in w.layer_weights() {
@@ -78,7 +78,7 @@ fn window_uses_the_map_in_place_and_touches_only_its_layers() {
         }
     }
     let mut h = vec![0.01f32; SHAPE.n_embd];
-    w.forward(&mut h, 1, 0).unwrap();
+    w.run(&[prima::model::SeqPos::new(0, 0)], &mut h).unwrap();
 
     let mine = layer_ranges(&f, 1..2);
     assert!(resident(&f, &mine) > 0.99, "own layer resident: {}", resident(&f, &mine));
@@ -122,7 +122,7 @@ fn follow_reads_a_tail_ahead_of_the_compute_and_drops_it_behind() {
     let f = m.gguf.clone();
     let pool = Arc::new(ThreadPool::new(1));
     // The window's ranges in compute order: seven matrices per layer.
-    let w = LayerWindow::new(&m, 0..8, 8, pool).unwrap();
+    let w = LayerWindow::new(&m, 0..8, 8, 1, pool).unwrap();
     let units = w.file_ranges();
     assert_eq!(units.len(), 8 * prima::model::window::MATRICES_PER_LAYER);
     let layer = |l: usize| units[l * 7..(l + 1) * 7].to_vec();

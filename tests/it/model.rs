@@ -1,7 +1,7 @@
 //! The forward pass against llama.cpp's goldens: teacher-forced top-5 logits at every step,
 //! and free-running greedy tokens while the golden margin exceeds the tolerance.
 
-use prima::model::{Model, Session};
+use prima::model::{Model, Pipeline};
 use prima::sampler::argmax;
 
 use crate::common;
@@ -33,8 +33,8 @@ pub fn check_model(m: &Model, model: &str, golden: &str, tol: f32, sizes: Option
         let top5 = case["greedy_top5"].as_array().unwrap();
         let n_layer = m.config.n_layer;
         let mut s = match sizes {
-            Some(sz) => Session::with_windows(m, 256, 2, sz).unwrap(),
-            None => Session::with_windows(m, 256, 2, &[n_layer]).unwrap(),
+            Some(sz) => Pipeline::open(m, 256, 1, 2, sz).unwrap(),
+            None => Pipeline::open(m, 256, 1, 2, &[n_layer]).unwrap(),
         };
         let mut logits = s.decode(&prompt).unwrap().to_vec();
         let mut free_running = true;
@@ -159,8 +159,8 @@ fn windows_compose_exactly() {
     // Splitting the layers into windows must not change a single bit.
     let m = Model::open(common::model("c-llama-f32.gguf")).unwrap();
     let prompt = [504u32, 1408, 1201, 282, 426, 98, 524, 314];
-    let mut one = Session::with_windows(&m, 64, 2, &[2]).unwrap();
-    let mut two = Session::with_windows(&m, 64, 1, &[1, 1]).unwrap();
+    let mut one = Pipeline::open(&m, 64, 1, 2, &[2]).unwrap();
+    let mut two = Pipeline::open(&m, 64, 1, 1, &[1, 1]).unwrap();
     assert_eq!(one.decode(&prompt).unwrap(), two.decode(&prompt).unwrap());
     assert_eq!(one.decode(&[7]).unwrap(), two.decode(&[7]).unwrap());
 }
@@ -231,7 +231,7 @@ fn smollm2_perplexity_matches_llama_perplexity() {
     assert_eq!(tokens.len() as u64, g["n_tokens"].as_u64().unwrap());
     let n_ctx = g["n_ctx"].as_u64().unwrap() as usize;
     let chunks = tokens.len() / n_ctx;
-    let mut s = Session::new(&m, n_ctx, 2).unwrap();
+    let mut s = Pipeline::new(&m, n_ctx, 2).unwrap();
     let bos = if tok.add_bos() { tok.bos() } else { None };
     let r = prima::perplexity::perplexity(&mut s, &tokens[..chunks * n_ctx], n_ctx, bos, |_, _| {}).unwrap();
     let want = g["running_ppl_per_chunk"].as_array().unwrap();
