@@ -359,7 +359,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let t0 = Instant::now();
     let head_ranges = plan.ranges(0);
     let head_threads = match threads(&devices[0]) {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        0 => crate::sys::default_threads(),
         n => n as usize,
     };
     let pool = Arc::new(ThreadPool::new(head_threads));

@@ -14,6 +14,7 @@
 pub mod halda;
 pub mod ilp;
 pub mod model_cost;
+pub mod testbeds;
 
 pub use halda::{Plan, plan, render};
 pub use model_cost::{ModelCost, ModelShape};
