@@ -11,6 +11,7 @@
 //!
 //! Everything here is pure (no I/O): the same inputs give the same plan on every device.
 
+pub mod calibrate;
 pub mod halda;
 pub mod ilp;
 pub mod model_cost;

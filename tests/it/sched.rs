@@ -1122,3 +1122,150 @@ fn profile_cache_remeasures_on_change() {
     assert!(profile::cache::cached(&dir, &opt, "build-b", true).unwrap().1, "--reprofile measures");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The paper's testbed (prima-reference.md §6, paper Table 3 and App. A.7). From the table:
+// OS, cores, available RAM, disk read, GPU and its VRAM. Estimated here (not in the paper):
+// D5 Honor Pad (Dimensity 8100, 8 cores): Q4_K 50 GFLOPS (a phone CPU a generation after D4's
+// Kirin 9000, which is set to 40), RAM 25 GB/s (LPDDR5), random reads 0.3 GB/s (UFS 3.1).
+// D6 MacBook Air (Intel i5, 4 cores): Q4_K 45 GFLOPS (4 laptop cores without AVX-512), RAM
+// 25 GB/s (LPDDR3/4X), random reads 0.1 GB/s; its integrated GPU is not used (upstream's
+// Metal path is Apple Silicon's). D1–D4 as in `seed()` above.
+
+fn pad() -> DeviceProfile {
+    device("D5-pad", Os::Android, 8, 5.1, 2.0, 0.3, 50.0, 25.0)
+}
+fn air() -> DeviceProfile {
+    device("D6-air", Os::MacOs, 4, 6.8, 0.4, 0.1, 45.0, 25.0)
+}
+
+/// Paper App. A.7 (Fig. 8, Llama 3-70B): of D1–D6 the best set was D2, D3, D5; adding D4 and
+/// D6 (weak CPUs, slow disks) made it slower. Halda keeps D2, D3 and D5 and drops the phone
+/// D4. It keeps D1 and D6 with two layers a window each: by this cost model (RAM reads
+/// included, which upstream zeroes) four layers there cost less than streaming them on D2/D3,
+/// so the paper's measured drop of D1 and D6 is not reproduced with the figures above; the
+/// snapshot records the plan.
+#[test]
+fn halda_paper_six_devices_selection() {
+    let profiles = vec![mac_m1(), laptop(), desktop(), phone(), pad(), air()];
+    let cost = ModelShape::llama3_70b_q4k().cost().unwrap();
+    let p = halda::plan(&profiles, &cost, &HaldaOptions::default()).unwrap();
+    check(&p, &profiles);
+    let kept: Vec<&str> = p.active().iter().map(|&i| profiles[i].name.as_str()).collect();
+    for want in ["D2-laptop", "D3-desktop", "D5-pad"] {
+        assert!(kept.contains(&want), "{want} must stay: {}", render(&p));
+    }
+    assert!(!kept.contains(&"D4-phone"), "the paper dropped D4: {}", render(&p));
+    assert!(p.k >= 2, "{}", render(&p));
+    snap("plan_paper_six_devices_llama3_70b", &render(&p));
+}
+
+/// Halda against brute force over every split (k, windows, head) by the same cost model: within
+/// 10% of the best on the paper's testbed and on random small clusters.
+#[test]
+fn halda_within_ten_percent_of_brute_force() {
+    use prima::sched::halda::search;
+    let mut cases: Vec<(String, Vec<DeviceProfile>, ModelCost)> = vec![
+        ("seed 8B".into(), seed(), ModelShape::llama3_8b_q4k().cost().unwrap()),
+        ("seed 32B".into(), seed(), ModelShape::qwen25_32b_q4k().cost().unwrap()),
+        ("seed 70B".into(), seed(), ModelShape::llama3_70b_q4k().cost().unwrap()),
+    ];
+    // Random 3–4 device mixes from the paper's ranges, CPU only (GPU splits are covered above).
+    let mut rng = Rng(0x5eed_1234);
+    for t in 0..6 {
+        let m = 3 + t % 2;
+        let devs: Vec<DeviceProfile> = (0..m)
+            .map(|i| {
+                let os = if rng.int(0, 2) == 0 { Os::Android } else { Os::Linux };
+                let cores = rng.int(4, 16) as u32;
+                device(
+                    &format!("r{t}d{i}"),
+                    os,
+                    cores,
+                    rng.f(1.9, 9.7),
+                    rng.f(0.4, 3.2),
+                    rng.f(0.05, 0.5),
+                    cores as f64 * rng.f(4.0, 16.0),
+                    rng.f(15.0, 60.0),
+                )
+            })
+            .collect();
+        let shape = if t % 2 == 0 { ModelShape::qwen25_32b_q4k() } else { ModelShape::llama3_8b_q4k() };
+        cases.push((format!("random {t} ({m} devices, {})", shape.name), devs, shape.cost().unwrap()));
+    }
+    for (name, profiles, cost) in cases {
+        let opt = HaldaOptions::default();
+        let (plan, best, head) = search::compare(&profiles, &cost, &opt).unwrap();
+        assert!(
+            plan.ms_per_token <= best.ms * 1.10,
+            "{name}: Halda {:.1} ms/token vs best split {:.1} (k = {}, windows {:?}, head {head})\n{}",
+            plan.ms_per_token,
+            best.ms,
+            best.k,
+            best.w,
+            render(&plan)
+        );
+        // The search prices Halda's own split the same way.
+        let again =
+            halda::evaluate(&profiles, &cost, &opt, plan.head, plan.k, &plan.windows(), &plan.gpu_windows()).unwrap();
+        assert!(
+            (again.ms_per_token - plan.ms_per_token).abs() <= 1e-6 * plan.ms_per_token,
+            "{name}: {} vs {}\n{}\n{}",
+            again.ms_per_token,
+            plan.ms_per_token,
+            render(&again),
+            render(&plan)
+        );
+    }
+}
+
+/// Calibration from the first tokens: a device half as fast as profiled and a disk streaming at
+/// half its profiled rate are measured on the running split; after calibration the same split
+/// is predicted within 5% on every device, and the corrections name the causes.
+#[test]
+fn calibration_from_measured_tokens() {
+    use prima::sched::calibrate;
+    // Three CPU devices; the 32B model does not fit, so one of them streams.
+    let mut profiles = vec![
+        device("a", Os::Linux, 8, 6.0, 2.0, 0.3, 120.0, 40.0),
+        device("b", Os::Linux, 8, 4.0, 2.0, 0.3, 120.0, 40.0),
+        device("c", Os::Linux, 8, 5.0, 1.5, 0.3, 120.0, 40.0),
+    ];
+    let cost = ModelShape::qwen25_32b_q4k().cost().unwrap();
+    let opt = HaldaOptions { k: Some(1), head: Some(0), ..HaldaOptions::default() };
+    let plan = halda::plan(&profiles, &cost, &opt).unwrap();
+    assert!(plan.devices.iter().any(|d| d.disk_bytes > 0), "{}", render(&plan));
+    // The truth: device b computes at half speed, every disk streams at half its rate.
+    let mut truth = profiles.clone();
+    for t in &mut truth[1].cpu {
+        t.gflops /= 2.0;
+    }
+    truth[1].ram_read_gbps /= 2.0;
+    for p in &mut truth {
+        p.disk.seq_gbps /= 2.0;
+    }
+    let real = halda::evaluate(&truth, &cost, &opt, plan.head, plan.k, &plan.windows(), &plan.gpu_windows()).unwrap();
+    let measured: Vec<Option<f64>> = real.devices.iter().map(|d| (d.w > 0).then(|| d.ms.total())).collect();
+    let r = calibrate::replan(&profiles, &cost, &opt, &plan, &measured).unwrap();
+    for (d, m) in r.current.devices.iter().zip(&measured) {
+        if let Some(m) = m {
+            assert!(
+                (d.ms.total() / m - 1.0).abs() <= 0.05,
+                "{}: {} vs {m}\n{}",
+                d.name,
+                d.ms.total(),
+                render(&r.current)
+            );
+        }
+    }
+    let b = r.corrections.iter().find(|c| c.device == 1).unwrap();
+    if plan.devices[1].disk_bytes == 0 {
+        assert!((b.compute_factor - 2.0).abs() < 0.1, "{:?}", r.corrections);
+    }
+    assert!(r.corrections.iter().any(|c| c.disk_gbps.is_some()), "{:?}", r.corrections);
+    assert!(r.next.ms_per_token <= r.current.ms_per_token * (1.0 + 1e-9), "re-planning never predicts worse");
+    profiles.truncate(1);
+    assert!(calibrate::calibrate(&profiles, &plan, &measured).is_err(), "mismatched inputs are an error");
+    assert_eq!(calibrate::measured_ms(0, 5, 5), None);
+    assert_eq!(calibrate::measured_ms(2, 3_000_000, 1_000_000), Some(2.0));
+}

@@ -20,6 +20,7 @@
 mod cost;
 mod devices;
 mod render;
+pub mod search;
 mod solve;
 
 pub use super::testbeds::synthetic_devices;
@@ -244,7 +245,49 @@ pub fn plan(profiles: &[DeviceProfile], cost: &ModelCost, opt: &Options) -> Resu
             total_mem / GIB
         )));
     };
-    Ok(assemble(ctx, &devs, profiles, &active, sol, head_pos, out_gpu, dropped))
+    let plan = assemble(ctx, &devs, profiles, &active, sol, head_pos, out_gpu, dropped);
+    exhaustive_on_small_clusters(profiles, cost, opt, plan)
+}
+
+/// Splits below which [`plan`] also prices every split ([`search::best_splits`]) and takes the
+/// best when Halda's heuristics (which cannot see prefetch overlap) missed it: a few thousand
+/// evaluations, milliseconds, for three devices.
+pub const EXHAUSTIVE_SPLITS: u64 = 20_000;
+
+fn exhaustive_on_small_clusters(
+    profiles: &[DeviceProfile],
+    cost: &ModelCost,
+    opt: &Options,
+    plan: Plan,
+) -> Result<Plan> {
+    let heads: Vec<usize> = opt.head.map_or_else(|| (0..profiles.len()).collect(), |h| vec![h]);
+    let splits = search::split_count(cost.n_layer, profiles.len(), opt.k) * heads.len() as u64;
+    if !opt.allow_removal || splits > EXHAUSTIVE_SPLITS {
+        return Ok(plan);
+    }
+    let mut found: Option<(search::Split, usize)> = None;
+    for h in heads {
+        if let Some(s) = search::best_splits(profiles, cost, opt, h, 1)?.into_iter().next()
+            && found.as_ref().is_none_or(|(b, _)| s.ms < b.ms)
+        {
+            found = Some((s, h));
+        }
+    }
+    let Some((best, head)) = found else { return Ok(plan) };
+    if best.ms >= plan.ms_per_token * (1.0 - 1e-9) {
+        return Ok(plan);
+    }
+    let mut better = evaluate(profiles, cost, opt, head, best.k, &best.w, &best.n)?;
+    better.warnings = plan.warnings;
+    better.dropped = (0..profiles.len())
+        .filter(|&i| best.w[i] == 0)
+        .map(|i| Dropped {
+            device: i,
+            name: profiles[i].name.clone(),
+            reason: format!("the best split found by exhaustive search leaves it out ({:.1} ms/token)", best.ms),
+        })
+        .collect();
+    Ok(better)
 }
 
 /// A fixed split: the predicted time of windows `w` (GPU layers `n`) per device (input order;
@@ -272,11 +315,23 @@ pub fn evaluate(
     let active: Vec<usize> = (0..w.len()).filter(|&i| w[i] > 0).collect();
     let head_pos = active.iter().position(|&i| i == head).expect("the head is active");
     let set: Vec<&Dev> = active.iter().map(|&i| &devs[i]).collect();
-    let out_gpu = cost::output_on_gpu(set[head_pos], cost);
     let (wa, na): (Vec<u32>, Vec<u32>) = active.iter().map(|&i| (w[i], n[i])).unzip();
-    let s = Set { devs: set, head: head_pos, out_gpu };
-    let (cases, total) = ctx.evaluate(&s, k, &wa, &na);
-    let sol = Solved { k, w: wa, n: na, cases, total };
+    // The LM head on the head's GPU where that is faster, as Halda chooses.
+    let mut best: Option<(Solved, bool)> = None;
+    for out_gpu in [false, true] {
+        if out_gpu && !cost::output_on_gpu(set[head_pos], cost) {
+            continue;
+        }
+        let s = Set { devs: set.clone(), head: head_pos, out_gpu };
+        if out_gpu && na[head_pos] as f64 * k as f64 * ctx.b_full > ctx.vram_cap(&s, head_pos) {
+            continue; // the LM head does not fit next to the GPU layers
+        }
+        let (cases, total) = ctx.evaluate(&s, k, &wa, &na);
+        if best.as_ref().is_none_or(|(b, _)| total < b.total - 1e-9) {
+            best = Some((Solved { k, w: wa.clone(), n: na.clone(), cases, total }, out_gpu));
+        }
+    }
+    let (sol, out_gpu) = best.expect("the CPU placement is always priced");
     Ok(assemble(ctx, &devs, profiles, &active, sol, head_pos, out_gpu, Vec::new()))
 }
 
