@@ -257,15 +257,20 @@ pub fn ram_read_gbps(bytes: usize, threads: usize, dir: Option<&Path>) -> f64 {
                     if flush {
                         evict(chunk);
                     }
-                    barrier.wait();
+                    barrier.wait(); // evicted
+                    barrier.wait(); // go
                     std::hint::black_box(read_sum(chunk));
-                    barrier.wait();
+                    barrier.wait(); // done
                 }
             });
         }
         for pass in 0..=RAM_PASSES {
+            // The clock starts while every reader waits at "go": a main thread preempted
+            // after it can only lengthen a pass (a start taken after the release could miss
+            // the whole read on a loaded machine).
             barrier.wait();
             let start = Instant::now();
+            barrier.wait();
             barrier.wait();
             if pass > 0 {
                 best = best.max((words * 8) as f64 / start.elapsed().as_secs_f64() / 1e9);
