@@ -39,6 +39,9 @@ pub struct PlanArgs {
     /// time the planner on 32 synthetic devices instead (a benchmark)
     #[argh(switch)]
     pub bench: bool,
+    /// with a cluster.toml: measure every device's profile again instead of using the cached ones
+    #[argh(switch)]
+    pub reprofile: bool,
 }
 
 fn model_cost(m: Option<&str>) -> Result<ModelCost> {
@@ -59,6 +62,9 @@ fn model_cost(m: Option<&str>) -> Result<ModelCost> {
 }
 
 pub fn run(a: PlanArgs) -> Result<()> {
+    if a.reprofile {
+        crate::profile::cache::request_reprofile();
+    }
     let mut cost = model_cost(a.model.as_deref())?;
     let kv_ty = match a.kv_type.to_ascii_lowercase().as_str() {
         "f16" => GgmlType::F16,

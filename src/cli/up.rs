@@ -53,6 +53,9 @@ pub struct UpArgs {
     /// (default auto, or PRIMA_PREFETCH); agents take their own `--prefetch`
     #[argh(option)]
     pub prefetch: Option<String>,
+    /// measure every device's profile again instead of using the cached ones
+    #[argh(switch)]
+    pub reprofile: bool,
 }
 
 /// `PRIMA_FAKE_ENGINE=1`: run the deterministic fake engine (protocol tests); prompts are bytes
@@ -62,6 +65,9 @@ fn engine() -> EngineKind {
 }
 
 pub fn run(a: UpArgs) -> Result<()> {
+    if a.reprofile {
+        crate::profile::cache::request_reprofile();
+    }
     let cfg = match &a.config {
         Some(path) => ClusterConfig::load(path)?,
         None => crate::cluster::local::default_cluster(&std::env::current_dir()?)?,

@@ -181,7 +181,7 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
     loop {
         match conn.recv_ok()? {
             Msg::ShipBegin { size, sha256 } => return ship(sh, &mut conn, size, sha256),
-            Msg::ProfileRequest => match super::planning::cached_profile(&sh.opts.cache_dir) {
+            Msg::ProfileRequest { fresh } => match super::planning::cached_profile_fresh(&sh.opts.cache_dir, fresh) {
                 Ok(p) => conn.send(&Msg::ProfileReply { json: p.to_json() })?,
                 Err(e) => conn.send(&Msg::Error { msg: format!("profiling: {e}") })?,
             },
@@ -248,7 +248,7 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
                     return Err(Error::msg(msg));
                 };
                 let t0 = Instant::now();
-                let threads = if threads == 0 { crate::cpu::default_threads() } else { threads as usize };
+                let threads = if threads == 0 { crate::sys::default_threads() } else { threads as usize };
                 let pool = Arc::new(crate::cpu::ThreadPool::new(threads));
                 let mut w = match ring::open_windows(engine, &model, &ranges, n_ctx as usize, n_seq as usize, &pool) {
                     Ok(w) => w,

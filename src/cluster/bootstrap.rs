@@ -363,7 +363,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<Ring> {
     let t0 = Instant::now();
     let head_ranges = plan.ranges(0);
     let head_threads = match threads(&devices[0]) {
-        0 => crate::cpu::default_threads(),
+        0 => crate::sys::default_threads(),
         n => n as usize,
     };
     let pool = Arc::new(ThreadPool::new(head_threads));

@@ -93,7 +93,10 @@ pub enum Msg {
     /// Sent by the agent right before it re-executes.
     Restarting,
     /// Measure this device for the scheduler (or reuse the measurement cached for this build).
-    ProfileRequest,
+    /// `fresh`: measure again, do not answer from the cache (`prima up --reprofile`).
+    ProfileRequest {
+        fresh: bool,
+    },
     /// A `DeviceProfile` as JSON (the format `prima bench --profile --json` prints).
     ProfileReply {
         json: String,
@@ -207,7 +210,7 @@ impl Msg {
             Msg::ShipChunk { .. } => "ShipChunk",
             Msg::ShipEnd => "ShipEnd",
             Msg::Restarting => "Restarting",
-            Msg::ProfileRequest => "ProfileRequest",
+            Msg::ProfileRequest { .. } => "ProfileRequest",
             Msg::ProfileReply { .. } => "ProfileReply",
             Msg::ModelCheck { .. } => "ModelCheck",
             Msg::ModelStatus { .. } => "ModelStatus",

@@ -9,35 +9,24 @@ use super::messages::Msg;
 use super::transport::Conn;
 use crate::error::{Context, Error, Result};
 use crate::gguf::GgufFile;
-use crate::profile::{DeviceProfile, measure};
+use crate::profile::DeviceProfile;
 use crate::sched::{ModelCost, halda};
 
-const PROFILE_FILE: &str = "profile.json";
-
-/// This device's profile, measured once per build and kept in `dir` (measuring takes seconds,
-/// and the kernels only change with the binary).
+/// This device's profile, kept in `dir` per build and host environment
+/// ([`crate::profile::cache`]); measured again on `--reprofile` or when the head asks for it.
 pub fn cached_profile(dir: &Path) -> Result<DeviceProfile> {
-    let path = dir.join(PROFILE_FILE);
-    let build = super::agent::build_id();
-    let stamp: String = build.iter().map(|b| format!("{b:02x}")).collect();
-    let stamp_path = dir.join("profile.build");
-    if std::fs::read_to_string(&stamp_path).is_ok_and(|s| s.trim() == stamp)
-        && let Ok(text) = std::fs::read_to_string(&path)
-        && let Ok(p) = DeviceProfile::from_json(&text)
-    {
-        return Ok(p);
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let opt = measure::Options { disk_dir: dir.to_path_buf(), ..measure::Options::default() };
-    let p = measure::measure(&opt, &mut |line| eprintln!("profile: {line}"))?;
-    std::fs::write(&path, p.to_json()).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::write(&stamp_path, stamp)?;
-    Ok(p)
+    cached_profile_fresh(dir, crate::profile::cache::reprofile_requested())
+}
+
+pub fn cached_profile_fresh(dir: &Path, fresh: bool) -> Result<DeviceProfile> {
+    let stamp: String = super::agent::build_id().iter().map(|b| format!("{b:02x}")).collect();
+    let opt = crate::profile::measure::Options { disk_dir: dir.to_path_buf(), ..Default::default() };
+    Ok(crate::profile::cache::cached(dir, &opt, &stamp, fresh)?.0)
 }
 
 /// Ask an agent for its profile.
 pub fn remote_profile(c: &mut Conn, label: &str) -> Result<DeviceProfile> {
-    c.send(&Msg::ProfileRequest)?;
+    c.send(&Msg::ProfileRequest { fresh: crate::profile::cache::reprofile_requested() })?;
     match c.recv_ok().with_context(|| format!("profiling {label}"))? {
         Msg::ProfileReply { json } => DeviceProfile::from_json(&json).with_context(|| label.to_string()),
         m => Err(Error::msg(format!("{label}: expected ProfileReply, got {}", m.name()))),

@@ -199,34 +199,7 @@ impl Drop for ThreadPool {
     }
 }
 
-/// Physical cores if we can tell, else logical CPUs (hyperthreads rarely help matmul).
+/// Physical cores, within the affinity mask and the cgroup's CPU quota ([`crate::sys`]'s rule).
 pub fn default_threads() -> usize {
-    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    physical_cores().unwrap_or(logical).clamp(1, logical)
-}
-
-fn physical_cores() -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mut pairs = std::collections::HashSet::new();
-    let (mut phys, mut core) = (None, None);
-    for line in text.lines() {
-        let mut kv = line.splitn(2, ':').map(str::trim);
-        match (kv.next(), kv.next()) {
-            (Some("physical id"), Some(v)) => phys = v.parse::<u32>().ok(),
-            (Some("core id"), Some(v)) => core = v.parse::<u32>().ok(),
-            (Some(""), None) | (None, _) => {}
-            _ => {}
-        }
-        if line.is_empty() {
-            if let (Some(p), Some(c)) = (phys, core) {
-                pairs.insert((p, c));
-            }
-            phys = None;
-            core = None;
-        }
-    }
-    if let (Some(p), Some(c)) = (phys, core) {
-        pairs.insert((p, c));
-    }
-    (!pairs.is_empty()).then_some(pairs.len())
+    crate::sys::default_threads()
 }

@@ -20,77 +20,40 @@ pub enum CgroupMem {
 }
 
 impl CgroupMem {
-    /// From /proc/self/cgroup; None outside a limited cgroup.
+    /// This process's memory cgroup ([`crate::sys::memory_cgroup_dir`]); None outside a
+    /// cgroup whose limit is below the machine's RAM.
     pub fn current() -> Option<CgroupMem> {
-        let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let (v1, v2) = parse_proc_cgroup(&text);
-        let c = match (v1, v2) {
-            (Some(p), _) => CgroupMem::V1(PathBuf::from("/sys/fs/cgroup/memory").join(p.trim_start_matches('/'))),
-            (None, Some(p)) => CgroupMem::V2(PathBuf::from("/sys/fs/cgroup").join(p.trim_start_matches('/'))),
-            _ => return None,
-        };
+        let (dir, version) = crate::sys::memory_cgroup_dir()?;
+        let c = if version == 1 { CgroupMem::V1(dir) } else { CgroupMem::V2(dir) };
         let host = MemorySnapshot::now()?.total;
-        c.limit().filter(|&l| l < host).map(|_| c)
+        c.read().limit.filter(|&l| l < host).map(|_| c)
     }
 
-    fn read(&self, name: &str) -> Option<String> {
-        let dir = match self {
-            CgroupMem::V1(d) | CgroupMem::V2(d) => d,
-        };
-        std::fs::read_to_string(dir.join(name)).ok()
-    }
-
-    fn limit(&self) -> Option<u64> {
+    fn read(&self) -> crate::sys::Cgroup {
         match self {
-            CgroupMem::V1(_) => self.read("memory.limit_in_bytes")?.trim().parse().ok(),
-            CgroupMem::V2(_) => self.read("memory.max")?.trim().parse().ok(),
+            CgroupMem::V1(d) => crate::sys::read_cgroup(d, 1),
+            CgroupMem::V2(d) => crate::sys::read_cgroup(d, 2),
         }
     }
 
     pub fn snapshot(&self) -> Option<MemorySnapshot> {
-        let limit = self.limit()?;
-        let (usage, stat) = match self {
-            CgroupMem::V1(_) => (self.read("memory.usage_in_bytes")?, self.read("memory.stat")?),
-            CgroupMem::V2(_) => (self.read("memory.current")?, self.read("memory.stat")?),
+        let dir = match self {
+            CgroupMem::V1(d) | CgroupMem::V2(d) => d,
         };
-        let usage: u64 = usage.trim().parse().ok()?;
-        let v1 = matches!(self, CgroupMem::V1(_));
-        Some(snapshot_from_cgroup(limit, usage, &stat, v1))
+        let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
+        snapshot_from_cgroup(&self.read(), &stat)
     }
 }
 
-/// The memory controller's path in /proc/self/cgroup text: (v1 path, v2 path).
-fn parse_proc_cgroup(text: &str) -> (Option<String>, Option<String>) {
-    let (mut v1, mut v2) = (None, None);
-    for l in text.lines() {
-        let mut parts = l.splitn(3, ':');
-        let (_, ctrl, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        if ctrl.split(',').any(|c| c == "memory") {
-            v1 = Some(path.to_string());
-        } else if ctrl.is_empty() {
-            v2 = Some(path.to_string());
-        }
-    }
-    (v1, v2)
-}
-
-/// Page cache (file pages) is reclaimable, so it counts as available, as in MemAvailable.
-fn snapshot_from_cgroup(limit: u64, usage: u64, stat: &str, v1: bool) -> MemorySnapshot {
-    let field = |name: &str| {
-        stat.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok()).unwrap_or(0)
-    };
-    let file = if v1 {
-        field("total_active_file") + field("total_inactive_file")
+/// Page cache (file pages) is reclaimable, so it counts as available (the rule of
+/// [`crate::sys::Cgroup::available`], as in MemAvailable).
+fn snapshot_from_cgroup(g: &crate::sys::Cgroup, stat: &str) -> Option<MemorySnapshot> {
+    let swap = if g.version == 1 {
+        stat.lines().find_map(|l| l.strip_prefix("total_swap ")?.trim().parse::<u64>().ok()).unwrap_or(0)
     } else {
-        field("active_file") + field("inactive_file")
+        0
     };
-    let swap = if v1 { field("total_swap") } else { 0 };
-    MemorySnapshot {
-        total: limit,
-        available: limit.saturating_sub(usage.saturating_sub(file)),
-        page_cache: file,
-        swap_used: swap,
-    }
+    Some(MemorySnapshot { total: g.limit?, available: g.available()?, page_cache: g.file, swap_used: swap })
 }
 
 /// This process's view of memory: its cgroup's when limited, else the machine's.
@@ -174,19 +137,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_memory_controller() {
-        let v1 = "9:name=systemd:/\n4:memory:/a/b\n0::/\n";
-        assert_eq!(parse_proc_cgroup(v1), (Some("/a/b".into()), Some("/".into())));
-        assert_eq!(parse_proc_cgroup("0::/user.slice/x\n"), (None, Some("/user.slice/x".into())));
-        assert_eq!(parse_proc_cgroup("3:cpu,memory:/c\n"), (Some("/c".into()), None));
-    }
-
-    #[test]
     fn cgroup_page_cache_counts_as_available() {
         let stat = "cache 700\nrss 200\ntotal_active_file 300\ntotal_inactive_file 400\ntotal_swap 0\n";
-        let s = snapshot_from_cgroup(1000, 900, stat, true);
+        let g = crate::sys::parse_cgroup_v1("1000", "900", stat, "");
+        let s = snapshot_from_cgroup(&g, stat).unwrap();
         assert_eq!((s.total, s.available, s.page_cache), (1000, 800, 700));
-        let s = snapshot_from_cgroup(1000, 900, "anon 200\nactive_file 300\ninactive_file 400\n", false);
+        let stat = "anon 200\nactive_file 300\ninactive_file 400\n";
+        let s = snapshot_from_cgroup(&crate::sys::parse_cgroup_v2("1000", "900", stat, ""), stat).unwrap();
         assert_eq!(s.available, 800);
     }
 

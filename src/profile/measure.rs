@@ -26,9 +26,15 @@ pub const RAM_BUFFER_MIB: usize = 512;
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Directory for the disk test file (the filesystem the models live on).
+    /// Directory for the disk test file (the filesystem the models or the layer cache live on);
+    /// its largest file of at least [`DISK_MIN_BYTES`] (the model, a cached layer file) is read
+    /// in place instead, where there is one.
     pub disk_dir: PathBuf,
+    /// Size of the test file written when no file in `disk_dir` is large enough.
     pub disk_file_mib: usize,
+    /// The disk test reads for at least this long and at least `disk_file_mib` (one pass over
+    /// a short burst measures the device's cache, not the rate a window's tail is re-read at).
+    pub disk_min_time: Duration,
     pub ram_buffer_mib: usize,
     /// Thread counts to measure the CPU kernels with (empty = 1 and all cores).
     pub threads: Vec<u32>,
@@ -40,7 +46,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             disk_dir: PathBuf::from("."),
-            disk_file_mib: 128,
+            disk_file_mib: 512,
+            disk_min_time: Duration::from_secs(1),
             ram_buffer_mib: RAM_BUFFER_MIB,
             threads: Vec::new(),
             formats: Vec::new(),
@@ -60,6 +67,7 @@ pub fn measure(opt: &Options, progress: &mut dyn FnMut(&str)) -> Result<DevicePr
     p.cores = super::sys::cores();
     p.kernels = crate::cpu::kernel_summary();
     p.memory = super::sys::memory(os);
+    p.cpu_quota = crate::sys::cpu_quota();
     progress(&format!(
         "{}: {os}, {} cores, {:.1} GiB available of {:.1} GiB ({})",
         p.name,
@@ -70,7 +78,7 @@ pub fn measure(opt: &Options, progress: &mut dyn FnMut(&str)) -> Result<DevicePr
     ));
 
     let threads: Vec<u32> = if opt.threads.is_empty() {
-        let mut t = vec![1, p.cores];
+        let mut t = vec![1, crate::sys::default_threads() as u32];
         t.dedup();
         t
     } else {
@@ -79,17 +87,21 @@ pub fn measure(opt: &Options, progress: &mut dyn FnMut(&str)) -> Result<DevicePr
     let formats: Vec<GgmlType> = if opt.formats.is_empty() { default_formats() } else { opt.formats.clone() };
     for ty in formats.into_iter().filter(|t| quant::is_supported(*t)) {
         for &t in &threads {
-            let g = cpu_gflops(ty, t as usize, Duration::from_millis(40), &crate::cpu::kernels::vec_dot);
+            // A sample (≈ 7 ms) fits inside one quota period, so the kernel never throttles
+            // it: scale by the share of the threads the quota lets run.
+            let g = cpu_gflops(ty, t as usize, Duration::from_millis(40), &crate::cpu::kernels::vec_dot)
+                * quota_share(p.cpu_quota, t as usize);
             progress(&format!("cpu {:>8} × {t:>2} threads: {g:8.2} GFLOPS", ty.name()));
             p.cpu.push(Throughput { format: ty.name().to_string(), threads: t, gflops: g });
         }
     }
     let probe = ram_probe_bytes(opt.ram_buffer_mib << 20, p.memory.available);
-    p.ram_read_gbps = ram_read_gbps(probe, p.cores as usize, Some(&opt.disk_dir));
+    let ram_threads = crate::sys::default_threads();
+    p.ram_read_gbps = ram_read_gbps(probe, ram_threads, Some(&opt.disk_dir)) * quota_share(p.cpu_quota, ram_threads);
     progress(&format!("ram read: {:.2} GB/s", p.ram_read_gbps));
     p.kv_append = kv_append();
     progress(&format!("kv append: {:.2} µs + {:.2} GB/s", p.kv_append.fixed_us, p.kv_append.gbps));
-    match disk(&opt.disk_dir, opt.disk_file_mib << 20) {
+    match disk(&opt.disk_dir, opt.disk_file_mib << 20, opt.disk_min_time) {
         Ok(d) => {
             progress(&format!("disk: sequential {:.2} GB/s, random {:.3} GB/s ({})", d.seq_gbps, d.rnd_gbps, d.method));
             p.disk = d;
@@ -97,6 +109,11 @@ pub fn measure(opt: &Options, progress: &mut dyn FnMut(&str)) -> Result<DevicePr
         Err(e) => progress(&format!("disk: not measured ({e})")),
     }
     Ok(p)
+}
+
+/// The fraction of `threads` busy threads a CPU quota lets run (1 without a quota).
+pub fn quota_share(quota: Option<f64>, threads: usize) -> f64 {
+    quota.map_or(1.0, |q| (q / threads.max(1) as f64).min(1.0))
 }
 
 fn gib(b: u64) -> f64 {
@@ -226,6 +243,10 @@ pub fn ram_read_gbps(bytes: usize, threads: usize, dir: Option<&Path>) -> f64 {
         Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().cast::<u64>(), words) },
         None => &heap,
     };
+    // A buffer the last-level cache could partly hold reads partly from cache (a quarter of a
+    // small device's memory is only a few times a server's L3): write its lines back and
+    // evict them before every pass, untimed, so each pass reads RAM.
+    let flush = words * 8 < 8 * last_level_cache();
     let barrier = std::sync::Barrier::new(threads + 1);
     let mut best = 0.0f64;
     std::thread::scope(|s| {
@@ -233,15 +254,23 @@ pub fn ram_read_gbps(bytes: usize, threads: usize, dir: Option<&Path>) -> f64 {
             let barrier = &barrier;
             s.spawn(move || {
                 for _ in 0..=RAM_PASSES {
-                    barrier.wait();
+                    if flush {
+                        evict(chunk);
+                    }
+                    barrier.wait(); // evicted
+                    barrier.wait(); // go
                     std::hint::black_box(read_sum(chunk));
-                    barrier.wait();
+                    barrier.wait(); // done
                 }
             });
         }
         for pass in 0..=RAM_PASSES {
+            // The clock starts while every reader waits at "go": a main thread preempted
+            // after it can only lengthen a pass (a start taken after the release could miss
+            // the whole read on a loaded machine).
             barrier.wait();
             let start = Instant::now();
+            barrier.wait();
             barrier.wait();
             if pass > 0 {
                 best = best.max((words * 8) as f64 / start.elapsed().as_secs_f64() / 1e9);
@@ -249,6 +278,50 @@ pub fn ram_read_gbps(bytes: usize, threads: usize, dir: Option<&Path>) -> f64 {
         }
     });
     best
+}
+
+/// Bytes of the largest CPU cache (sysfs; 32 MiB where it cannot be read).
+pub fn last_level_cache() -> usize {
+    let mut best = 0usize;
+    for i in 0..8 {
+        let path = format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size");
+        let Ok(t) = std::fs::read_to_string(path) else { break };
+        let t = t.trim();
+        let (num, mul) = match t.strip_suffix('K') {
+            Some(n) => (n, 1 << 10),
+            None => match t.strip_suffix('M') {
+                Some(n) => (n, 1 << 20),
+                None => (t, 1),
+            },
+        };
+        best = best.max(num.parse::<usize>().unwrap_or(0) * mul);
+    }
+    if best == 0 { 32 << 20 } else { best }
+}
+
+/// Write back and evict every cache line of `words` (x86-64: clflush; aarch64: dc civac,
+/// allowed at EL0 on Linux). Elsewhere a no-op: the buffer's size is the only defence.
+fn evict(words: &[u64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        for line in words.chunks(8) {
+            // SAFETY: clflush on an address inside a live slice (SSE2 is baseline on x86-64).
+            unsafe { std::arch::x86_64::_mm_clflush(line.as_ptr().cast()) };
+        }
+        // SAFETY: a fence has no memory operands.
+        unsafe { std::arch::x86_64::_mm_mfence() };
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        for line in words.chunks(8) {
+            // SAFETY: clean+invalidate by VA of an address inside a live slice.
+            unsafe { std::arch::asm!("dc civac, {0}", in(reg) line.as_ptr(), options(nostack)) };
+        }
+        // SAFETY: a barrier has no operands.
+        unsafe { std::arch::asm!("dsb ish", options(nostack)) };
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = words;
 }
 
 /// A `bytes`-long file in `dir`, filled with the probe's pattern through a shared map; the file
@@ -350,56 +423,147 @@ impl Drop for TempFile {
     }
 }
 
-/// Disk read speed on the filesystem holding `dir`: write a fresh file, push it out of the page
-/// cache (fsync + POSIX_FADV_DONTNEED on Linux/Android; F_NOCACHE on macOS), then time
-/// sequential 1 MiB reads and random page-sized reads, each about half a second.
-pub fn disk(dir: &Path, bytes: usize) -> Result<Disk> {
-    let path = dir.join(format!(".prima-disk-test-{}", std::process::id()));
-    let guard = TempFile(path.clone());
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let method = no_cache(&f);
-    let mut block = vec![0u8; 1 << 20];
-    for i in 0..bytes.div_ceil(block.len()) {
-        fill(&mut block, i as u64 + 1);
-        f.write_all(&block)?;
-    }
-    f.sync_all()?;
-    let len = bytes.div_ceil(block.len()) * block.len();
+/// A heap buffer aligned for O_DIRECT (4096 bytes: the logical block size of every disk
+/// prima meets; 512-byte devices accept it too).
+struct Aligned {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
 
-    drop_cache(&f, len);
-    f.seek(SeekFrom::Start(0))?;
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).expect("valid layout");
+        // SAFETY: a non-zero size; the pointer is checked below.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Aligned { ptr, layout }
+    }
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` owns `layout.size()` initialised bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in `new`.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// The largest regular file directly in `dir` of at least `min` bytes (the model, a cached
+/// layer file): reading it costs no disk space and no writes.
+fn largest_file(dir: &Path, min: u64) -> Option<(PathBuf, u64)> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            (m.is_file() && m.len() >= min).then(|| (e.path(), m.len()))
+        })
+        .max_by_key(|(_, len)| *len)
+}
+
+/// Open `path` for reads that bypass the page cache: O_DIRECT on Linux/Android (None where the
+/// filesystem refuses it, e.g. tmpfs), F_NOCACHE on macOS.
+fn open_uncached(path: &Path) -> Option<(std::fs::File, &'static str)> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(path).ok()?;
+        Some((f, "O_DIRECT"))
+    }
+    #[cfg(target_os = "macos")]
+    {
+        let f = std::fs::File::open(path).ok()?;
+        (no_cache(&f) == "F_NOCACHE").then_some((f, "F_NOCACHE"))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "macos")))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Disk read speed on the filesystem holding `dir`, as a window's tail is re-read: the largest
+/// file there of at least `bytes` (else a fresh test file of `bytes`, removed afterwards) read
+/// without the page cache (O_DIRECT; where refused, fsync + POSIX_FADV_DONTNEED), sequentially
+/// in 1 MiB blocks for at least `min_time` and at least `bytes` (wrapping round the file), then
+/// page-sized reads at random offsets for a third of that.
+pub fn disk(dir: &Path, bytes: usize, min_time: Duration) -> Result<Disk> {
+    let mut guard = None;
+    let (path, len) = match largest_file(dir, bytes as u64) {
+        Some(found) => found,
+        None => {
+            let path = dir.join(format!(".prima-disk-test-{}", std::process::id()));
+            guard = Some(TempFile(path.clone()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let mut block = vec![0u8; 1 << 20];
+            for i in 0..bytes.div_ceil(block.len()) {
+                fill(&mut block, i as u64 + 1);
+                f.write_all(&block)?;
+            }
+            f.sync_all()?;
+            (path, (bytes.div_ceil(block.len()) * block.len()) as u64)
+        }
+    };
+    let what = if guard.is_some() { "a test file" } else { "the largest file there" };
+    let (mut f, method) = match open_uncached(&path) {
+        Some((f, how)) => (f, format!("{how} reads of {what}")),
+        None => {
+            let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            (f, format!("POSIX_FADV_DONTNEED, then reads of {what}"))
+        }
+    };
+    let cached = !method.starts_with('O') && !method.starts_with('F');
+    if cached {
+        drop_cache(&f, len as usize);
+    }
+    let mut block = Aligned::new(1 << 20);
+    let block = block.as_mut();
     let start = Instant::now();
     let mut read = 0usize;
-    while read < len && start.elapsed() < Duration::from_millis(600) {
-        let n = f.read(&mut block)?;
+    let cap = min_time * 4;
+    while (read < bytes || start.elapsed() < min_time) && start.elapsed() < cap {
+        let n = f.read(block)?;
         if n == 0 {
-            break;
+            // Wrapped: the file is read again (uncached, so still from the disk).
+            f.seek(SeekFrom::Start(0))?;
+            if cached {
+                drop_cache(&f, len as usize);
+            }
+            continue;
         }
         read += n;
     }
     let seq = read as f64 / start.elapsed().as_secs_f64() / 1e9;
 
-    drop_cache(&f, len);
+    if cached {
+        drop_cache(&f, len as usize);
+    }
     let page = if cfg!(all(target_os = "macos", target_arch = "aarch64")) { 16384 } else { 4096 };
-    let pages = len / page;
-    let mut buf = vec![0u8; page];
+    let pages = (len as usize / page).max(1);
+    let buf = &mut block[..page];
     let mut state = 0x2545_f491u64;
     let start = Instant::now();
     let mut n_reads = 0usize;
-    while start.elapsed() < Duration::from_millis(400) && n_reads < pages {
+    while start.elapsed() < min_time / 3 && n_reads < pages {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         f.seek(SeekFrom::Start((state as usize % pages * page) as u64))?;
-        f.read_exact(&mut buf)?;
+        if f.read(buf)? == 0 {
+            break;
+        }
         n_reads += 1;
     }
-    let rnd = (n_reads * page) as f64 / start.elapsed().as_secs_f64() / 1e9;
+    let rnd = (n_reads * page) as f64 / start.elapsed().as_secs_f64().max(1e-9) / 1e9;
     drop(f);
     drop(guard);
     Ok(Disk { seq_gbps: seq, rnd_gbps: rnd, method })
@@ -411,15 +575,6 @@ fn no_cache(f: &std::fs::File) -> String {
     // SAFETY: fcntl on an open descriptor we own; F_NOCACHE takes an int flag.
     let r = unsafe { nix::libc::fcntl(f.as_raw_fd(), nix::libc::F_NOCACHE, 1) };
     if r == 0 { "F_NOCACHE".into() } else { "cached (F_NOCACHE failed)".into() }
-}
-
-#[cfg(not(target_os = "macos"))]
-fn no_cache(_f: &std::fs::File) -> String {
-    if cfg!(any(target_os = "linux", target_os = "android")) {
-        "fsync + POSIX_FADV_DONTNEED".into()
-    } else {
-        "cached (no page-cache control on this OS)".into()
-    }
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]

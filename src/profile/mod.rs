@@ -4,6 +4,7 @@
 //! The parsers of `/proc/meminfo`, cgroup v1/v2 files and `/proc/cpuinfo` are pure functions
 //! over text, so they are unit-tested on samples; [`sys`] glues them to the running host.
 
+pub mod cache;
 pub mod measure;
 pub mod net;
 pub mod sys;
@@ -12,9 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
 use crate::quant::GgmlType;
+pub use crate::sys::{Cgroup, CgroupPaths, parse_cgroup_v1, parse_cgroup_v2, parse_proc_cgroup};
 
 /// Bump when a field changes meaning or layout; old profiles are then rejected with a clear error.
-pub const PROFILE_VERSION: u32 = 1;
+pub const PROFILE_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Os {
@@ -125,6 +127,9 @@ pub struct DeviceProfile {
     pub cpu_model: String,
     /// Usable cores (affinity mask honoured).
     pub cores: u32,
+    /// CPUs the cgroup's quota allows (cfs_quota/cfs_period, cpu.max), None without a quota.
+    /// The CPU and RAM figures below are already scaled by it.
+    pub cpu_quota: Option<f64>,
     /// Which CPU kernel table ran the throughput test.
     pub kernels: String,
     pub cpu: Vec<Throughput>,
@@ -148,6 +153,7 @@ impl DeviceProfile {
             arch: String::new(),
             cpu_model: String::new(),
             cores: 1,
+            cpu_quota: None,
             kernels: String::new(),
             cpu: Vec::new(),
             ram_read_gbps: 0.0,
@@ -220,6 +226,12 @@ impl DeviceProfile {
                 return Err(Error::msg(format!("device profile `{}`: {what} = {v} is not a usable number", self.name)));
             }
         }
+        if self.cpu_quota.is_some_and(|q| !q.is_finite() || q <= 0.0) {
+            return Err(Error::msg(format!(
+                "device profile `{}`: cpu_quota {:?} is not usable",
+                self.name, self.cpu_quota
+            )));
+        }
         if self.cores == 0 {
             return Err(Error::msg(format!("device profile `{}`: zero cores", self.name)));
         }
@@ -261,89 +273,6 @@ pub fn parse_meminfo(text: &str) -> std::collections::HashMap<String, u64> {
         .collect()
 }
 
-/// Memory limits of a cgroup, as read from its files.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Cgroup {
-    pub version: u8,
-    /// None = no limit ("max", or v1's near-2⁶³ sentinel).
-    pub limit: Option<u64>,
-    pub usage: u64,
-    /// Page cache the kernel can reclaim inside the cgroup (file pages), counted half as in upstream.
-    pub reclaimable: u64,
-    pub swap_limit: Option<u64>,
-}
-
-fn parse_limit(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s == "max" {
-        return None;
-    }
-    s.parse::<u64>().ok().filter(|&v| v < (1u64 << 60))
-}
-
-fn stat_value(stat: &str, key: &str) -> Option<u64> {
-    stat.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
-}
-
-/// cgroup v2: `memory.max`, `memory.current`, `memory.stat`, `memory.swap.max` (may be empty).
-pub fn parse_cgroup_v2(max: &str, current: &str, stat: &str, swap_max: &str) -> Cgroup {
-    let file = stat_value(stat, "file").unwrap_or(0);
-    let slab = stat_value(stat, "slab_reclaimable").unwrap_or(0);
-    Cgroup {
-        version: 2,
-        limit: parse_limit(max),
-        usage: current.trim().parse().unwrap_or(0),
-        reclaimable: file / 2 + slab / 2,
-        swap_limit: parse_limit(swap_max),
-    }
-}
-
-/// cgroup v1: `memory.limit_in_bytes`, `memory.usage_in_bytes`, `memory.stat`,
-/// `memory.memsw.limit_in_bytes` (may be empty). `hierarchical_memory_limit` in the stat file
-/// (the tightest ancestor limit) wins over the group's own limit.
-pub fn parse_cgroup_v1(limit: &str, usage: &str, stat: &str, memsw_limit: &str) -> Cgroup {
-    let own = parse_limit(limit);
-    let hier = stat_value(stat, "hierarchical_memory_limit").filter(|&v| v < (1u64 << 60));
-    let limit = match (own, hier) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let cache = stat_value(stat, "total_cache").or_else(|| stat_value(stat, "cache")).unwrap_or(0);
-    let memsw =
-        parse_limit(memsw_limit).or_else(|| stat_value(stat, "hierarchical_memsw_limit").filter(|&v| v < (1u64 << 60)));
-    Cgroup {
-        version: 1,
-        limit,
-        usage: usage.trim().parse().unwrap_or(0),
-        reclaimable: cache / 2,
-        swap_limit: match (memsw, limit) {
-            (Some(sw), Some(l)) => Some(sw.saturating_sub(l)),
-            _ => None,
-        },
-    }
-}
-
-/// The cgroup paths of this process from `/proc/self/cgroup`: (v2 path, v1 memory path).
-pub fn parse_proc_cgroup(text: &str) -> (Option<String>, Option<String>) {
-    let (mut v2, mut v1) = (None, None);
-    for l in text.lines() {
-        let mut it = l.splitn(3, ':');
-        let (_, ctrl, path) = match (it.next(), it.next(), it.next()) {
-            (Some(a), Some(b), Some(c)) => (a, b, c),
-            _ => continue,
-        };
-        if ctrl.is_empty() {
-            v2 = Some(path.to_string());
-        } else if ctrl.split(',').any(|c| c == "memory") {
-            v1 = Some(path.to_string());
-        }
-    }
-    (v2, v1)
-}
-
 /// Combine `/proc/meminfo` with an optional cgroup: a limit caps both total and available.
 pub fn memory_from(meminfo: &str, cgroup: Option<&Cgroup>) -> Memory {
     let mi = parse_meminfo(meminfo);
@@ -360,9 +289,8 @@ pub fn memory_from(meminfo: &str, cgroup: Option<&Cgroup>) -> Memory {
     };
     if let Some(cg) = cgroup {
         if let Some(limit) = cg.limit {
-            let avail = limit.saturating_sub(cg.usage).saturating_add(cg.reclaimable).min(limit);
             m.total = m.total.min(limit);
-            m.available = m.available.min(avail);
+            m.available = crate::sys::available_from(m.available, Some(cg));
             m.source = format!("cgroup v{} limit", cg.version);
         }
         if let Some(sw) = cg.swap_limit {
@@ -409,9 +337,10 @@ pub fn render(p: &DeviceProfile) -> String {
     use std::fmt::Write;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let mut s = String::new();
+    let quota = p.cpu_quota.map(|q| format!(" (quota {q:.2} CPUs)")).unwrap_or_default();
     let _ = writeln!(
         s,
-        "device {} ({} {}, {}), {} cores, kernels: {}",
+        "device {} ({} {}, {}), {} cores{quota}, kernels: {}",
         p.name, p.os, p.arch, p.cpu_model, p.cores, p.kernels
     );
     let m = &p.memory;

@@ -1,49 +1,15 @@
-//! Reading the running host: memory (cgroup-aware), CPU, OS, name. Thin glue over the pure
-//! parsers in the parent module.
+//! Reading the running host for a profile: memory (cgroup-aware, by [`crate::sys`]'s rule),
+//! CPU, OS, name. Thin glue over the pure parsers in the parent module and [`crate::sys`].
 
-use super::{Cgroup, Memory, Os};
+use super::{Memory, Os};
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// This process's memory cgroup, if any (v2 unified hierarchy first, then v1).
-pub fn cgroup() -> Option<Cgroup> {
-    let (v2, v1) = super::parse_proc_cgroup(&read("/proc/self/cgroup"));
-    let root = "/sys/fs/cgroup";
-    if let Some(p) = v2 {
-        // Pure v2 only (hybrid systems mount v2 without the memory controller).
-        for dir in [format!("{root}{p}"), root.to_string()] {
-            if std::path::Path::new(&format!("{dir}/memory.max")).exists() {
-                let f = |n: &str| read(&format!("{dir}/{n}"));
-                return Some(super::parse_cgroup_v2(
-                    &f("memory.max"),
-                    &f("memory.current"),
-                    &f("memory.stat"),
-                    &f("memory.swap.max"),
-                ));
-            }
-        }
-    }
-    if let Some(p) = v1 {
-        for dir in [format!("{root}/memory{p}"), format!("{root}/memory")] {
-            if std::path::Path::new(&format!("{dir}/memory.limit_in_bytes")).exists() {
-                let f = |n: &str| read(&format!("{dir}/{n}"));
-                return Some(super::parse_cgroup_v1(
-                    &f("memory.limit_in_bytes"),
-                    &f("memory.usage_in_bytes"),
-                    &f("memory.stat"),
-                    &f("memory.memsw.limit_in_bytes"),
-                ));
-            }
-        }
-    }
-    None
-}
-
 pub fn memory(os: Os) -> Memory {
     if matches!(os, Os::Linux | Os::Android) {
-        let mut m = super::memory_from(&read("/proc/meminfo"), cgroup().as_ref());
+        let mut m = super::memory_from(&read("/proc/meminfo"), crate::sys::cgroup().as_ref());
         if os == Os::Android {
             // Anonymous memory of other apps the OS may swap out for us (upstream: active +
             // inactive anon, less a reserve). A coarse system-wide estimate.
@@ -77,7 +43,7 @@ pub fn os() -> Os {
 
 /// Usable cores: the affinity mask on Linux/Android, else the OS's count.
 pub fn cores() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+    crate::sys::logical_cpus() as u32
 }
 
 pub fn cpu_model() -> String {

@@ -11,9 +11,11 @@
 //!
 //! Everything here is pure (no I/O): the same inputs give the same plan on every device.
 
+pub mod calibrate;
 pub mod halda;
 pub mod ilp;
 pub mod model_cost;
+pub mod testbeds;
 
 pub use halda::{Plan, plan, render};
 pub use model_cost::{ModelCost, ModelShape};

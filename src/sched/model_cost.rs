@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::model::ModelConfig;
 use crate::quant::GgmlType;
 
 /// A model described by its hyperparameters and the formats of its weights.
@@ -165,28 +166,24 @@ pub struct ModelCost {
 }
 
 impl ModelCost {
-    /// From a GGUF's metadata and tensor table.
+    /// From a GGUF's metadata (through [`ModelConfig`], the one header parser) and tensor table.
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
-        let arch = f.architecture().ok_or_else(|| Error::msg("model has no general.architecture"))?;
-        let key = |k: &str| format!("{arch}.{k}");
-        let n_layer = f.require_u64(&key("block_count"))? as u32;
-        let n_embd = f.require_u64(&key("embedding_length"))?;
-        let n_head = f.require_u64(&key("attention.head_count"))?.max(1);
-        let n_head_kv = f.get_u64(&key("attention.head_count_kv")).unwrap_or(n_head);
-        let hd = n_embd / n_head;
+        let c = ModelConfig::from_gguf(f)?;
+        // Expert counts are not part of the dense config: read here, 0 for dense models.
+        let key = |k: &str| format!("{}.{k}", c.arch_name);
         let n_expert = f.get_u64(&key("expert_count")).unwrap_or(0);
         let n_used = f.get_u64(&key("expert_used_count")).unwrap_or(0);
         let hp = Hparams {
-            n_layer,
-            n_embd,
-            n_head,
-            n_head_kv,
-            head_dim_k: f.get_u64(&key("attention.key_length")).unwrap_or(hd),
-            head_dim_v: f.get_u64(&key("attention.value_length")).unwrap_or(hd),
-            n_ff: f.get_u64(&key("feed_forward_length")).unwrap_or(4 * n_embd),
+            n_layer: c.n_layer as u32,
+            n_embd: c.n_embd as u64,
+            n_head: c.n_head as u64,
+            n_head_kv: c.n_head_kv as u64,
+            head_dim_k: c.head_dim_k as u64,
+            head_dim_v: c.head_dim_v as u64,
+            n_ff: c.n_ff as u64,
             expert_frac: if n_expert > 0 { n_used as f64 / n_expert as f64 } else { 1.0 },
         };
-        let name = f.get_str("general.name").unwrap_or(arch).to_string();
+        let name = f.get_str("general.name").unwrap_or(&c.arch_name).to_string();
         Self::from_tensors(&name, &hp, f.tensors.iter().map(|t| (t.name.as_str(), t.dims.as_slice(), t.ty)))
     }
 

@@ -366,14 +366,14 @@ fn parse_meminfo_and_cgroups() {
     assert_eq!(v1.limit, None);
     assert_eq!(profile::memory_from(MEMINFO, Some(&v1)), plain);
 
-    // cgroup v1 with a 4 GiB limit, 3 GiB used of which 1 GiB page cache (half reclaimable).
+    // cgroup v1 with a 4 GiB limit, 3 GiB used of which 1 GiB page cache (reclaimable).
     let stat = "total_cache 1073741824\nhierarchical_memory_limit 8589934592\n";
     let v1 = profile::parse_cgroup_v1("4294967296", "3221225472", stat, "6442450944");
     assert_eq!(v1.limit, Some(4 << 30));
     assert_eq!(v1.swap_limit, Some(2 << 30));
     let m = profile::memory_from(MEMINFO, Some(&v1));
     assert_eq!(m.total, 4 << 30);
-    assert_eq!(m.available, (1 << 30) + (512 << 20));
+    assert_eq!(m.available, 2 << 30);
     assert_eq!(m.swap_total, 2097148 * 1024); // meminfo's swap is below the cgroup's 2 GiB
     assert_eq!(m.source, "cgroup v1 limit");
     // The tighter hierarchical (ancestor) limit wins.
@@ -389,17 +389,18 @@ fn parse_meminfo_and_cgroups() {
     );
     assert_eq!(v2.limit, Some(2 << 30));
     let m = profile::memory_from(MEMINFO, Some(&v2));
-    assert_eq!(m.available, (512 << 20) + (128 << 20));
+    assert_eq!(m.available, (512 << 20) + (256 << 20));
     assert_eq!(m.swap_total, 0);
     assert_eq!(m.source, "cgroup v2 limit");
     let v2 = profile::parse_cgroup_v2("max\n", "123\n", "", "max\n");
     assert_eq!((v2.limit, v2.swap_limit), (None, None));
 
-    let (v2p, v1p) = profile::parse_proc_cgroup("9:name=systemd:/\n4:memory:/process_api/33e0\n1:cpu:/\n0::/\n");
-    assert_eq!(v2p.as_deref(), Some("/"));
-    assert_eq!(v1p.as_deref(), Some("/process_api/33e0"));
-    let (v2p, v1p) = profile::parse_proc_cgroup("0::/user.slice/app.scope\n");
-    assert_eq!((v2p.as_deref(), v1p), (Some("/user.slice/app.scope"), None));
+    let p = profile::parse_proc_cgroup("9:name=systemd:/\n4:memory:/process_api/33e0\n1:cpu:/\n0::/\n");
+    assert_eq!(p.unified.as_deref(), Some("/"));
+    assert_eq!(p.memory.as_deref(), Some("/process_api/33e0"));
+    assert_eq!(p.cpu.as_deref(), Some("/"));
+    let p = profile::parse_proc_cgroup("0::/user.slice/app.scope\n");
+    assert_eq!((p.unified.as_deref(), p.memory), (Some("/user.slice/app.scope"), None));
 }
 
 #[test]
@@ -479,6 +480,7 @@ fn measurements_are_sane_and_quick() {
     let opt = profile::measure::Options {
         disk_dir: dir.clone(),
         disk_file_mib: 16,
+        disk_min_time: std::time::Duration::from_millis(200),
         ram_buffer_mib: 32,
         threads: vec![1],
         formats: vec![GgmlType::Q4_K, GgmlType::F32],
@@ -910,4 +912,362 @@ fn ram_probe_costs_no_anonymous_memory() {
         }
     }
     panic!("anonymous memory grew by {growths:?} bytes during a {BYTES}-byte probe");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Each profile figure against an independent measurement (issue 13: "not > 0").
+
+/// Best-of-`passes` read rate of a heap buffer over `threads` threads, GB/s: the test's own
+/// loop (8 independent sums per 64-byte line), wall time of all threads per pass.
+fn heap_read_gbps(words: &[u64], threads: usize, passes: usize) -> f64 {
+    let mut best = 0.0f64;
+    for _ in 0..passes {
+        let t = std::time::Instant::now();
+        std::thread::scope(|s| {
+            for chunk in words.chunks(words.len().div_ceil(threads)) {
+                s.spawn(move || {
+                    let mut acc = [0u64; 8];
+                    for line in chunk.chunks_exact(8) {
+                        for k in 0..8 {
+                            acc[k] = acc[k].wrapping_add(line[k]);
+                        }
+                    }
+                    std::hint::black_box(acc);
+                });
+            }
+        });
+        best = best.max((words.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// The RAM probe reads a page-cache buffer of a small device's size (a few times the last-level
+/// cache): it must agree within 15% with a heap read 16× the cache, as decode's weight stream
+/// sees RAM. (Before: a 62 MiB probe on a 32 MiB-L3 host read 1.4–1.6× too fast.)
+#[test]
+#[ignore = "compares throughputs: run on an idle machine (cargo test --release --test it -- --ignored sched::)"]
+fn ram_probe_agrees_with_a_large_heap_read() {
+    let llc = profile::measure::last_level_cache();
+    let threads = prima::sys::default_threads();
+    let heap: Vec<u64> = (0..(16 * llc).max(512 << 20) / 8).map(|i| i as u64 * 0x9e37_79b9).collect();
+    let dir = std::env::temp_dir();
+    let mut seen = Vec::new();
+    // Other processes share the memory bus: three tries, each pair measured back to back.
+    for _ in 0..3 {
+        let want = heap_read_gbps(&heap, threads, 5);
+        let got = profile::measure::ram_read_gbps(2 * llc, threads, Some(&dir));
+        seen.push((got, want));
+        if (got / want - 1.0).abs() <= 0.15 {
+            return;
+        }
+    }
+    panic!("probe vs heap read (GB/s, {threads} threads, LLC {} MiB): {seen:?}", llc >> 20);
+}
+
+/// A cgroup v1 child of `controller` made for one test, removed on drop (the thread that
+/// joined it goes back to the root first). None without root or without the controller.
+struct TestCgroup {
+    dir: std::path::PathBuf,
+    root: std::path::PathBuf,
+}
+
+impl TestCgroup {
+    fn new(controller: &str, name: &str) -> Option<TestCgroup> {
+        let root = std::path::Path::new("/sys/fs/cgroup").join(controller);
+        if !root.join("tasks").exists() {
+            eprintln!("skipped: no cgroup v1 {controller} controller");
+            return None;
+        }
+        let dir = root.join(format!("prima-test-{name}-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("skipped: cannot create {} ({e}; CI runs as root)", dir.display());
+            return None;
+        }
+        Some(TestCgroup { dir, root })
+    }
+    fn set(&self, file: &str, value: &str) -> std::io::Result<()> {
+        std::fs::write(self.dir.join(file), value)
+    }
+    /// Move the calling thread in (v1 takes thread ids).
+    fn join_thread(&self) {
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { nix::libc::gettid() };
+        std::fs::write(self.dir.join("tasks"), tid.to_string()).unwrap();
+    }
+    fn leave_thread(&self) {
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { nix::libc::gettid() };
+        let _ = std::fs::write(self.root.join("tasks"), tid.to_string());
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Half a core by cgroup quota: the profile says so, re-keys its cache, and its GFLOPS agree
+/// within 20% with the same kernel timed over 20 quota periods inside the cgroup (the
+/// throttling included), where the old 40 ms timing reported a full core.
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "compares throughputs: run on an idle machine (cargo test --release --test it -- --ignored sched::)"]
+fn cpu_quota_is_honoured() {
+    let Some(cg) = TestCgroup::new("cpu", "quota") else { return };
+    cg.set("cpu.cfs_period_us", "100000").unwrap();
+    cg.set("cpu.cfs_quota_us", "50000").unwrap();
+    let dir = std::env::temp_dir();
+    let outside = profile::cache::environment_key(&dir);
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            cg.join_thread();
+            let quota = prima::sys::cpu_quota();
+            let key = profile::cache::environment_key(&dir);
+            let threads = prima::sys::default_threads();
+            let opt = profile::measure::Options {
+                disk_dir: dir.clone(),
+                disk_file_mib: 8,
+                disk_min_time: std::time::Duration::from_millis(50),
+                ram_buffer_mib: 32,
+                threads: vec![1],
+                formats: vec![GgmlType::Q4_K],
+            };
+            let p = profile::measure::measure(&opt, &mut |_| {}).unwrap();
+            let long = profile::measure::cpu_gflops(
+                GgmlType::Q4_K,
+                1,
+                std::time::Duration::from_secs(2),
+                &prima::quant::vec_dot,
+            );
+            cg.leave_thread();
+            (quota, key, threads, p, long)
+        })
+        .join()
+        .unwrap()
+    });
+    let (quota, key, threads, p, long) = r;
+    assert_eq!(quota, Some(0.5));
+    assert_eq!(p.cpu_quota, Some(0.5));
+    assert_eq!(threads, 1, "half a core runs one thread");
+    assert_ne!(key, outside, "a quota must re-key the cached profile");
+    let short = p.cpu_gflops(GgmlType::Q4_K).unwrap();
+    assert!((short / long - 1.0).abs() <= 0.2, "profile {short:.2} GFLOPS vs {long:.2} over 20 periods");
+}
+
+/// The disk figure against a known limit: the test throttles reads of the disk holding the
+/// temp directory to 200 MB/s (blkio) and the profile must read 0.2 GB/s ± 20% (the
+/// unthrottled virtual disk reads 0.5–2 GB/s, so the limit binds; a page-cache or burst
+/// reading would be far above it).
+#[cfg(target_os = "linux")]
+#[test]
+fn disk_probe_sees_a_throttled_disk() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(cg) = TestCgroup::new("blkio", "disk") else { return };
+    let dir = std::env::temp_dir().join(format!("prima-disk-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dev = std::fs::metadata(&dir).unwrap().dev();
+    let (maj, min) = (nix::libc::major(dev), nix::libc::minor(dev));
+    const LIMIT: u64 = 200_000_000;
+    if let Err(e) = cg.set("blkio.throttle.read_bps_device", &format!("{maj}:{min} {LIMIT}")) {
+        eprintln!("skipped: cannot throttle {maj}:{min} ({e}: not a whole disk?)");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let d = std::thread::scope(|s| {
+        s.spawn(|| {
+            cg.join_thread();
+            let d = profile::measure::disk(&dir, 256 << 20, std::time::Duration::from_secs(1));
+            cg.leave_thread();
+            d
+        })
+        .join()
+        .unwrap()
+    })
+    .unwrap();
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the test file is left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let want = LIMIT as f64 / 1e9;
+    assert!(
+        (d.seq_gbps / want - 1.0).abs() <= 0.2,
+        "disk {:.3} GB/s ({}) under a {want} GB/s limit",
+        d.seq_gbps,
+        d.method
+    );
+}
+
+/// The cache answers from disk for the same build and host, and measures again for another
+/// build or when asked (`--reprofile`).
+#[test]
+fn profile_cache_remeasures_on_change() {
+    let dir = std::env::temp_dir().join(format!("prima-profile-cache-{}", std::process::id()));
+    let opt = profile::measure::Options {
+        disk_dir: dir.clone(),
+        disk_file_mib: 8,
+        disk_min_time: std::time::Duration::from_millis(30),
+        ram_buffer_mib: 16,
+        threads: vec![1],
+        formats: vec![GgmlType::Q4_K],
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, measured) = profile::cache::cached(&dir, &opt, "build-a", false).unwrap();
+    assert!(measured);
+    let (b, measured) = profile::cache::cached(&dir, &opt, "build-a", false).unwrap();
+    assert!(!measured, "same build and host: from the cache");
+    assert_eq!(a.cpu, b.cpu);
+    assert!(profile::cache::cached(&dir, &opt, "build-b", false).unwrap().1, "another build measures");
+    assert!(profile::cache::cached(&dir, &opt, "build-b", true).unwrap().1, "--reprofile measures");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The paper's testbed (prima-reference.md §6, paper Table 3 and App. A.7). From the table:
+// OS, cores, available RAM, disk read, GPU and its VRAM. Estimated here (not in the paper):
+// D5 Honor Pad (Dimensity 8100, 8 cores): Q4_K 50 GFLOPS (a phone CPU a generation after D4's
+// Kirin 9000, which is set to 40), RAM 25 GB/s (LPDDR5), random reads 0.3 GB/s (UFS 3.1).
+// D6 MacBook Air (Intel i5, 4 cores): Q4_K 45 GFLOPS (4 laptop cores without AVX-512), RAM
+// 25 GB/s (LPDDR3/4X), random reads 0.1 GB/s; its integrated GPU is not used (upstream's
+// Metal path is Apple Silicon's). D1–D4 as in `seed()` above.
+
+fn pad() -> DeviceProfile {
+    device("D5-pad", Os::Android, 8, 5.1, 2.0, 0.3, 50.0, 25.0)
+}
+fn air() -> DeviceProfile {
+    device("D6-air", Os::MacOs, 4, 6.8, 0.4, 0.1, 45.0, 25.0)
+}
+
+/// Paper App. A.7 (Fig. 8, Llama 3-70B): of D1–D6 the best set was D2, D3, D5; adding D4 and
+/// D6 (weak CPUs, slow disks) made it slower. Halda keeps D2, D3 and D5 and drops the phone
+/// D4. It keeps D1 and D6 with two layers a window each: by this cost model (RAM reads
+/// included, which upstream zeroes) four layers there cost less than streaming them on D2/D3,
+/// so the paper's measured drop of D1 and D6 is not reproduced with the figures above; the
+/// snapshot records the plan.
+#[test]
+fn halda_paper_six_devices_selection() {
+    let profiles = vec![mac_m1(), laptop(), desktop(), phone(), pad(), air()];
+    let cost = ModelShape::llama3_70b_q4k().cost().unwrap();
+    let p = halda::plan(&profiles, &cost, &HaldaOptions::default()).unwrap();
+    check(&p, &profiles);
+    let kept: Vec<&str> = p.active().iter().map(|&i| profiles[i].name.as_str()).collect();
+    for want in ["D2-laptop", "D3-desktop", "D5-pad"] {
+        assert!(kept.contains(&want), "{want} must stay: {}", render(&p));
+    }
+    assert!(!kept.contains(&"D4-phone"), "the paper dropped D4: {}", render(&p));
+    assert!(p.k >= 2, "{}", render(&p));
+    snap("plan_paper_six_devices_llama3_70b", &render(&p));
+}
+
+/// Halda against brute force over every split (k, windows, head) by the same cost model: within
+/// 10% of the best on the paper's testbed and on random small clusters.
+#[test]
+fn halda_within_ten_percent_of_brute_force() {
+    use prima::sched::halda::search;
+    let mut cases: Vec<(String, Vec<DeviceProfile>, ModelCost)> = vec![
+        ("seed 8B".into(), seed(), ModelShape::llama3_8b_q4k().cost().unwrap()),
+        ("seed 32B".into(), seed(), ModelShape::qwen25_32b_q4k().cost().unwrap()),
+        ("seed 70B".into(), seed(), ModelShape::llama3_70b_q4k().cost().unwrap()),
+    ];
+    // Random 3–4 device mixes from the paper's ranges, CPU only (GPU splits are covered above).
+    let mut rng = Rng(0x5eed_1234);
+    for t in 0..6 {
+        let m = 3 + t % 2;
+        let devs: Vec<DeviceProfile> = (0..m)
+            .map(|i| {
+                let os = if rng.int(0, 2) == 0 { Os::Android } else { Os::Linux };
+                let cores = rng.int(4, 16) as u32;
+                device(
+                    &format!("r{t}d{i}"),
+                    os,
+                    cores,
+                    rng.f(1.9, 9.7),
+                    rng.f(0.4, 3.2),
+                    rng.f(0.05, 0.5),
+                    cores as f64 * rng.f(4.0, 16.0),
+                    rng.f(15.0, 60.0),
+                )
+            })
+            .collect();
+        let shape = if t % 2 == 0 { ModelShape::qwen25_32b_q4k() } else { ModelShape::llama3_8b_q4k() };
+        cases.push((format!("random {t} ({m} devices, {})", shape.name), devs, shape.cost().unwrap()));
+    }
+    for (name, profiles, cost) in cases {
+        let opt = HaldaOptions::default();
+        let (plan, best, head) = search::compare(&profiles, &cost, &opt).unwrap();
+        assert!(
+            plan.ms_per_token <= best.ms * 1.10,
+            "{name}: Halda {:.1} ms/token vs best split {:.1} (k = {}, windows {:?}, head {head})\n{}",
+            plan.ms_per_token,
+            best.ms,
+            best.k,
+            best.w,
+            render(&plan)
+        );
+        // The search prices Halda's own split the same way.
+        let again =
+            halda::evaluate(&profiles, &cost, &opt, plan.head, plan.k, &plan.windows(), &plan.gpu_windows()).unwrap();
+        assert!(
+            (again.ms_per_token - plan.ms_per_token).abs() <= 1e-6 * plan.ms_per_token,
+            "{name}: {} vs {}\n{}\n{}",
+            again.ms_per_token,
+            plan.ms_per_token,
+            render(&again),
+            render(&plan)
+        );
+    }
+}
+
+/// Calibration from the first tokens: a device half as fast as profiled and a disk streaming at
+/// half its profiled rate are measured on the running split; after calibration the same split
+/// is predicted within 5% on every device, and the corrections name the causes.
+#[test]
+fn calibration_from_measured_tokens() {
+    use prima::sched::calibrate;
+    // Three CPU devices; the 32B model does not fit, so one of them streams.
+    let mut profiles = vec![
+        device("a", Os::Linux, 8, 6.0, 2.0, 0.3, 120.0, 40.0),
+        device("b", Os::Linux, 8, 4.0, 2.0, 0.3, 120.0, 40.0),
+        device("c", Os::Linux, 8, 5.0, 1.5, 0.3, 120.0, 40.0),
+    ];
+    let cost = ModelShape::qwen25_32b_q4k().cost().unwrap();
+    let opt = HaldaOptions { k: Some(1), head: Some(0), ..HaldaOptions::default() };
+    let plan = halda::plan(&profiles, &cost, &opt).unwrap();
+    assert!(plan.devices.iter().any(|d| d.disk_bytes > 0), "{}", render(&plan));
+    // The truth: device b computes at half speed, every disk streams at half its rate.
+    let mut truth = profiles.clone();
+    for t in &mut truth[1].cpu {
+        t.gflops /= 2.0;
+    }
+    truth[1].ram_read_gbps /= 2.0;
+    for p in &mut truth {
+        p.disk.seq_gbps /= 2.0;
+    }
+    let real = halda::evaluate(&truth, &cost, &opt, plan.head, plan.k, &plan.windows(), &plan.gpu_windows()).unwrap();
+    let measured: Vec<Option<f64>> = real.devices.iter().map(|d| (d.w > 0).then(|| d.ms.total())).collect();
+    let r = calibrate::replan(&profiles, &cost, &opt, &plan, &measured).unwrap();
+    for (d, m) in r.current.devices.iter().zip(&measured) {
+        if let Some(m) = m {
+            assert!(
+                (d.ms.total() / m - 1.0).abs() <= 0.05,
+                "{}: {} vs {m}\n{}",
+                d.name,
+                d.ms.total(),
+                render(&r.current)
+            );
+        }
+    }
+    let b = r.corrections.iter().find(|c| c.device == 1).unwrap();
+    if plan.devices[1].disk_bytes == 0 {
+        assert!((b.compute_factor - 2.0).abs() < 0.1, "{:?}", r.corrections);
+    }
+    assert!(r.corrections.iter().any(|c| c.disk_gbps.is_some()), "{:?}", r.corrections);
+    assert!(r.next.ms_per_token <= r.current.ms_per_token * (1.0 + 1e-9), "re-planning never predicts worse");
+    profiles.truncate(1);
+    assert!(calibrate::calibrate(&profiles, &plan, &measured).is_err(), "mismatched inputs are an error");
+    assert_eq!(calibrate::measured_ms(0, 5, 5), None);
+    assert_eq!(calibrate::measured_ms(2, 3_000_000, 1_000_000), Some(2.0));
 }
