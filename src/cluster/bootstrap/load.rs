@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{UpOptions, dev_label};
-use crate::cluster::config::{ClusterConfig, DeviceConfig, Plan};
+use crate::cluster::config::{ClusterConfig, DeviceConfig, LayerSplit};
 use crate::cluster::messages::Msg;
 use crate::cluster::ring;
 use crate::cluster::transport::Conn;
@@ -24,7 +24,7 @@ pub(super) struct Loaded {
 pub(super) fn assign_and_load(
     conns: &mut [Conn],
     cfg: &ClusterConfig,
-    plan: &Plan,
+    plan: &LayerSplit,
     session: u64,
     model_id: &str,
     opts: &UpOptions,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use super::auth::{self, Secret};
 use super::cache;
-use super::config::{ClusterConfig, DeviceConfig, Plan};
+use super::config::{ClusterConfig, DeviceConfig, LayerSplit};
 use super::messages::{EngineKind, Msg};
 use super::planning;
 use super::ring::{Member, Ring, RingParts};
@@ -144,7 +144,7 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<(Ring, UpReport)> {
         c.devices = kept;
         c
     };
-    let plan: &Plan = &choice.plan;
+    let plan: &LayerSplit = &choice.plan;
     let devices = &cfg.devices;
     let n = devices.len();
     report.layout = format!(

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{Progress, UpOptions, dev_label, mb};
 use crate::cluster::cache;
-use crate::cluster::config::{ClusterConfig, DeviceConfig, Plan};
+use crate::cluster::config::{ClusterConfig, DeviceConfig, LayerSplit};
 use crate::cluster::messages::Msg;
 use crate::cluster::planning;
 use crate::cluster::ring;
@@ -21,7 +21,7 @@ pub(super) fn sync_shares(
     devices: &[DeviceConfig],
     f: &GgufFile,
     model: &Model,
-    plan: &Plan,
+    plan: &LayerSplit,
     opts: &UpOptions,
     p: &Progress,
 ) -> Result<()> {
