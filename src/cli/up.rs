@@ -114,7 +114,10 @@ pub fn run(a: UpArgs) -> Result<()> {
         return Err(Error::msg("chat needs text: pass -p with --ids or the fake engine"));
     }
 
-    let mut ring = up(&cfg, &UpOptions { engine: kind, ..UpOptions::default() })?;
+    let (mut ring, report) = up(&cfg, &UpOptions { engine: kind, ..UpOptions::default() })?;
+    for line in report.lines() {
+        eprintln!("up: {line}");
+    }
     // The pressure of running the model: what loading left allocated (KV cache, buffers, the
     // tokenizer) still counts against the baseline, the profile's freed RAM probe does not.
     monitor.reset_peak();

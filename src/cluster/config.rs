@@ -285,7 +285,7 @@ impl ClusterConfig {
     }
 
     /// The layer split, once the model's layer count is known: manual windows, else even windows.
-    pub fn plan(&self, n_layer: usize) -> Result<Plan> {
+    pub fn plan(&self, n_layer: usize) -> Result<LayerSplit> {
         let file = self.path.display();
         let n = self.devices.len();
         let rounds_at = self.rounds_line.map(|l| format!(" line {l}")).unwrap_or_default();
@@ -313,7 +313,7 @@ impl ClusterConfig {
                     k.max(1),
                 )));
             }
-            return Ok(Plan { rounds: k, windows: w });
+            return Ok(LayerSplit { rounds: k, windows: w });
         }
         let k = self.rounds.unwrap_or(1) as usize;
         if !n_layer.is_multiple_of(k) {
@@ -335,18 +335,18 @@ impl ClusterConfig {
         for i in 0..per_round % n {
             w[1 + i % (n - 1).max(1)] += 1;
         }
-        Ok(Plan { rounds: k, windows: w })
+        Ok(LayerSplit { rounds: k, windows: w })
     }
 }
 
 /// Layers per round for each device, and the number of rounds k.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Plan {
+pub struct LayerSplit {
     pub rounds: usize,
     pub windows: Vec<usize>,
 }
 
-impl Plan {
+impl LayerSplit {
     pub fn per_round(&self) -> usize {
         self.windows.iter().sum()
     }
@@ -433,7 +433,7 @@ addr = "127.0.0.1:7701"
                 .replace("7701\"", "7701\"\nwindow = 3"),
         )
         .unwrap();
-        assert_eq!(c.plan(8).unwrap(), Plan { rounds: 2, windows: vec![1, 3] });
+        assert_eq!(c.plan(8).unwrap(), LayerSplit { rounds: 2, windows: vec![1, 3] });
         let e = c.plan(10).unwrap_err().to_string();
         assert!(e.contains("sum to 4") && e.contains("make the windows sum to 5"), "{e}");
         // Without rounds, k is inferred.
@@ -452,7 +452,7 @@ addr = "127.0.0.1:7701"
         assert_eq!(p.ranges(0), vec![3..5, 8..10]);
         assert!(c.plan(9).unwrap_err().to_string().contains("use one of 1, 3, 9"));
         // The reference example: L = 32, w = (2, 3, 2, 1): head owns 6, 7, 14, 15, ...
-        let p = Plan { rounds: 4, windows: vec![2, 3, 2, 1] };
+        let p = LayerSplit { rounds: 4, windows: vec![2, 3, 2, 1] };
         assert_eq!(p.ranges(0), vec![6..8, 14..16, 22..24, 30..32]);
         assert_eq!(p.ranges(1), vec![0..3, 8..11, 16..19, 24..27]);
         assert_eq!(p.ranges(3), vec![5..6, 13..14, 21..22, 29..30]);

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::config::{ClusterConfig, Plan, Schedule};
+use super::config::{ClusterConfig, LayerSplit, Schedule};
 use super::messages::Msg;
 use super::transport::Conn;
 use crate::error::{Context, Error, Result};
@@ -33,10 +33,10 @@ pub fn remote_profile(c: &mut Conn, label: &str) -> Result<DeviceProfile> {
     }
 }
 
-/// The split to run: `Plan` over the devices marked `true` in the returned mask, and the Halda
+/// The split to run: `LayerSplit` over the devices marked `true` in the returned mask, and the Halda
 /// plan when one was computed (for printing and predicted-vs-measured reports).
 pub struct Choice {
-    pub plan: Plan,
+    pub plan: LayerSplit,
     pub active: Vec<bool>,
     pub halda: Option<halda::Plan>,
 }
@@ -67,7 +67,7 @@ pub fn choose(
     let hp = halda::plan(&profiles, &cost, &opts).context("planning the split (Halda)")?;
     let windows = hp.windows();
     let active: Vec<bool> = windows.iter().enumerate().map(|(i, &w)| i == 0 || w > 0).collect();
-    let plan = Plan {
+    let plan = LayerSplit {
         rounds: hp.k as usize,
         windows: windows.iter().zip(&active).filter(|(_, a)| **a).map(|(&w, _)| w as usize).collect(),
     };

@@ -166,7 +166,7 @@ fn sequences_together_through_a_ring_equal_each_alone() {
         );
         let cfg = ClusterConfig::load(&cfg).unwrap();
         let opts = UpOptions { engine: EngineKind::Real, hash_memo: None, verbose: false, n_seq: 3 };
-        let mut ring = up(&cfg, &opts).unwrap();
+        let (mut ring, _) = up(&cfg, &opts).unwrap();
         for stagger in [0, 1] {
             let got = together(ring.pipeline(), stagger);
             assert_same(&format!("ring k={k} windows {w:?} stagger {stagger}"), &got, &want);

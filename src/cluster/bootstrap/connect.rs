@@ -1,0 +1,114 @@
+//! Phase 1 of `prima up`: connect to every agent and authenticate, upgrading those that run
+//! another build (the head ships its own binary).
+
+use std::time::{Duration, Instant};
+
+use super::{Progress, dev_label, mb};
+use crate::cluster::agent::build_id;
+use crate::cluster::auth::{self, Secret};
+use crate::cluster::config::DeviceConfig;
+use crate::cluster::messages::Msg;
+use crate::cluster::transport::{CHUNK, Conn, Timeouts};
+use crate::error::{Context, Error, Result};
+
+/// Every agent of `devices` (the head excluded), connected, on our build.
+pub(super) fn connect_all(devices: &[DeviceConfig], secret: &Secret, t: Timeouts, p: &Progress) -> Result<Vec<Conn>> {
+    devices.iter().map(|d| connect_current(d, secret, t, p)).collect()
+}
+
+/// Connect and authenticate, with a clear error naming the device.
+pub(super) fn connect(d: &DeviceConfig, secret: &Secret, t: Timeouts) -> Result<(Conn, Msg)> {
+    let mut c = Conn::connect(&d.addr, d.name.clone(), t).map_err(|e| {
+        Error::msg(format!(
+            "{} is unreachable: {e}. Is `prima agent --listen {}` running there, and the port open?",
+            dev_label(d),
+            d.addr
+        ))
+    })?;
+    auth::client(&mut c, secret, t).map_err(|e| {
+        Error::msg(format!("{} refused us: {e} (do both sides use the same secret file?)", dev_label(d)))
+    })?;
+    c.send(&Msg::Hello)?;
+    let hello = c.recv_ok().with_context(|| dev_label(d))?;
+    Ok((c, hello))
+}
+
+/// Connect, upgrading the agent first if it runs another build.
+pub(super) fn connect_current(d: &DeviceConfig, secret: &Secret, t: Timeouts, p: &Progress) -> Result<Conn> {
+    let t0 = Instant::now();
+    let (mut c, hello) = connect(d, secret, t)?;
+    let Msg::HelloReply { version, build_id: theirs, os, arch } = hello else {
+        return Err(Error::msg(format!("{}: expected HelloReply, got {}", dev_label(d), hello.name())));
+    };
+    p.line(format!(
+        "connect {}: prima {version} {os}/{arch} ({:.0} ms)",
+        dev_label(d),
+        t0.elapsed().as_secs_f64() * 1e3
+    ));
+    if theirs == build_id() {
+        return Ok(c);
+    }
+    if os != std::env::consts::OS || arch != std::env::consts::ARCH {
+        if version == env!("CARGO_PKG_VERSION") {
+            return Ok(c);
+        }
+        return Err(Error::msg(format!(
+            "{} runs prima {version} on {os}/{arch}; this head is prima {} on {}/{}, so it cannot send its own binary: \
+             install prima {} there by hand",
+            dev_label(d),
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    // Ship our own binary.
+    let t0 = Instant::now();
+    let bytes = own_binary()?;
+    let sha = crate::cluster::sha256::sha256(&bytes);
+    c.send(&Msg::ShipBegin { size: bytes.len() as u64, sha256: sha })?;
+    for chunk in bytes.chunks(CHUNK) {
+        c.send(&Msg::ShipChunk { data: chunk.to_vec() })?;
+    }
+    c.send(&Msg::ShipEnd)?;
+    match c.recv_ok().with_context(|| format!("upgrading {}", dev_label(d)))? {
+        Msg::Restarting => {}
+        m => return Err(Error::msg(format!("{}: expected Restarting, got {}", dev_label(d), m.name()))),
+    }
+    drop(c);
+    p.line(format!(
+        "ship {}: {:.1} MB binary in {:.2} s, agent restarting",
+        dev_label(d),
+        mb(bytes.len() as u64),
+        t0.elapsed().as_secs_f64()
+    ));
+    // The agent re-executes; reconnect once it listens again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(150));
+        match connect(d, secret, t) {
+            Ok((c, Msg::HelloReply { build_id: b, .. })) if b == build_id() => {
+                p.line(format!("ship {}: upgraded ({:.2} s)", dev_label(d), t0.elapsed().as_secs_f64()));
+                return Ok(c);
+            }
+            Ok(_) => {
+                return Err(Error::msg(format!(
+                    "{} still reports another build after the upgrade (is its binary read-only?)",
+                    dev_label(d)
+                )));
+            }
+            Err(e) if Instant::now() > deadline => return Err(e.context("after the upgrade")),
+            Err(_) => {}
+        }
+    }
+}
+
+/// This program's bytes. On Linux through /proc/self/exe, which stays readable even when an
+/// agent sharing our path (devices on one machine) has already replaced the file.
+fn own_binary() -> Result<Vec<u8>> {
+    if let Ok(b) = std::fs::read("/proc/self/exe") {
+        return Ok(b);
+    }
+    let exe = std::env::current_exe().context("finding our own executable")?;
+    std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))
+}
