@@ -1,18 +1,22 @@
 //! Everything that travels between the head and the agents, as one postcard enum.
 //!
-//! A frame on the wire is `[u32 LE length][u8 PROTOCOL_VERSION][postcard(Msg)]`, where the length
-//! counts the version byte and the payload (a heartbeat is a frame without payload). Postcard is
-//! not self-describing, so the version byte is checked: peers built from different protocol
-//! versions understand each other only for the frozen bootstrap messages ([`Msg::is_frozen`]:
-//! authentication, hello, binary shipping — enough for a head to upgrade an agent) and fail
+//! A frame is `[u32 LE length][u8 PROTOCOL_VERSION][postcard(Msg)]`, where the length counts the
+//! version byte and the payload (a heartbeat is a frame without payload); frames travel only
+//! inside the sealed records of an authenticated link ([`super::record`], [`super::auth`]).
+//! Postcard is not self-describing, so the version byte is checked: peers built from different
+//! protocol versions understand each other only for the frozen bootstrap messages
+//! ([`Msg::is_frozen`]: hello, binary shipping — enough for a head to upgrade an agent) and fail
 //! loudly on anything else instead of misreading it.
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped on every incompatible change of [`Msg`]. The first ten variants (authentication,
-/// `Hello`, `Ship*`, `Restarting`) never change shape or index, so any agent can be upgraded by a
-/// newer head.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// Bumped on every incompatible change of [`Msg`]. The first ten variants (the retired
+/// authentication messages, `AuthOk`, `Hello`, `Ship*`, `Restarting`) never change shape or
+/// index, and together with the Noise handshake ([`super::auth::PREFACE`], [`super::auth::NOISE`])
+/// and the record layer they are the frozen bootstrap: any agent from protocol 3 on can be
+/// upgraded by a newer head. (3: every link encrypted; agents of protocol 2 or older, which
+/// spoke in the clear, are updated by hand once.)
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go
 /// in the device's cache file (offset from the start of that file).
@@ -64,7 +68,8 @@ pub struct WorkerStats {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Msg {
-    // --- authentication (the only messages accepted before it succeeds) ---
+    // --- authentication: the Noise handshake of `auth` carries no `Msg`; these three are
+    // retired (protocol 2's HMAC exchange), kept for the indices and never accepted ---
     AuthInit {
         nonce: [u8; 32],
     },
@@ -75,6 +80,7 @@ pub enum Msg {
     AuthResponse {
         mac: [u8; 32],
     },
+    /// The agent's first sealed frame: proves to the head that it holds the cluster secret.
     AuthOk,
 
     // --- control connection: head -> agent requests, agent -> head replies ---
