@@ -37,8 +37,9 @@ pub const NOISE: &str = "Noise_XXpsk3_25519_ChaChaPoly_SHA256";
 pub const PREFACE: &[u8; 8] = b"prima\x00N3";
 /// The whole handshake, from the first byte to `AuthOk`, must fit in this.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
-/// Sizes of the three handshake messages of XXpsk3 with X25519 and empty payloads.
-const MSG1: usize = 32;
+/// Sizes of the three handshake messages of XXpsk3 with X25519 and empty payloads (with a PSK
+/// every payload, even message 1's, carries a tag).
+const MSG1: usize = 32 + 16;
 const MSG2: usize = 32 + 48 + 16;
 const MSG3: usize = 48 + 16;
 
@@ -185,15 +186,37 @@ fn finish(conn: &mut Conn, hs: snow::HandshakeState, t: Timeouts) -> Result<()> 
     Ok(())
 }
 
+/// The handshake state of the connecting side.
+pub fn initiator(secret: &Secret) -> std::result::Result<snow::HandshakeState, snow::Error> {
+    builder().local_private_key(&secret.key.private)?.psk(3, &secret.psk)?.build_initiator()
+}
+
+/// The handshake state of the accepting side.
+pub fn responder(secret: &Secret) -> std::result::Result<snow::HandshakeState, snow::Error> {
+    builder().local_private_key(&secret.key.private)?.psk(3, &secret.psk)?.build_responder()
+}
+
+/// Both ends of a session, handshaken in memory (tests and fuzzing of the record layer).
+pub fn in_memory_pair(secret: &Secret) -> Result<(super::record::Session, super::record::Session)> {
+    let e = |e: snow::Error| Error::msg(format!("in-memory handshake: {e}"));
+    let (mut i, mut r) = (initiator(secret).map_err(e)?, responder(secret).map_err(e)?);
+    let (mut a, mut b) = ([0u8; 256], [0u8; 256]);
+    for step in 0..3 {
+        let (w, rd) = if step == 1 { (&mut r, &mut i) } else { (&mut i, &mut r) };
+        let n = w.write_message(&[], &mut a).map_err(e)?;
+        rd.read_message(&a[..n], &mut b).map_err(e)?;
+    }
+    Ok((
+        Arc::new(i.into_stateless_transport_mode().map_err(e)?),
+        Arc::new(r.into_stateless_transport_mode().map_err(e)?),
+    ))
+}
+
 /// The connecting side (head, or a worker opening a ring link). Afterwards `conn.remote_key()`
 /// is the agent's proven key: check it against what you expect ([`check_pin`]).
 pub fn client(conn: &mut Conn, secret: &Secret, t: Timeouts) -> Result<()> {
     let deadline = Instant::now() + HANDSHAKE_DEADLINE;
-    let mut hs = builder()
-        .local_private_key(&secret.key.private)
-        .and_then(|b| b.psk(3, &secret.psk))
-        .and_then(|b| b.build_initiator())
-        .map_err(|e| noise_err(conn, "setup", e))?;
+    let mut hs = initiator(secret).map_err(|e| noise_err(conn, "setup", e))?;
     let mut out = [0u8; 256];
     let mut m = PREFACE.to_vec();
     let n = hs.write_message(&[], &mut out).map_err(|e| noise_err(conn, "message 1", e))?;
@@ -222,19 +245,18 @@ pub fn client(conn: &mut Conn, secret: &Secret, t: Timeouts) -> Result<()> {
 /// sent is echoed into the error.
 pub fn server(conn: &mut Conn, secret: &Secret, t: Timeouts) -> Result<()> {
     let deadline = Instant::now() + HANDSHAKE_DEADLINE;
-    let mut hs = builder()
-        .local_private_key(&secret.key.private)
-        .and_then(|b| b.psk(3, &secret.psk))
-        .and_then(|b| b.build_responder())
-        .map_err(|e| noise_err(conn, "setup", e))?;
-    let first = read_exact(conn, PREFACE.len() + MSG1, deadline)?;
-    if first[..PREFACE.len()] != PREFACE[..] {
-        return Err(Error::msg(
-            "not a prima handshake (a stranger, or a head of protocol 2 or older: update it to this version)",
-        ));
+    let mut hs = responder(secret).map_err(|e| noise_err(conn, "setup", e))?;
+    // Byte by byte: whatever is not our preface is turned away at its first wrong byte.
+    for &want in PREFACE {
+        if read_exact(conn, 1, deadline)?[0] != want {
+            return Err(Error::msg(
+                "rejected: not a prima handshake (a stranger, or a head of protocol 2 or older: update it to this version)",
+            ));
+        }
     }
+    let m1 = read_exact(conn, MSG1, deadline)?;
     let mut out = [0u8; 256];
-    hs.read_message(&first[PREFACE.len()..], &mut out).map_err(|e| noise_err(conn, "message 1", e))?;
+    hs.read_message(&m1, &mut out).map_err(|e| noise_err(conn, "message 1", e))?;
     let n = hs.write_message(&[], &mut out).map_err(|e| noise_err(conn, "message 2", e))?;
     conn.write_raw(&out[..n])?;
     let m3 = read_exact(conn, MSG3, deadline)?;

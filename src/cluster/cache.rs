@@ -134,10 +134,26 @@ impl Index {
             text.push_str(&format!("{} {n} {name}\n", hex(h)));
         }
         let tmp = p.with_extension("idx.tmp");
-        std::fs::write(&tmp, text)?;
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
         std::fs::rename(&tmp, p)?;
-        Ok(())
+        sync_dir(p)
     }
+
+    /// Whether this index lists exactly `tensors`: same names, sizes and hashes, in order.
+    fn lists(&self, tensors: &[TensorEntry]) -> bool {
+        self.entries.len() == tensors.len()
+            && self.entries.iter().zip(tensors).all(|(e, t)| e.0 == t.sha256 && e.1 == t.size && e.2 == t.name)
+    }
+}
+
+/// Make a rename in `p`'s directory durable (a crash after it cannot bring the old name back).
+fn sync_dir(p: &Path) -> Result<()> {
+    if let Some(d) = p.parent() {
+        File::open(d)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The agent's side of one model check and stream.
@@ -171,6 +187,7 @@ impl Receiver {
         let done_path = dir.join(format!("layers-{}.gguf", &header_hash[..16]));
         if let Some(ix) = Index::read(&done_path.with_extension("idx"))
             && ix.header_hash == header_hash
+            && ix.lists(&tensors)
             && let Ok(f) = File::open(&done_path)
         {
             let _ = f.set_modified(std::time::SystemTime::now());
@@ -262,6 +279,8 @@ impl Receiver {
                 self.save_state()?;
                 return Err(Error::msg(format!("tensor `{}` arrived corrupted (sha256 mismatch)", t.name)));
             }
+            // On disk before the index calls it complete.
+            file.sync_data()?;
         }
         // Persist progress about every 64 MiB and at each tensor's end.
         if self.have[i] == t.size || (self.have[i] >> 26) != (offset >> 26) {
@@ -284,6 +303,7 @@ impl Receiver {
             f.sync_all()?;
         }
         std::fs::rename(self.dir.join("partial.gguf"), &done)?;
+        sync_dir(&done)?;
         Index {
             header_hash: self.header_hash.clone(),
             entries: self.tensors.iter().map(|t| (t.sha256, t.size, t.name.clone())).collect(),
@@ -397,6 +417,13 @@ mod tests {
         let s2 = share(&f, &names2, &tensor_hashes(&f, &names2, None).unwrap()).unwrap();
         let r = Receiver::open(&dir, &s2.model_id, &s2.header, s2.tensors.clone()).unwrap();
         assert_eq!(r.have(), &[0, 64]);
+        // Same header, but the head's hash of one tensor differs from the index: that tensor is
+        // not reused from the cache file but streamed again.
+        let mut changed = s.tensors.clone();
+        changed[1].sha256[0] ^= 1;
+        let r = Receiver::open(&dir, &s.model_id, &s.header, changed).unwrap();
+        assert!(!r.complete);
+        assert_eq!(r.have(), &[64, 0]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

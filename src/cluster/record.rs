@@ -86,29 +86,9 @@ impl Opener {
 mod tests {
     use super::*;
 
-    /// Two ends of a session made by a real XXpsk3 handshake in memory.
-    pub fn pair() -> (Session, Session) {
-        let params: snow::params::NoiseParams = crate::cluster::auth::NOISE.parse().unwrap();
-        let psk = [7u8; 32];
-        let ki = snow::Builder::new(params.clone()).generate_keypair().unwrap();
-        let kr = snow::Builder::new(params.clone()).generate_keypair().unwrap();
-        let mut i = snow::Builder::new(params.clone())
-            .local_private_key(&ki.private)
-            .unwrap()
-            .psk(3, &psk)
-            .unwrap()
-            .build_initiator()
-            .unwrap();
-        let mut r =
-            snow::Builder::new(params).local_private_key(&kr.private).unwrap().psk(3, &psk).unwrap().build_responder().unwrap();
-        let (mut a, mut b) = ([0u8; 1024], [0u8; 1024]);
-        let n = i.write_message(&[], &mut a).unwrap();
-        r.read_message(&a[..n], &mut b).unwrap();
-        let n = r.write_message(&[], &mut a).unwrap();
-        i.read_message(&a[..n], &mut b).unwrap();
-        let n = i.write_message(&[], &mut a).unwrap();
-        r.read_message(&a[..n], &mut b).unwrap();
-        (Arc::new(i.into_stateless_transport_mode().unwrap()), Arc::new(r.into_stateless_transport_mode().unwrap()))
+    fn pair() -> (Session, Session) {
+        let s = crate::cluster::auth::Secret::from_bytes(b"0123456789abcdef").unwrap();
+        crate::cluster::auth::in_memory_pair(&s).unwrap()
     }
 
     fn records(mut wire: &[u8]) -> Vec<&[u8]> {

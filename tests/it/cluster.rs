@@ -12,21 +12,21 @@ use prima::gguf::write::GgufWriter;
 
 use crate::common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_prima");
-const SECRET: &str = "test-secret-0123456789abcdef";
+pub(super) const BIN: &str = env!("CARGO_BIN_EXE_prima");
+pub(super) const SECRET: &str = "test-secret-0123456789abcdef";
 
 /// A scratch directory removed at the end.
-struct Scratch(PathBuf);
+pub(super) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(tag: &str) -> Scratch {
+    pub(super) fn new(tag: &str) -> Scratch {
         let d = std::env::temp_dir().join(format!("prima-it-cluster-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("cluster.secret"), SECRET).unwrap();
         Scratch(d)
     }
-    fn path(&self, p: &str) -> PathBuf {
+    pub(super) fn path(&self, p: &str) -> PathBuf {
         self.0.join(p)
     }
 }
@@ -42,14 +42,14 @@ fn free_port() -> u16 {
 }
 
 /// A running agent, killed on drop. Its stderr goes to `log`.
-struct Agent {
+pub(super) struct Agent {
     child: Child,
-    addr: String,
+    pub(super) addr: String,
     log: PathBuf,
 }
 
 impl Agent {
-    fn start_with(bin: &Path, dir: &Scratch, name: &str, secret: &str, env: &[(&str, &str)]) -> Agent {
+    pub(super) fn start_with(bin: &Path, dir: &Scratch, name: &str, secret: &str, env: &[(&str, &str)]) -> Agent {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let secret_file = dir.path(&format!("{name}.secret"));
@@ -72,7 +72,7 @@ impl Agent {
         a
     }
 
-    fn start(dir: &Scratch, name: &str, env: &[(&str, &str)]) -> Agent {
+    pub(super) fn start(dir: &Scratch, name: &str, env: &[(&str, &str)]) -> Agent {
         Agent::start_with(Path::new(BIN), dir, name, SECRET, env)
     }
 
@@ -84,11 +84,11 @@ impl Agent {
         }
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn alive(&mut self) -> bool {
+    pub(super) fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 }
@@ -101,7 +101,7 @@ impl Drop for Agent {
 }
 
 /// A model with `n_layer` layers made by repeating the fixture's two.
-fn deep_model(dir: &Scratch, fixture: &str, n_layer: usize) -> PathBuf {
+pub(super) fn deep_model(dir: &Scratch, fixture: &str, n_layer: usize) -> PathBuf {
     let src = GgufFile::open(common::model(fixture)).unwrap();
     let arch = src.architecture().unwrap().to_string();
     let mut w = GgufWriter::new();
@@ -137,7 +137,7 @@ fn deep_model(dir: &Scratch, fixture: &str, n_layer: usize) -> PathBuf {
 }
 
 /// Write a cluster.toml: the head first, then `agents` with their windows.
-fn write_config(
+pub(super) fn write_config(
     dir: &Scratch,
     name: &str,
     model: &Path,
@@ -165,7 +165,7 @@ fn write_config(
     p
 }
 
-fn up(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(super) fn up(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("up").arg(config).args(args);
     for (k, v) in env {
@@ -175,11 +175,11 @@ fn up(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
-fn text(b: &[u8]) -> String {
+pub(super) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-const FAKE: (&str, &str) = ("PRIMA_FAKE_ENGINE", "1");
+pub(super) const FAKE: (&str, &str) = ("PRIMA_FAKE_ENGINE", "1");
 
 #[test]
 fn fake_ring_matches_one_device_for_k_1_2_3_and_caches_layers() {

@@ -3,6 +3,7 @@
 mod cli;
 mod cluster;
 mod common;
+mod fuzz;
 mod gguf;
 mod kernels;
 mod memory;
@@ -10,4 +11,5 @@ mod model;
 mod quant;
 mod sampler;
 mod sched;
+mod security;
 mod tokenizer;
