@@ -40,7 +40,10 @@ const MAX_CTX: usize = 1 << 24;
 fn check_context(model: &Model, n_ctx: usize) -> Result<()> {
     let c = &model.config;
     if !(1..=MAX_CTX).contains(&n_ctx) {
-        return Err(Error::msg(format!("context size {n_ctx}: use 1 to {MAX_CTX} (the model was trained on {})", c.n_ctx_train)));
+        return Err(Error::msg(format!(
+            "context size {n_ctx}: use 1 to {MAX_CTX} (the model was trained on {})",
+            c.n_ctx_train
+        )));
     }
     let per_pos = ((c.kv_dim_k() + c.kv_dim_v()) * 4 * c.n_layer) as u64;
     let need = per_pos.saturating_mul(n_ctx as u64);

@@ -491,7 +491,10 @@ fn ship(sh: &Shared, conn: &mut Conn, size: u64, want: [u8; 32]) -> Result<()> {
     if let Some(dir) = exe.parent() {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }
-    log(&sh.opts.listen, format!("installed a new binary (prima {theirs}, {size} bytes) at {}, restarting", exe.display()));
+    log(
+        &sh.opts.listen,
+        format!("installed a new binary (prima {theirs}, {size} bytes) at {}, restarting", exe.display()),
+    );
     conn.send(&Msg::Restarting)?;
     conn.tx.close();
     let err =

@@ -222,8 +222,9 @@ pub fn client(conn: &mut Conn, secret: &Secret, t: Timeouts) -> Result<()> {
     let n = hs.write_message(&[], &mut out).map_err(|e| noise_err(conn, "message 1", e))?;
     m.extend_from_slice(&out[..n]);
     conn.write_raw(&m)?;
-    let m2 = read_exact(conn, MSG2, deadline)
-        .map_err(|e| e.context("the agent hung up in the handshake (an agent of protocol 2 or older must be updated by hand)"))?;
+    let m2 = read_exact(conn, MSG2, deadline).map_err(|e| {
+        e.context("the agent hung up in the handshake (an agent of protocol 2 or older must be updated by hand)")
+    })?;
     hs.read_message(&m2, &mut out).map_err(|e| noise_err(conn, "message 2", e))?;
     let n = hs.write_message(&[], &mut out).map_err(|e| noise_err(conn, "message 3", e))?;
     conn.write_raw(&out[..n])?;
@@ -285,9 +286,10 @@ pub fn check_pin(file: &Path, name: &str, addr: &str, key: &[u8; 32]) -> Result<
             if k == want {
                 return Ok(());
             }
-            let pinned: Option<[u8; 32]> =
-                (0..32).map(|i| k.get(2 * i..2 * i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect::<Option<Vec<_>>>()
-                    .and_then(|v| v.try_into().ok());
+            let pinned: Option<[u8; 32]> = (0..32)
+                .map(|i| k.get(2 * i..2 * i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.try_into().ok());
             return Err(Error::msg(format!(
                 "device `{name}` ({addr}) presented key {} but {} was pinned for it in {}: someone may be \
                  impersonating it. If that device was reinstalled or its agent's cache directory (agent.key) was \

@@ -165,6 +165,8 @@ pub struct Receiver {
     file: Option<File>,
     /// True when a complete cache file already matched: nothing to write.
     complete: bool,
+    /// Bytes written since the data file was last synced and the index saved.
+    unsynced: u64,
 }
 
 impl Receiver {
@@ -192,7 +194,7 @@ impl Receiver {
         {
             let _ = f.set_modified(std::time::SystemTime::now());
             let have = tensors.iter().map(|t| t.size).collect();
-            return Ok(Receiver { dir, header_hash, tensors, have, file: None, complete: true });
+            return Ok(Receiver { dir, header_hash, tensors, have, file: None, complete: true, unsynced: 0 });
         }
         let part = dir.join("partial.gguf");
         let mut have = vec![0u64; tensors.len()];
@@ -207,7 +209,7 @@ impl Receiver {
                 }
             }
             let file = OpenOptions::new().read(true).write(true).open(&part)?;
-            return Ok(Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false });
+            return Ok(Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false, unsynced: 0 });
         }
         // A fresh partial file: the header, then every tensor an older cache file already holds
         // (matched by content hash).
@@ -228,7 +230,7 @@ impl Receiver {
                 }
             }
         }
-        let r = Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false };
+        let r = Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false, unsynced: 0 };
         r.save_state()?;
         Ok(r)
     }
@@ -279,12 +281,14 @@ impl Receiver {
                 self.save_state()?;
                 return Err(Error::msg(format!("tensor `{}` arrived corrupted (sha256 mismatch)", t.name)));
             }
-            // On disk before the index calls it complete.
-            file.sync_data()?;
         }
-        // Persist progress about every 64 MiB and at each tensor's end.
-        if self.have[i] == t.size || (self.have[i] >> 26) != (offset >> 26) {
+        // Persist progress about every 64 MiB: the data first, then the index that counts it
+        // (a crash in between re-streams, never trusts bytes that were not on disk).
+        self.unsynced += data.len() as u64;
+        if self.unsynced >= 64 << 20 {
+            file.sync_data()?;
             self.save_state()?;
+            self.unsynced = 0;
         }
         Ok(())
     }
@@ -313,6 +317,18 @@ impl Receiver {
         self.complete = true;
         prune(&self.dir, KEEP_FILES);
         Ok(done)
+    }
+}
+
+impl Drop for Receiver {
+    /// A stream cut short keeps what arrived (synced first) for the next run to resume.
+    fn drop(&mut self) {
+        if let Some(f) = &self.file
+            && self.unsynced > 0
+            && f.sync_data().is_ok()
+        {
+            let _ = self.save_state();
+        }
     }
 }
 

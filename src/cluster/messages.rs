@@ -98,6 +98,7 @@ pub enum Msg {
         sha256: [u8; 32],
     },
     ShipChunk {
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     ShipEnd,
@@ -113,6 +114,7 @@ pub enum Msg {
     /// device's cache file (every metadata key, the listed tensors' infos).
     ModelCheck {
         model_id: String,
+        #[serde(with = "serde_bytes")]
         header: Vec<u8>,
         tensors: Vec<TensorEntry>,
     },
@@ -124,6 +126,7 @@ pub enum Msg {
     TensorChunk {
         index: u32,
         offset: u64,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// All chunks sent; the agent verifies, finalises the cache file and answers `ModelStatus`.

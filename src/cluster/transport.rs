@@ -167,21 +167,19 @@ impl Sender {
         let frame = encode(&Msg::Heartbeat);
         // Without the thread the link still works; an idle peer then times out, as it would
         // on a dead link: no reason to panic.
-        let _ = std::thread::Builder::new()
-            .name("heartbeat".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(every / 4);
-                    let Some(inner) = weak.upgrade() else { return };
-                    if inner.closed.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let idle = inner.last.lock().map(|l| l.elapsed()).unwrap_or_default();
-                    if idle >= every && (Sender { inner }).send_frame(&frame, "heartbeat").is_err() {
-                        return;
-                    }
+        let _ = std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
+            loop {
+                std::thread::sleep(every / 4);
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.closed.load(Ordering::Relaxed) {
+                    return;
                 }
-            });
+                let idle = inner.last.lock().map(|l| l.elapsed()).unwrap_or_default();
+                if idle >= every && (Sender { inner }).send_frame(&frame, "heartbeat").is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Close both directions (wakes a reader blocked on this connection).
@@ -417,6 +415,12 @@ mod tests {
         }
         let junk = [6, 0, 0, 0, PROTOCOL_VERSION, 0xff, 0xff, 0xff, 0xff, 0xff];
         assert!(read_frame(&mut &junk[..], MAX_FRAME, "t").is_err());
+        // Byte fields are blocks (serde_bytes), encoded exactly as the byte-by-byte sequence
+        // they replaced: older peers read them unchanged.
+        assert_eq!(
+            postcard::to_stdvec(&serde_bytes::Bytes::new(&[1, 2, 200])).unwrap(),
+            postcard::to_stdvec(&vec![1u8, 2, 200]).unwrap()
+        );
         // A huge Vec length inside a small frame does not allocate it.
         let lie = [7, 0, 0, 0, PROTOCOL_VERSION, 7, 0xff, 0xff, 0xff, 0xff, 0x0f];
         assert!(read_frame(&mut &lie[..], MAX_FRAME, "t").is_err());
@@ -461,5 +465,49 @@ mod bench {
         eprintln!("loopback: send {:?}, round trip {:?} per 576-float frame", send / n, total / n);
         c.tx.close();
         echo.join().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod stream_bench {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Layer-streaming rate of the link alone (sealing, framing, postcard, loopback TCP): 512 MiB
+    /// of 4 MiB `TensorChunk`s. `cargo test --release --lib loopback_stream_rate -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn loopback_stream_rate() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = Timeouts::default();
+        let secret = crate::cluster::auth::Secret::from_bytes(b"0123456789abcdef").unwrap();
+        let s2 = secret.clone();
+        let n = 128usize;
+        let sink = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut c = Conn::new(s, "head", t).unwrap();
+            crate::cluster::auth::server(&mut c, &s2, t).unwrap();
+            let mut bytes = 0usize;
+            for _ in 0..n {
+                match c.recv().unwrap() {
+                    Msg::TensorChunk { data, .. } => bytes += data.len(),
+                    m => panic!("{}", m.name()),
+                }
+            }
+            c.send(&Msg::StreamEnd).unwrap();
+            bytes
+        });
+        let mut c = Conn::connect(&addr, "sink", t).unwrap();
+        crate::cluster::auth::client(&mut c, &secret, t).unwrap();
+        let data = vec![0x5au8; CHUNK];
+        let t0 = Instant::now();
+        for i in 0..n {
+            c.send(&Msg::TensorChunk { index: 0, offset: (i * CHUNK) as u64, data: data.clone() }).unwrap();
+        }
+        assert_eq!(c.recv().unwrap(), Msg::StreamEnd);
+        let s = t0.elapsed().as_secs_f64();
+        let bytes = sink.join().unwrap();
+        eprintln!("loopback stream: {:.0} MB in {s:.2} s = {:.0} MB/s", bytes as f64 / 1e6, bytes as f64 / 1e6 / s);
     }
 }

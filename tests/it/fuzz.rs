@@ -116,7 +116,13 @@ fn small_gguf() -> Vec<u8> {
     w.kv("tokenizer.ggml.tokens", Value::Array(prima::gguf::ValueType::Str, vec![Value::Str("a".into()); 3]));
     w.kv("tokenizer.ggml.scores", Value::Array(prima::gguf::ValueType::F32, vec![Value::F32(0.5); 3]));
     w.kv("x.bytes", Value::Array(prima::gguf::ValueType::U8, vec![Value::U8(7); 5]));
-    w.kv("x.nested", Value::Array(prima::gguf::ValueType::Array, vec![Value::Array(prima::gguf::ValueType::I32, vec![Value::I32(-1)])]));
+    w.kv(
+        "x.nested",
+        Value::Array(
+            prima::gguf::ValueType::Array,
+            vec![Value::Array(prima::gguf::ValueType::I32, vec![Value::I32(-1)])],
+        ),
+    );
     w.tensor("t.weight", &[32, 2], GgmlType::F32, vec![0u8; 256]);
     w.tensor("q.weight", &[32], GgmlType::Q4_0, vec![1u8; 18]);
     w.to_bytes()

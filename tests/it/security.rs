@@ -133,7 +133,7 @@ fn recording_proxy_sees_no_plaintext_weights_or_activations() {
     let leaked = to_agent.windows(32).filter(|w| probes.contains(*w)).count();
     assert_eq!(leaked, 0, "layer bytes visible on the wire");
     // Both directions look like random bytes (activations, logits, control: all sealed).
-    assert!(to_agent.len() > 100_000 && to_head.len() > 20_000, "{} {}", to_agent.len(), to_head.len());
+    assert!(to_agent.len() > 100_000 && to_head.len() > 4_000, "{} {}", to_agent.len(), to_head.len());
     for (what, b) in [("head→agent", &to_agent), ("agent→head", &to_head)] {
         let x = chi_square(b);
         assert!(x < 400.0, "{what}: byte histogram chi² {x:.0} over {} bytes: not ciphertext", b.len());
@@ -227,6 +227,8 @@ fn strangers_holding_connections_from_another_address_do_not_stop_prima_up() {
                         _ => {}
                     }
                 }
+                // Dropped by the agent: come back a moment later, as a persistent stranger would.
+                std::thread::sleep(Duration::from_millis(100));
             }
         }));
     }
@@ -336,6 +338,9 @@ fn zero_byte_binary_and_concurrent_ships_are_refused() {
     first.send(&Msg::ShipChunk { data: vec![0x7f; 1 << 19] }).unwrap();
     first.send(&Msg::ShipEnd).unwrap();
     expect_refusal(&mut first, "corrupted");
+    // (the first ship's slot is released as its connection ends, just after the refusal)
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
     // A file that is not an executable for this machine, with the right hash: refused too.
     let junk = vec![b'#'; 8192];
     let mut third = head_conn(&a1.addr);
