@@ -19,6 +19,28 @@ pub struct SamplerConfig {
     pub seed: u64,
 }
 
+impl SamplerConfig {
+    /// Settings a run can use: no NaN or infinity, probabilities within 0..=1.
+    pub fn check(&self) -> crate::error::Result<()> {
+        let bad = |what: &str, v: f32, range: &str| {
+            Err(crate::error::Error::msg(format!("{what} = {v} is not a valid setting; use {range}")))
+        };
+        if !self.temperature.is_finite() {
+            return bad("temperature", self.temperature, "a finite number (0 = greedy)");
+        }
+        if !(0.0..=1.0).contains(&self.top_p) {
+            return bad("top_p", self.top_p, "a number from 0 to 1");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p", self.min_p, "a number from 0 to 1");
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad("repeat_penalty", self.repeat_penalty, "a positive number (1 = off)");
+        }
+        Ok(())
+    }
+}
+
 impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig {

@@ -27,6 +27,9 @@ pub struct AgentArgs {
     /// seconds of silence after which a peer is declared dead (default 6)
     #[argh(option)]
     pub timeout_secs: Option<f64>,
+    /// install a binary shipped by a head even when it is an older prima than this one
+    #[argh(switch)]
+    pub allow_downgrade: bool,
     /// page-cache prefetch of this device's windows: auto (per memory case), off, advise,
     /// touch (default auto, or PRIMA_PREFETCH)
     #[argh(option)]
@@ -54,5 +57,5 @@ pub fn run(a: AgentArgs) -> Result<()> {
         }
         timeouts = Timeouts { io: Duration::from_secs_f64(s), heartbeat: Duration::from_secs_f64(s / 5.0) };
     }
-    serve(AgentOptions { listen: a.listen, secret, cache_dir, timeouts })
+    serve(AgentOptions { listen: a.listen, secret, cache_dir, timeouts, allow_downgrade: a.allow_downgrade })
 }

@@ -40,6 +40,6 @@ pub fn run(a: ChatArgs) -> Result<()> {
     let template = l.template.take().unwrap_or_else(ChatTemplate::chatml);
     let sampling =
         SamplingArgs { temp: a.temp, seed: a.seed, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0 };
-    let params = GenParams { n_predict: a.n_predict, sampler: sampling.config(), ignore_eog: false };
+    let params = GenParams { n_predict: a.n_predict, sampler: sampling.config()?, ignore_eog: false };
     Conversation::new(&mut l.pipeline, &l.tokenizer, template, params, a.system).repl()
 }

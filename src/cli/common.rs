@@ -2,7 +2,7 @@
 
 use crate::chat::ChatTemplate;
 use crate::cpu::default_threads;
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::pipeline::default_context;
 use crate::model::{Model, Pipeline};
@@ -19,8 +19,8 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    pub fn config(&self) -> SamplerConfig {
-        SamplerConfig {
+    pub fn config(&self) -> Result<SamplerConfig> {
+        let c = SamplerConfig {
             temperature: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
@@ -28,8 +28,38 @@ impl SamplingArgs {
             repeat_penalty: self.repeat_penalty,
             seed: self.seed,
             ..SamplerConfig::default()
-        }
+        };
+        c.check()?;
+        Ok(c)
     }
+}
+
+/// Largest context accepted at all (positions are u32 on the wire; far beyond any model).
+const MAX_CTX: usize = 1 << 24;
+
+/// A context the KV cache can hold: a clear error instead of an allocation that aborts.
+fn check_context(model: &Model, n_ctx: usize) -> Result<()> {
+    let c = &model.config;
+    if !(1..=MAX_CTX).contains(&n_ctx) {
+        return Err(Error::msg(format!(
+            "context size {n_ctx}: use 1 to {MAX_CTX} (the model was trained on {})",
+            c.n_ctx_train
+        )));
+    }
+    let per_pos = ((c.kv_dim_k() + c.kv_dim_v()) * 4 * c.n_layer) as u64;
+    let need = per_pos.saturating_mul(n_ctx as u64);
+    if let Some(avail) = crate::sys::available_memory()
+        && need > avail
+    {
+        return Err(Error::msg(format!(
+            "context size {n_ctx} needs {:.1} GiB of KV cache; {:.1} GiB of memory is available (the model was trained on {} positions; try -c {})",
+            need as f64 / (1u64 << 30) as f64,
+            avail as f64 / (1u64 << 30) as f64,
+            c.n_ctx_train,
+            (avail / per_pos.max(1)).min(c.n_ctx_train as u64).max(1)
+        )));
+    }
+    Ok(())
 }
 
 /// A model ready to run on this device.
@@ -64,7 +94,11 @@ impl Loaded {
         let model = Model::from_gguf(GgufFile::open_weights(path)?).with_context(|| path.to_string())?;
         crate::sys::release_free_heap();
         let n_ctx = ctx.unwrap_or_else(|| default_context(&model));
+        check_context(&model, n_ctx)?;
         let threads = threads.unwrap_or_else(default_threads);
+        if !(1..=1024).contains(&threads) {
+            return Err(Error::msg(format!("{threads} threads: use 1 to 1024")));
+        }
         let pipeline = Pipeline::new(&model, n_ctx, threads)?;
         let c = &model.config;
         eprintln!(

@@ -64,7 +64,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     };
     let mut l = Loaded::open(&a.model, a.ctx, a.threads)?;
     let prompt = l.tokenizer.encode(&a.prompt, true, a.special);
-    let params = GenParams { n_predict: a.n_predict, sampler: sampling.config(), ignore_eog: a.ignore_eos };
+    let params = GenParams { n_predict: a.n_predict, sampler: sampling.config()?, ignore_eog: a.ignore_eos };
     let mut stdout = std::io::stdout().lock();
     let (_, stats) = generate(&mut l.pipeline, &l.tokenizer, &prompt, &params, &mut |text| {
         let _ = stdout.write_all(text.as_bytes());

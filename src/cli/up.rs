@@ -96,6 +96,7 @@ pub fn run(a: UpArgs) -> Result<()> {
         seed,
         ..SamplerConfig::default()
     };
+    sampler.check()?;
     // Text in, text out with the real engine; token ids with --ids or the fake engine.
     let text_mode = kind == EngineKind::Real && !a.ids;
     // The tokenizer and the chat template, then the parsed metadata goes (its 128k-entry

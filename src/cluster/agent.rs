@@ -2,14 +2,19 @@
 //! connection authenticates first; a control connection from a head can upgrade the binary,
 //! fill the layer cache and then run windows in a ring until the head stops it or goes away,
 //! after which everything it held is dropped and the agent is idle again.
+//!
+//! Before a peer has authenticated it holds one of a few handshake slots: at most
+//! [`MAX_PENDING_PER_IP`] per source address, and when all [`MAX_PENDING`] are taken a newcomer
+//! from a less busy address evicts a handshake of the busiest one, so strangers cannot keep the
+//! head out; each handshake has one absolute deadline ([`auth::HANDSHAKE_DEADLINE`]).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -17,22 +22,30 @@ use super::auth::{self, Secret};
 use super::cache;
 use super::messages::{Msg, RingRole};
 use super::ring::{self, Event};
-use super::sha256::{Sha256, sha256};
+use super::sha256::sha256;
 use super::transport::{Conn, Timeouts};
 use crate::error::{Context, Error, Result};
 
-/// Largest binary accepted by `ShipBegin`.
+/// Largest binary accepted by `ShipBegin`, and the smallest that can be a real prima.
 const MAX_BINARY: u64 = 1 << 30;
-/// Unauthenticated peers get this long to finish the handshake.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once (beyond that, new ones are dropped).
-const MAX_CONNECTIONS: usize = 64;
+const MIN_BINARY: u64 = 4096;
+/// Handshakes in progress at once, in all and per source address.
+pub const MAX_PENDING: usize = 32;
+pub const MAX_PENDING_PER_IP: usize = 4;
+/// Authenticated connections served at once (control, ring links).
+const MAX_CONNECTIONS: usize = 256;
+/// Bounds on what an authenticated head may ask for.
+const MAX_THREADS: usize = 1024;
+const MAX_WINDOWS: usize = 4096;
+const MAX_CTX: u32 = 1 << 24;
 
 pub struct AgentOptions {
     pub listen: String,
     pub secret: Secret,
     pub cache_dir: PathBuf,
     pub timeouts: Timeouts,
+    /// Install a shipped binary even when it reports an older version than ours.
+    pub allow_downgrade: bool,
 }
 
 /// The sha256 of the running executable: two prima binaries are the same build iff these match.
@@ -57,7 +70,86 @@ struct Shared {
     active: Mutex<HashMap<u64, Vec<super::transport::Sender>>>,
     /// Models being streamed in by some session.
     streaming: Mutex<std::collections::HashSet<String>>,
+    /// Authenticated connections being served.
     open: AtomicUsize,
+    /// Handshakes in progress, by source address.
+    pending: Mutex<HashMap<IpAddr, Vec<(u64, TcpStream)>>>,
+    next_id: AtomicU64,
+    /// A binary is being received: a second ship is refused until it is done.
+    shipping: AtomicBool,
+}
+
+/// A handshake slot; freed on drop, however the handshake ends.
+struct PendingSlot<'a> {
+    sh: &'a Shared,
+    ip: IpAddr,
+    id: u64,
+}
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        let mut p = self.sh.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = p.get_mut(&self.ip) {
+            v.retain(|(id, _)| *id != self.id);
+            if v.is_empty() {
+                p.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts one served connection while alive (a panic or an early return still releases it).
+struct OpenSlot<'a>(&'a AtomicUsize);
+
+impl Drop for OpenSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Held while a binary is being received.
+struct ShipSlot<'a>(&'a AtomicBool);
+
+impl Drop for ShipSlot<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// A temporary file removed on drop unless it was installed.
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Shared {
+    /// A handshake slot for a peer at `ip`, or None (too many from that address).
+    fn admit(&self, ip: IpAddr, stream: &TcpStream) -> Option<PendingSlot<'_>> {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = p.get(&ip).map_or(0, Vec::len);
+        if mine >= MAX_PENDING_PER_IP {
+            return None;
+        }
+        let total: usize = p.values().map(Vec::len).sum();
+        if total >= MAX_PENDING {
+            // Full: take a slot from the busiest address (never from a less busy one).
+            let (&busiest, n) = p.iter().map(|(a, v)| (a, v.len())).max_by_key(|&(_, n)| n)?;
+            if n <= mine + 1 {
+                return None;
+            }
+            let v = p.get_mut(&busiest).expect("present");
+            let (_, victim) = v.remove(0);
+            let _ = victim.shutdown(std::net::Shutdown::Both);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        p.entry(ip).or_default().push((id, stream.try_clone().ok()?));
+        Some(PendingSlot { sh: self, ip, id })
+    }
 }
 
 fn log(listen: &str, msg: impl std::fmt::Display) {
@@ -71,10 +163,15 @@ pub fn serve(opts: AgentOptions) -> Result<()> {
     serve_on(listener, opts)
 }
 
-pub fn serve_on(listener: TcpListener, opts: AgentOptions) -> Result<()> {
+pub fn serve_on(listener: TcpListener, mut opts: AgentOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.cache_dir)
         .with_context(|| format!("creating cache dir {}", opts.cache_dir.display()))?;
+    let key = auth::StaticKey::load_or_create(&opts.cache_dir.join("agent.key"))?;
+    let fp = auth::fingerprint(&key.public());
+    opts.secret = opts.secret.with_key(key);
     log(&opts.listen, format!("listening (prima {}, cache {})", env!("CARGO_PKG_VERSION"), opts.cache_dir.display()));
+    // Printed for the owner to compare with what the head pins on first contact.
+    log(&opts.listen, format!("key fingerprint {fp}"));
     let _ = build_id();
     let shared = Arc::new(Shared {
         opts,
@@ -82,6 +179,9 @@ pub fn serve_on(listener: TcpListener, opts: AgentOptions) -> Result<()> {
         active: Mutex::new(HashMap::new()),
         streaming: Mutex::default(),
         open: AtomicUsize::new(0),
+        pending: Mutex::default(),
+        next_id: AtomicU64::new(0),
+        shipping: AtomicBool::new(false),
     });
     for stream in listener.incoming() {
         let stream = match stream {
@@ -92,33 +192,39 @@ pub fn serve_on(listener: TcpListener, opts: AgentOptions) -> Result<()> {
                 continue;
             }
         };
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-        if shared.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            log(&shared.opts.listen, format!("{peer}: too many connections, dropped"));
-            continue;
-        }
-        shared.open.fetch_add(1, Ordering::Relaxed);
+        let Ok(addr) = stream.peer_addr() else { continue };
+        let peer = addr.to_string();
         let sh = shared.clone();
-        std::thread::Builder::new()
-            .name(format!("conn {peer}"))
-            .spawn(move || {
-                if let Err(e) = handle(&sh, stream, &peer) {
-                    log(&sh.opts.listen, format!("{peer}: {e}"));
-                }
-                sh.open.fetch_sub(1, Ordering::Relaxed);
-            })
-            .expect("spawning a thread");
+        let spawned = std::thread::Builder::new().name(format!("conn {peer}")).spawn(move || {
+            let Some(slot) = sh.admit(addr.ip(), &stream) else {
+                // Dropped silently and unlogged: a flood must not flood the log either.
+                return;
+            };
+            if let Err(e) = handle(&sh, stream, &peer, slot) {
+                log(&sh.opts.listen, format!("{peer}: {e}"));
+            }
+        });
+        if let Err(e) = spawned {
+            log(&shared.opts.listen, format!("cannot start a thread for a connection ({e}), dropped"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     Ok(())
 }
 
-fn handle(sh: &Shared, stream: TcpStream, peer: &str) -> Result<()> {
+fn handle(sh: &Shared, stream: TcpStream, peer: &str, slot: PendingSlot<'_>) -> Result<()> {
     let t = sh.opts.timeouts;
-    let mut conn = Conn::new(stream, peer, Timeouts { io: AUTH_TIMEOUT, ..t })?;
+    let mut conn = Conn::new(stream, peer, t)?;
     if let Err(e) = auth::server(&mut conn, &sh.opts.secret, t) {
         return Err(e.context("refused (not authenticated), connection dropped"));
     }
-    conn.rx.set_timeout(t.io);
+    drop(slot);
+    if sh.open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+        sh.open.fetch_sub(1, Ordering::Relaxed);
+        let _ = conn.send(&Msg::Error { msg: "this agent serves too many connections right now".into() });
+        return Err(Error::msg("too many connections, dropped"));
+    }
+    let _open = OpenSlot(&sh.open);
     match conn.recv()? {
         Msg::Hello => {
             log(&sh.opts.listen, format!("{peer}: head connected"));
@@ -247,6 +353,10 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
                     conn.send(&Msg::Error { msg: msg.into() })?;
                     return Err(Error::msg(msg));
                 };
+                if let Err(e) = check_assign(&model, &windows, n_ctx, threads) {
+                    conn.send(&Msg::Error { msg: e.to_string() })?;
+                    return Err(e);
+                }
                 let t0 = Instant::now();
                 let threads = if threads == 0 { crate::sys::default_threads() } else { threads as usize };
                 let pool = Arc::new(crate::cpu::ThreadPool::new(threads));
@@ -274,51 +384,174 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
     }
 }
 
-/// Receive a binary, verify it, install it over our own executable and re-execute.
-fn ship(sh: &Shared, conn: &mut Conn, size: u64, want: [u8; 32]) -> Result<()> {
-    if size > MAX_BINARY {
-        conn.send(&Msg::Error { msg: format!("binary of {size} bytes is too large") })?;
-        return Err(Error::msg("binary too large"));
+/// An `Assign` within what this device and model can do: a clear refusal instead of a panic or
+/// an allocation that aborts the agent.
+fn check_assign(model: &Path, windows: &[(u32, u32)], n_ctx: u32, threads: u32) -> Result<()> {
+    if threads as usize > MAX_THREADS {
+        return Err(Error::msg(format!("{threads} threads asked for; at most {MAX_THREADS}")));
     }
+    if windows.is_empty() || windows.len() > MAX_WINDOWS {
+        return Err(Error::msg(format!("{} windows asked for; 1 to {MAX_WINDOWS}", windows.len())));
+    }
+    if !(1..=MAX_CTX).contains(&n_ctx) {
+        return Err(Error::msg(format!("n_ctx = {n_ctx}; 1 to {MAX_CTX}")));
+    }
+    let f = crate::gguf::GgufFile::open_weights(model)?;
+    let (n_layer, n_embd, _) = ring::dims(&f)?;
+    let mut layers = 0u64;
+    for &(a, b) in windows {
+        if a > b || b as usize > n_layer {
+            return Err(Error::msg(format!("window {a}..{b} is outside the model's {n_layer} layers")));
+        }
+        layers += (b - a) as u64;
+    }
+    // Keys and values of every position of every layer held here, f32, at most n_embd wide each.
+    let kv = layers.saturating_mul(n_ctx as u64).saturating_mul(2 * 4 * n_embd as u64);
+    if let Some(avail) = crate::sys::available_memory()
+        && kv > avail
+    {
+        return Err(Error::msg(format!(
+            "n_ctx = {n_ctx} needs up to {:.1} GiB of KV cache for {layers} layers; this device has {:.1} GiB available",
+            kv as f64 / (1u64 << 30) as f64,
+            avail as f64 / (1u64 << 30) as f64
+        )));
+    }
+    Ok(())
+}
+
+/// Receive a binary, verify it, install it over our own executable and re-execute. The bytes
+/// go to a fresh temporary file beside the executable (removed on any failure); what is checked
+/// is the file on disk: its size and sha256, its header (an executable for this OS and CPU), and
+/// a trial run of `--version`, which must not report an older prima unless `--allow-downgrade`.
+fn ship(sh: &Shared, conn: &mut Conn, size: u64, want: [u8; 32]) -> Result<()> {
+    let refuse = |conn: &mut Conn, msg: String| -> Result<()> {
+        let _ = conn.send(&Msg::Error { msg: msg.clone() });
+        Err(Error::msg(format!("binary refused: {msg}")))
+    };
+    if !(MIN_BINARY..=MAX_BINARY).contains(&size) {
+        return refuse(conn, format!("a binary of {size} bytes cannot be prima"));
+    }
+    if sh.shipping.swap(true, Ordering::AcqRel) {
+        return refuse(conn, "another head is installing a binary on this device right now".into());
+    }
+    let _ship = ShipSlot(&sh.shipping);
     let exe = std::env::current_exe().context("finding our own executable")?;
     let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
-    let tmp = exe.with_file_name(format!(".{}.incoming", exe.file_name().and_then(|n| n.to_str()).unwrap_or("prima")));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    let mut h = Sha256::new();
+    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("prima");
+    let tmp = exe.with_file_name(format!(".{name}.incoming.{}", super::sha256::hex(&auth::nonce()?[..8])));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let mut guard = TempFile(Some(tmp.clone()));
     let mut got = 0u64;
     loop {
         match conn.recv_ok()? {
             Msg::ShipChunk { data } => {
                 got += data.len() as u64;
                 if got > size {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(Error::msg("binary longer than announced"));
+                    return refuse(conn, "binary longer than announced".into());
                 }
-                h.update(&data);
-                f.write_all(&data)?;
+                f.write_all(&data).with_context(|| format!("writing {}", tmp.display()))?;
             }
             Msg::ShipEnd => break,
-            m => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(Error::msg(format!("unexpected {} while receiving a binary", m.name())));
-            }
+            m => return Err(Error::msg(format!("unexpected {} while receiving a binary", m.name()))),
         }
-    }
-    if got != size || h.finish() != want {
-        let _ = std::fs::remove_file(&tmp);
-        conn.send(&Msg::Error { msg: "binary arrived corrupted (size or sha256 mismatch)".into() })?;
-        return Err(Error::msg("shipped binary failed verification"));
     }
     f.sync_all()?;
     drop(f);
+    if got != size || super::bootstrap::file_sha256(&tmp)? != want {
+        return refuse(conn, "binary arrived corrupted (size or sha256 of the file on disk mismatch)".into());
+    }
+    if let Err(e) = check_executable_header(&tmp) {
+        return refuse(conn, e.to_string());
+    }
+    let theirs = match trial_version(&tmp) {
+        Ok(v) => v,
+        Err(e) => return refuse(conn, e.to_string()),
+    };
+    if older(&theirs, env!("CARGO_PKG_VERSION")) && !sh.opts.allow_downgrade {
+        return refuse(
+            conn,
+            format!(
+                "downgrade from prima {} to {theirs} refused (start this agent with --allow-downgrade to allow it)",
+                env!("CARGO_PKG_VERSION")
+            ),
+        );
+    }
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     std::fs::rename(&tmp, &exe).with_context(|| format!("installing {}", exe.display()))?;
-    log(&sh.opts.listen, format!("installed a new binary ({size} bytes) at {}, restarting", exe.display()));
+    guard.0 = None;
+    if let Some(dir) = exe.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    log(
+        &sh.opts.listen,
+        format!("installed a new binary (prima {theirs}, {size} bytes) at {}, restarting", exe.display()),
+    );
     conn.send(&Msg::Restarting)?;
     conn.tx.close();
     let err =
         std::process::Command::new(&exe).args(std::env::args_os().skip(1)).env_remove("PRIMA_FAKE_BUILD_ID").exec();
     Err(Error::msg(format!("re-executing {}: {err}", exe.display())))
+}
+
+/// The file must be an executable for this OS and CPU (ELF or Mach-O, 64-bit, our machine type).
+pub fn check_executable_header(path: &Path) -> Result<()> {
+    let mut h = [0u8; 20];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut h)).context("reading the binary's header")?;
+    let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
+    let machine = match arch {
+        "x86_64" => (62u16, 0x0100_0007u32),
+        "aarch64" => (183, 0x0100_000c),
+        "riscv64" => (243, 0),
+        _ => return Ok(()), // no table for this CPU: the trial run decides
+    };
+    let ok = if h[..4] == *b"\x7fELF" {
+        os != "macos" && h[4] == 2 && h[5] == 1 && u16::from_le_bytes([h[18], h[19]]) == machine.0
+    } else if h[..4] == [0xcf, 0xfa, 0xed, 0xfe] {
+        os == "macos" && u32::from_le_bytes([h[4], h[5], h[6], h[7]]) == machine.1
+    } else {
+        false
+    };
+    if ok { Ok(()) } else { Err(Error::msg(format!("not an executable for {os}/{arch}"))) }
+}
+
+/// Run `path --version` (10 s at most) and return the version it reports.
+fn trial_version(path: &Path) -> Result<String> {
+    let mut child = std::process::Command::new(path)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("trial run of the new binary")?;
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::msg("the new binary's `--version` did not finish within 10 s"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.by_ref().take(4096).read_to_string(&mut out);
+    }
+    let v = out.trim().strip_prefix("prima ").filter(|_| status.success());
+    v.map(str::to_string).ok_or_else(|| Error::msg("the new binary's `--version` does not report a prima version"))
+}
+
+/// Whether dotted version `a` is older than `b` (numeric parts; anything else compares as 0).
+fn older(a: &str, b: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> { v.split(['.', '-', '+']).map(|p| p.parse().unwrap_or(0)).collect() };
+    parse(a) < parse(b)
 }
 
 /// Form our part of the ring, then serve it.

@@ -134,10 +134,26 @@ impl Index {
             text.push_str(&format!("{} {n} {name}\n", hex(h)));
         }
         let tmp = p.with_extension("idx.tmp");
-        std::fs::write(&tmp, text)?;
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
         std::fs::rename(&tmp, p)?;
-        Ok(())
+        sync_dir(p)
     }
+
+    /// Whether this index lists exactly `tensors`: same names, sizes and hashes, in order.
+    fn lists(&self, tensors: &[TensorEntry]) -> bool {
+        self.entries.len() == tensors.len()
+            && self.entries.iter().zip(tensors).all(|(e, t)| e.0 == t.sha256 && e.1 == t.size && e.2 == t.name)
+    }
+}
+
+/// Make a rename in `p`'s directory durable (a crash after it cannot bring the old name back).
+fn sync_dir(p: &Path) -> Result<()> {
+    if let Some(d) = p.parent() {
+        File::open(d)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The agent's side of one model check and stream.
@@ -149,6 +165,8 @@ pub struct Receiver {
     file: Option<File>,
     /// True when a complete cache file already matched: nothing to write.
     complete: bool,
+    /// Bytes written since the data file was last synced and the index saved.
+    unsynced: u64,
 }
 
 impl Receiver {
@@ -171,11 +189,12 @@ impl Receiver {
         let done_path = dir.join(format!("layers-{}.gguf", &header_hash[..16]));
         if let Some(ix) = Index::read(&done_path.with_extension("idx"))
             && ix.header_hash == header_hash
+            && ix.lists(&tensors)
             && let Ok(f) = File::open(&done_path)
         {
             let _ = f.set_modified(std::time::SystemTime::now());
             let have = tensors.iter().map(|t| t.size).collect();
-            return Ok(Receiver { dir, header_hash, tensors, have, file: None, complete: true });
+            return Ok(Receiver { dir, header_hash, tensors, have, file: None, complete: true, unsynced: 0 });
         }
         let part = dir.join("partial.gguf");
         let mut have = vec![0u64; tensors.len()];
@@ -190,7 +209,7 @@ impl Receiver {
                 }
             }
             let file = OpenOptions::new().read(true).write(true).open(&part)?;
-            return Ok(Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false });
+            return Ok(Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false, unsynced: 0 });
         }
         // A fresh partial file: the header, then every tensor an older cache file already holds
         // (matched by content hash).
@@ -211,7 +230,7 @@ impl Receiver {
                 }
             }
         }
-        let r = Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false };
+        let r = Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false, unsynced: 0 };
         r.save_state()?;
         Ok(r)
     }
@@ -263,9 +282,13 @@ impl Receiver {
                 return Err(Error::msg(format!("tensor `{}` arrived corrupted (sha256 mismatch)", t.name)));
             }
         }
-        // Persist progress about every 64 MiB and at each tensor's end.
-        if self.have[i] == t.size || (self.have[i] >> 26) != (offset >> 26) {
+        // Persist progress about every 64 MiB: the data first, then the index that counts it
+        // (a crash in between re-streams, never trusts bytes that were not on disk).
+        self.unsynced += data.len() as u64;
+        if self.unsynced >= 64 << 20 {
+            file.sync_data()?;
             self.save_state()?;
+            self.unsynced = 0;
         }
         Ok(())
     }
@@ -284,6 +307,7 @@ impl Receiver {
             f.sync_all()?;
         }
         std::fs::rename(self.dir.join("partial.gguf"), &done)?;
+        sync_dir(&done)?;
         Index {
             header_hash: self.header_hash.clone(),
             entries: self.tensors.iter().map(|t| (t.sha256, t.size, t.name.clone())).collect(),
@@ -293,6 +317,18 @@ impl Receiver {
         self.complete = true;
         prune(&self.dir, KEEP_FILES);
         Ok(done)
+    }
+}
+
+impl Drop for Receiver {
+    /// A stream cut short keeps what arrived (synced first) for the next run to resume.
+    fn drop(&mut self) {
+        if let Some(f) = &self.file
+            && self.unsynced > 0
+            && f.sync_data().is_ok()
+        {
+            let _ = self.save_state();
+        }
     }
 }
 
@@ -397,6 +433,13 @@ mod tests {
         let s2 = share(&f, &names2, &tensor_hashes(&f, &names2, None).unwrap()).unwrap();
         let r = Receiver::open(&dir, &s2.model_id, &s2.header, s2.tensors.clone()).unwrap();
         assert_eq!(r.have(), &[0, 64]);
+        // Same header, but the head's hash of one tensor differs from the index: that tensor is
+        // not reused from the cache file but streamed again.
+        let mut changed = s.tensors.clone();
+        changed[1].sha256[0] ^= 1;
+        let r = Receiver::open(&dir, &s.model_id, &s.header, changed).unwrap();
+        assert!(!r.complete);
+        assert_eq!(r.have(), &[64, 0]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

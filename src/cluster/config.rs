@@ -208,9 +208,13 @@ impl ClusterConfig {
                 )));
             }
             if let Some(t) = &d.threads
-                && *t.get_ref() == 0
+                && !(1..=1024).contains(t.get_ref())
             {
-                return Err(Error::msg(format!("{}: threads = 0; use at least 1 (or leave it out)", at(t.span()))));
+                return Err(Error::msg(format!(
+                    "{}: threads = {}; use 1 to 1024 (or leave it out)",
+                    at(t.span()),
+                    t.get_ref()
+                )));
             }
             devices.push(DeviceConfig {
                 name,
@@ -246,15 +250,15 @@ impl ClusterConfig {
         };
         let ctx_size = raw.ctx_size.as_ref().map(|c| *c.get_ref()).unwrap_or(4096);
         if let Some(c) = &raw.ctx_size
-            && *c.get_ref() < 16
+            && !(16..=1 << 24).contains(c.get_ref())
         {
-            return Err(Error::msg(format!("{}: ctx_size = {}; use at least 16", at(c.span()), c.get_ref())));
+            return Err(Error::msg(format!("{}: ctx_size = {}; use 16 to {}", at(c.span()), c.get_ref(), 1 << 24)));
         }
         let batch_size = raw.batch_size.as_ref().map(|c| *c.get_ref()).unwrap_or(64);
         if let Some(b) = &raw.batch_size
-            && *b.get_ref() == 0
+            && !(1..=4096).contains(b.get_ref())
         {
-            return Err(Error::msg(format!("{}: batch_size = 0; use at least 1", at(b.span()))));
+            return Err(Error::msg(format!("{}: batch_size = {}; use 1 to 4096", at(b.span()), b.get_ref())));
         }
         let mut timeouts = Timeouts::default();
         if let Some(t) = &raw.timeout_secs {

@@ -1,10 +1,11 @@
 //! Everything that travels between the head and the agents, as one postcard enum.
 //!
-//! A frame on the wire is `[u32 LE length][u8 PROTOCOL_VERSION][postcard(Msg)]`, where the length
-//! counts the version byte and the payload (a heartbeat is a frame without payload). Postcard is
-//! not self-describing, so the version byte is checked: peers built from different protocol
-//! versions understand each other only for the frozen bootstrap messages ([`Msg::is_frozen`]:
-//! authentication, hello, binary shipping — enough for a head to upgrade an agent) and fail
+//! A frame is `[u32 LE length][u8 PROTOCOL_VERSION][postcard(Msg)]`, where the length counts the
+//! version byte and the payload (a heartbeat is a frame without payload); frames travel only
+//! inside the sealed records of an authenticated link ([`super::record`], [`super::auth`]).
+//! Postcard is not self-describing, so the version byte is checked: peers built from different
+//! protocol versions understand each other only for the frozen bootstrap messages
+//! ([`Msg::is_frozen`]: hello, binary shipping — enough for a head to upgrade an agent) and fail
 //! loudly on anything else instead of misreading it.
 
 use serde::{Deserialize, Serialize};
@@ -12,9 +13,12 @@ use serde::{Deserialize, Serialize};
 pub use crate::model::KvOp;
 use crate::model::SeqPos;
 
-/// Bumped on every incompatible change of [`Msg`]. The first ten variants (authentication,
-/// `Hello`, `Ship*`, `Restarting`) never change shape or index, so any agent can be upgraded by a
-/// newer head.
+/// Bumped on every incompatible change of [`Msg`]. The first ten variants (the retired
+/// authentication messages, `AuthOk`, `Hello`, `Ship*`, `Restarting`) never change shape or
+/// index, and together with the Noise handshake ([`super::auth::PREFACE`], [`super::auth::NOISE`])
+/// and the record layer they are the frozen bootstrap: any agent from protocol 3 on can be
+/// upgraded by a newer head. (3: every link encrypted; agents of protocol 2 or older, which
+/// spoke in the clear, are updated by hand once.)
 pub const PROTOCOL_VERSION: u8 = 3;
 
 /// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go
@@ -59,7 +63,8 @@ pub struct WorkerStats {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Msg {
-    // --- authentication (the only messages accepted before it succeeds) ---
+    // --- authentication: the Noise handshake of `auth` carries no `Msg`; these three are
+    // retired (protocol 2's HMAC exchange), kept for the indices and never accepted ---
     AuthInit {
         nonce: [u8; 32],
     },
@@ -70,6 +75,7 @@ pub enum Msg {
     AuthResponse {
         mac: [u8; 32],
     },
+    /// The agent's first sealed frame: proves to the head that it holds the cluster secret.
     AuthOk,
 
     // --- control connection: head -> agent requests, agent -> head replies ---
@@ -87,6 +93,7 @@ pub enum Msg {
         sha256: [u8; 32],
     },
     ShipChunk {
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     ShipEnd,
@@ -105,6 +112,7 @@ pub enum Msg {
     /// device's cache file (every metadata key, the listed tensors' infos).
     ModelCheck {
         model_id: String,
+        #[serde(with = "serde_bytes")]
         header: Vec<u8>,
         tensors: Vec<TensorEntry>,
     },
@@ -116,6 +124,7 @@ pub enum Msg {
     TensorChunk {
         index: u32,
         offset: u64,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// All chunks sent; the agent verifies, finalises the cache file and answers `ModelStatus`.

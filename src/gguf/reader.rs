@@ -18,9 +18,16 @@ pub(super) struct Header {
     pub data_offset: u64,
 }
 
+/// Heap the decoded metadata may cost, all values together: an array item costs a whole
+/// `Value` (32 bytes) however small it is on disk, so a crafted header could otherwise turn
+/// each of its bytes into 32 of heap. Real 128k-vocabulary models need ~30 MiB.
+pub const MAX_DECODED_METADATA: usize = 256 << 20;
+
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Heap charged so far against [`MAX_DECODED_METADATA`].
+    decoded: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -87,6 +94,17 @@ impl<'a> Cursor<'a> {
             .ok_or_else(|| Error::msg(format!("corrupt GGUF: {field} at byte offset {at} has unknown value type {id}")))
     }
 
+    fn charge(&mut self, bytes: usize, field: &str) -> Result<()> {
+        self.decoded = self.decoded.saturating_add(bytes);
+        if self.decoded > MAX_DECODED_METADATA {
+            return Err(Error::msg(format!(
+                "GGUF metadata too large: decoding {field} would take more than {} MiB of memory",
+                MAX_DECODED_METADATA >> 20
+            )));
+        }
+        Ok(())
+    }
+
     fn value(&mut self, ty: ValueType, field: &str, depth: u32) -> Result<Value> {
         Ok(match ty {
             ValueType::U8 => Value::U8(self.array::<1>(field)?[0]),
@@ -107,9 +125,14 @@ impl<'a> Cursor<'a> {
                     b => return Err(Error::msg(format!("corrupt GGUF: {field} at byte offset {at} is bool {b}"))),
                 }
             }
-            ValueType::Str => Value::Str(self.string(field)?),
+            ValueType::Str => {
+                let v = self.string(field)?;
+                self.charge(v.len(), field)?;
+                Value::Str(v)
+            }
             ValueType::Array => {
                 let (elem, n) = self.array_header(field, depth)?;
+                self.charge(n.saturating_mul(std::mem::size_of::<Value>()), field)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(elem, field, depth + 1)?);
@@ -161,7 +184,7 @@ fn is_vocab_array(key: &str, ty: ValueType) -> bool {
 /// Parse the header; with `vocab` false the tokenizer's arrays are checked and stepped over,
 /// their lengths kept in `omitted_arrays`.
 pub(super) fn parse_header(buf: &[u8], vocab: bool) -> Result<Header> {
-    let mut c = Cursor { buf, pos: 0 };
+    let mut c = Cursor { buf, pos: 0, decoded: 0 };
     let magic = c.take(4, "magic")?;
     if magic != GGUF_MAGIC {
         return Err(Error::msg(format!(
@@ -274,4 +297,32 @@ fn tensor_size(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64> {
         )));
     }
     Ok(n / bs as u64 * ts as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header whose only value is an array of `n` u8.
+    fn byte_array_header(n: usize) -> Vec<u8> {
+        let mut b = GGUF_MAGIC.to_vec();
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.push(b'a');
+        b.extend_from_slice(&(ValueType::Array as u32).to_le_bytes());
+        b.extend_from_slice(&(ValueType::U8 as u32).to_le_bytes());
+        b.extend_from_slice(&(n as u64).to_le_bytes());
+        b.resize(b.len() + n, 7);
+        b
+    }
+
+    #[test]
+    fn decoded_metadata_has_a_budget() {
+        assert!(parse_header(&byte_array_header(1000), true).is_ok());
+        // 9 MB on disk would be 288 MiB of `Value`s: refused with a clear error, not allocated.
+        let e = parse_header(&byte_array_header(9 << 20), true).err().expect("over budget").to_string();
+        assert!(e.contains("metadata too large"), "{e}");
+    }
 }

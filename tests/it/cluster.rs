@@ -12,8 +12,8 @@ use prima::gguf::write::GgufWriter;
 
 use crate::common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_prima");
-const SECRET: &str = "test-secret-0123456789abcdef";
+pub(super) const BIN: &str = env!("CARGO_BIN_EXE_prima");
+pub(super) const SECRET: &str = "test-secret-0123456789abcdef";
 
 /// A scratch directory removed at the end.
 pub(crate) struct Scratch(PathBuf);
@@ -49,7 +49,7 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    fn start_with(bin: &Path, dir: &Scratch, name: &str, secret: &str, env: &[(&str, &str)]) -> Agent {
+    pub(super) fn start_with(bin: &Path, dir: &Scratch, name: &str, secret: &str, env: &[(&str, &str)]) -> Agent {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let secret_file = dir.path(&format!("{name}.secret"));
@@ -84,11 +84,11 @@ impl Agent {
         }
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn alive(&mut self) -> bool {
+    pub(super) fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 }
@@ -165,7 +165,7 @@ pub(crate) fn write_config(
     p
 }
 
-fn up(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(super) fn up(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("up").arg(config).args(args);
     for (k, v) in env {
@@ -175,11 +175,11 @@ fn up(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
-fn text(b: &[u8]) -> String {
+pub(super) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-const FAKE: (&str, &str) = ("PRIMA_FAKE_ENGINE", "1");
+pub(super) const FAKE: (&str, &str) = ("PRIMA_FAKE_ENGINE", "1");
 
 #[test]
 fn fake_ring_matches_one_device_for_k_1_2_3_and_caches_layers() {

@@ -3,6 +3,7 @@
 mod cli;
 mod cluster;
 mod common;
+mod fuzz;
 mod gguf;
 mod kernels;
 mod memory;
@@ -12,4 +13,5 @@ mod quant;
 mod sampler;
 mod sched;
 mod serve;
+mod security;
 mod tokenizer;

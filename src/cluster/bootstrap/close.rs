@@ -38,6 +38,7 @@ pub(super) fn close_ring(
     let link = |d: &DeviceConfig, role| -> Result<Conn> {
         let mut c = Conn::connect(&d.addr, format!("{} (ring)", d.name), t)?;
         auth::client(&mut c, secret, t)?;
+        super::connect::pin(&c, d, secret)?;
         c.send(&Msg::RingJoin { session, role })?;
         Ok(c)
     };

@@ -28,9 +28,19 @@ pub(super) fn connect(d: &DeviceConfig, secret: &Secret, t: Timeouts) -> Result<
     auth::client(&mut c, secret, t).map_err(|e| {
         Error::msg(format!("{} refused us: {e} (do both sides use the same secret file?)", dev_label(d)))
     })?;
+    pin(&c, d, secret)?;
     c.send(&Msg::Hello)?;
     let hello = c.recv_ok().with_context(|| dev_label(d))?;
     Ok((c, hello))
+}
+
+/// The agent's proven key must be the one pinned for this device (pinned now if it is new).
+pub(super) fn pin(c: &Conn, d: &DeviceConfig, secret: &Secret) -> Result<()> {
+    match (secret.pin_file(), c.remote_key()) {
+        (Some(file), Some(key)) => auth::check_pin(file, &d.name, &d.addr, &key),
+        (None, _) => Ok(()),
+        (_, None) => Err(Error::msg(format!("{}: no key after the handshake", dev_label(d)))),
+    }
 }
 
 /// Connect, upgrading the agent first if it runs another build.

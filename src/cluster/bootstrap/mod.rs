@@ -219,6 +219,7 @@ pub fn down(cfg: &ClusterConfig) -> Result<()> {
         let r = (|| -> Result<u32> {
             let mut c = Conn::connect(&d.addr, d.name.clone(), t)?;
             auth::client(&mut c, &secret, t)?;
+            connect::pin(&c, d, &secret)?;
             c.send(&Msg::Down)?;
             match c.recv_ok()? {
                 Msg::DownReply { sessions } => Ok(sessions),
