@@ -11,6 +11,8 @@ need_apt=()
 command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# Mesa's CPU Vulkan driver (lavapipe): the GPU tests run their kernels on it (correctness only).
+ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_apt[*]}"
@@ -31,6 +33,12 @@ cargo run -q -- fetch models >/dev/null
 
 log "cargo test"
 cargo test -q 2>&1
+
+# The GPU kernels and window against the CPU on lavapipe (a no-op rebuild once `gpu` is a
+# default feature). XDG_RUNTIME_DIR: Mesa warns without one.
+log "GPU tests (lavapipe)"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+cargo test -q --features gpu --test it -- gpu:: 2>&1
 
 have_target() { rustup target list --installed 2>/dev/null | grep -qx "$1"; }
 for t in aarch64-apple-darwin aarch64-linux-android; do

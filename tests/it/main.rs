@@ -4,6 +4,7 @@ mod cli;
 mod cluster;
 mod common;
 mod gguf;
+mod gpu;
 mod kernels;
 mod memory;
 mod model;
