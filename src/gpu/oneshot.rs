@@ -41,7 +41,13 @@ pub fn matmul(
     let bind = bind(
         gpu,
         pipelines.matmul_layout(),
-        &[arena.binding(piece), shape.as_entire_binding(), step.as_entire_binding(), xb.as_entire_binding(), yb.as_entire_binding()],
+        &[
+            arena.binding(piece),
+            shape.as_entire_binding(),
+            step.as_entire_binding(),
+            xb.as_entire_binding(),
+            yb.as_entire_binding(),
+        ],
     );
     let tile = if n > 1 { PREFILL_TILE } else { 1 };
     let x_groups = rows.min(65535) as u32;

@@ -14,9 +14,9 @@ use super::kernels::{self, Op, PREFILL_TILE};
 use super::pipelines::Pipelines;
 use crate::cpu::ops::Rope;
 use crate::error::{Error, Result};
+use crate::model::Model;
 use crate::model::config::{ModelConfig, RopeStyle};
 use crate::model::weights::{load_optional_vector, load_vector};
-use crate::model::Model;
 use crate::quant::GgmlType;
 
 /// Tokens per submit when the caller passes more (prefill runs in chunks of this many).
@@ -174,25 +174,34 @@ impl GpuWindow {
     /// without a GPU kernel, or a shape the kernels do not take, is an error naming it (the
     /// caller keeps that window on the CPU).
     pub fn new(gpu: Arc<Gpu>, m: &Model, layers: Range<usize>, n_ctx: usize) -> Result<GpuWindow> {
-        Self::with_batch(gpu, m, layers, n_ctx, DEFAULT_MAX_BATCH)
+        Self::with_options(gpu, m, layers, n_ctx, DEFAULT_MAX_BATCH, None)
     }
 
-    pub fn with_batch(
+    /// [`GpuWindow::new`] with at most `max_batch` tokens per submit and tensor parts of at most
+    /// `max_part` bytes (the adapter's binding size when `None`; tests force splits with it).
+    pub fn with_options(
         gpu: Arc<Gpu>,
         m: &Model,
         layers: Range<usize>,
         n_ctx: usize,
         max_batch: usize,
+        max_part: Option<u64>,
     ) -> Result<GpuWindow> {
         let c = m.config.clone();
         if layers.start >= layers.end || layers.end > c.n_layer {
             return Err(Error::msg(format!("layer window {layers:?} is outside the model's {} layers", c.n_layer)));
         }
         if c.head_dim_v > MAX_HEAD_DIM {
-            return Err(Error::msg(format!("head size {} exceeds the GPU attention kernel's {MAX_HEAD_DIM}", c.head_dim_v)));
+            return Err(Error::msg(format!(
+                "head size {} exceeds the GPU attention kernel's {MAX_HEAD_DIM}",
+                c.head_dim_v
+            )));
         }
         let limits = gpu.limits().clone();
-        let max_part = gpu.max_binding_bytes().min(1 << 30) / 4 * 4;
+        let max_part = max_part.unwrap_or(u64::MAX).min(gpu.max_binding_bytes()).min(1 << 30) / 4 * 4;
+        if max_batch == 0 {
+            return Err(Error::msg("a GPU window needs room for at least one token"));
+        }
         let mut ld = Loader {
             m,
             plan: ArenaPlan::new(&gpu, limits.min_storage_buffer_offset_alignment),
@@ -236,10 +245,8 @@ impl GpuWindow {
         }
         drop(uploads);
 
-        let mut formats: Vec<GgmlType> = pieces
-            .iter()
-            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down].map(|w| w.ty))
-            .collect();
+        let mut formats: Vec<GgmlType> =
+            pieces.iter().flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down].map(|w| w.ty)).collect();
         formats.sort();
         formats.dedup();
         let pipelines = Pipelines::new(&gpu, &formats)?;
@@ -463,22 +470,20 @@ impl GpuWindow {
                 li += 1;
                 continue;
             };
-            let res = |b: Buf| {
-                match b {
-                    Buf::Weight(piece) => self._weights.binding(piece),
-                    Buf::H => whole(&a.h),
-                    Buf::Xn => whole(&a.xn),
-                    Buf::Q => whole(&a.q),
-                    Buf::K => whole(&a.k),
-                    Buf::V => whole(&a.v),
-                    Buf::Attn => whole(&a.attn),
-                    Buf::Proj => whole(&a.proj),
-                    Buf::Gate => whole(&a.gate),
-                    Buf::Up => whole(&a.up),
-                    Buf::Table => whole(&a.rope_table),
-                    Buf::KCache(l) => whole(&self.kv[l].0),
-                    Buf::VCache(l) => whole(&self.kv[l].1),
-                }
+            let res = |b: Buf| match b {
+                Buf::Weight(piece) => self._weights.binding(piece),
+                Buf::H => whole(&a.h),
+                Buf::Xn => whole(&a.xn),
+                Buf::Q => whole(&a.q),
+                Buf::K => whole(&a.k),
+                Buf::V => whole(&a.v),
+                Buf::Attn => whole(&a.attn),
+                Buf::Proj => whole(&a.proj),
+                Buf::Gate => whole(&a.gate),
+                Buf::Up => whole(&a.up),
+                Buf::Table => whole(&a.rope_table),
+                Buf::KCache(l) => whole(&self.kv[l].0),
+                Buf::VCache(l) => whole(&self.kv[l].1),
             };
             // Binding order as in kernels/*.wgsl: the matrix kernel binds the weights first.
             let mut entries: Vec<wgpu::BindingResource> = Vec::new();
@@ -500,7 +505,8 @@ impl GpuWindow {
                 .enumerate()
                 .map(|(i, resource)| wgpu::BindGroupEntry { binding: i as u32, resource })
                 .collect();
-            let bind = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
+            let bind =
+                gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
             work.push(Work::Dispatch { kernel: p.kernel, bind, grid: p.grid });
         }
         self.work = work;
@@ -596,7 +602,8 @@ impl GpuWindow {
         let mut i = 0;
         while i < self.work.len() {
             {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                let mut pass =
+                    enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
                 while let Some(Work::Dispatch { kernel, bind, grid }) = self.work.get(i) {
                     let (pipeline, grid) = match *kernel {
                         Kernel::Matmul(ty) => {
