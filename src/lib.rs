@@ -17,6 +17,7 @@ pub mod error;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
+pub mod gpu;
 pub mod memory;
 pub mod model;
 pub mod perplexity;

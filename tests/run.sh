@@ -19,6 +19,8 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v file >/dev/null || need_apt+=(file)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# Mesa's CPU Vulkan driver (lavapipe): the GPU tests run their kernels on it (correctness only).
+ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_apt[*]}"
@@ -61,6 +63,12 @@ if command -v chromium >/dev/null; then
 else
   skip "the web page test in headless Chromium (needs chromium)"
 fi
+
+# The GPU kernels and window against the CPU on lavapipe (a no-op rebuild once `gpu` is a
+# default feature). XDG_RUNTIME_DIR: Mesa warns without one.
+log "GPU tests (lavapipe)"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+cargo test -q --features gpu --test it -- gpu:: 2>&1
 
 have_target() { rustup target list --installed 2>/dev/null | grep -qx "$1"; }
 for t in aarch64-apple-darwin x86_64-apple-darwin aarch64-linux-android; do

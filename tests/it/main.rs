@@ -5,6 +5,7 @@ mod cluster;
 mod common;
 mod fuzz;
 mod gguf;
+mod gpu;
 mod kernels;
 mod memory;
 mod model;
