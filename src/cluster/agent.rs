@@ -38,6 +38,8 @@ const MAX_CONNECTIONS: usize = 256;
 const MAX_THREADS: usize = 1024;
 const MAX_WINDOWS: usize = 4096;
 const MAX_CTX: u32 = 1 << 24;
+/// Sequences one ring may batch (each has its own KV slot).
+const MAX_SEQ: u32 = 256;
 
 pub struct AgentOptions {
     pub listen: String,
@@ -353,7 +355,7 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
                     conn.send(&Msg::Error { msg: msg.into() })?;
                     return Err(Error::msg(msg));
                 };
-                if let Err(e) = check_assign(&model, &windows, n_ctx, threads) {
+                if let Err(e) = check_assign(&model, &windows, n_ctx, n_seq, threads) {
                     conn.send(&Msg::Error { msg: e.to_string() })?;
                     return Err(e);
                 }
@@ -386,7 +388,10 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
 
 /// An `Assign` within what this device and model can do: a clear refusal instead of a panic or
 /// an allocation that aborts the agent.
-fn check_assign(model: &Path, windows: &[(u32, u32)], n_ctx: u32, threads: u32) -> Result<()> {
+fn check_assign(model: &Path, windows: &[(u32, u32)], n_ctx: u32, n_seq: u32, threads: u32) -> Result<()> {
+    if !(1..=MAX_SEQ).contains(&n_seq) {
+        return Err(Error::msg(format!("{n_seq} sequences asked for; 1 to {MAX_SEQ}")));
+    }
     if threads as usize > MAX_THREADS {
         return Err(Error::msg(format!("{threads} threads asked for; at most {MAX_THREADS}")));
     }
@@ -397,7 +402,8 @@ fn check_assign(model: &Path, windows: &[(u32, u32)], n_ctx: u32, threads: u32) 
         return Err(Error::msg(format!("n_ctx = {n_ctx}; 1 to {MAX_CTX}")));
     }
     let f = crate::gguf::GgufFile::open_weights(model)?;
-    let (n_layer, n_embd, _) = ring::dims(&f)?;
+    let cfg = crate::model::ModelConfig::from_gguf(&f)?;
+    let n_layer = cfg.n_layer;
     let mut layers = 0u64;
     for &(a, b) in windows {
         if a > b || b as usize > n_layer {
@@ -405,8 +411,9 @@ fn check_assign(model: &Path, windows: &[(u32, u32)], n_ctx: u32, threads: u32) 
         }
         layers += (b - a) as u64;
     }
-    // Keys and values of every position of every layer held here, f32, at most n_embd wide each.
-    let kv = layers.saturating_mul(n_ctx as u64).saturating_mul(2 * 4 * n_embd as u64);
+    // Keys and values (f32) of every position of every sequence of every layer held here.
+    let per_pos = 4 * (cfg.kv_dim_k() + cfg.kv_dim_v()) as u64;
+    let kv = layers.saturating_mul(n_ctx as u64).saturating_mul(n_seq as u64).saturating_mul(per_pos);
     if let Some(avail) = crate::sys::available_memory()
         && kv > avail
     {
@@ -462,7 +469,7 @@ fn ship(sh: &Shared, conn: &mut Conn, size: u64, want: [u8; 32]) -> Result<()> {
     }
     f.sync_all()?;
     drop(f);
-    if got != size || super::bootstrap::file_sha256(&tmp)? != want {
+    if got != size || super::sha256::file_sha256(&tmp)? != want {
         return refuse(conn, "binary arrived corrupted (size or sha256 of the file on disk mismatch)".into());
     }
     if let Err(e) = check_executable_header(&tmp) {

@@ -18,6 +18,7 @@ use prima::cluster::record::{Opener, Sealer};
 use prima::cluster::transport::{MAX_FRAME, encode, read_frame};
 use prima::gguf::write::GgufWriter;
 use prima::gguf::{GgufFile, Value};
+use prima::model::SeqPos;
 use prima::quant::GgmlType;
 
 struct Rng(u64);
@@ -169,7 +170,7 @@ fn every_message() -> Vec<Msg> {
         Msg::ShipChunk { data: vec![0x7f, b'E', b'L', b'F', 2, 1] },
         Msg::ShipEnd,
         Msg::Restarting,
-        Msg::ProfileRequest,
+        Msg::ProfileRequest { fresh: true },
         Msg::ProfileReply { json: "{\"name\":\"x\"}".into() },
         Msg::ModelCheck { model_id: "abc".into(), header: vec![b'G', b'G', b'U', b'F'], tensors: vec![e.clone(), e] },
         Msg::ModelStatus { have: vec![0, 4096, u64::MAX] },
@@ -180,6 +181,7 @@ fn every_message() -> Vec<Msg> {
             model_id: "abc".into(),
             windows: vec![(0, 2), (4, 6)],
             n_ctx: 4096,
+            n_seq: 4,
             threads: 4,
             engine: EngineKind::Real,
         },
@@ -189,9 +191,9 @@ fn every_message() -> Vec<Msg> {
         Msg::Stop,
         Msg::Stopped { stats: WorkerStats { decode_steps: 3, ..Default::default() } },
         Msg::RingJoin { session: 7, role: RingRole::Outbound },
-        Msg::Activations { round: 1, n_tokens: 2, pos: 5, data: vec![0.5, -1.0, f32::NAN, 3.0] },
-        Msg::Kv(KvOp::Truncate(3)),
-        Msg::Kv(KvOp::Clear),
+        Msg::Activations { round: 1, rows: vec![SeqPos::new(0, 5), SeqPos::new(1, 2)], data: vec![0.5, -1.0, f32::NAN, 3.0] },
+        Msg::Kv(KvOp::Truncate { seq: 1, len: 3 }),
+        Msg::Kv(KvOp::Reset),
         Msg::Heartbeat,
         Msg::Error { msg: "no".into() },
         Msg::Down,

@@ -463,15 +463,15 @@ fn matmul_is_batch_invariant() {
 /// Q4_0, Q8_0) and one that does not (Q2_K).
 #[test]
 fn model_logits_do_not_depend_on_chunking() {
-    use prima::model::{Model, Session};
+    use prima::model::{Model, Pipeline};
     for name in ["c-llama-q4_k_m.gguf", "c-llama-pure-q4_0.gguf", "c-llama-pure-q8_0.gguf", "c-llama-pure-q2_k.gguf"] {
         let m = Model::open(crate::common::model(name)).unwrap();
         let v = m.config.n_vocab;
         let prompt: Vec<u32> = (0..19).map(|i| ((i * 37 + 11) % v) as u32).collect();
         let logits = |batch: usize| {
-            let mut s = Session::new(&m, 64, 2).unwrap();
+            let mut s = Pipeline::new(&m, 64, 2).unwrap();
             s.set_batch(batch);
-            s.decode_all(&prompt).unwrap()
+            s.decode_all(&prompt).unwrap().to_vec()
         };
         let whole = logits(prompt.len());
         for batch in [7, 3, 1] {

@@ -145,6 +145,7 @@ fn agent_thread(dir: &Scratch, name: &str) -> String {
         secret: prima::cluster::auth::Secret::load(&dir.path("cluster.secret")).unwrap(),
         cache_dir: dir.path(&format!("{name}.cache")),
         timeouts: prima::cluster::transport::Timeouts { io: std::time::Duration::from_secs(3), ..Default::default() },
+        allow_downgrade: false,
     };
     std::thread::spawn(move || serve_on(listener, opts));
     addr

@@ -1043,7 +1043,7 @@ fn cpu_quota_is_honoured() {
                 GgmlType::Q4_K,
                 1,
                 std::time::Duration::from_secs(2),
-                &prima::quant::vec_dot,
+                &prima::cpu::kernels::vec_dot,
             );
             cg.leave_thread();
             (quota, key, threads, p, long)
