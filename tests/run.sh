@@ -58,6 +58,8 @@ venv=target/serve-venv
 "$venv/bin/python" -c 'import openai' 2>/dev/null || "$venv/bin/pip" install -q openai
 cargo build -q
 (cd tests/serve && "../../$venv/bin/python" test_api.py ../../target/debug/prima ../../models/SmolLM2-135M-Instruct.Q4_1.gguf)
+# The same API from the head of a loopback ring of three (`prima up --serve`).
+(cd tests/serve && PRIMA_SERVE_RING=1 "../../$venv/bin/python" test_api.py ../../target/debug/prima ../../models/SmolLM2-135M-Instruct.Q4_1.gguf)
 if command -v chromium >/dev/null; then
   (cd tests/serve && "../../$venv/bin/python" test_web.py ../../target/debug/prima ../../models/SmolLM2-135M-Instruct.Q4_1.gguf ../../target/serve-web)
 else

@@ -56,6 +56,11 @@ pub struct UpArgs {
     /// measure every device's profile again instead of using the cached ones
     #[argh(switch)]
     pub reprofile: bool,
+    /// serve the OpenAI-compatible API and web page from the ring's head at ADDR (host:port)
+    /// instead of generating; without it, `[serve] listen` of the cluster file (when set and
+    /// no -p is given)
+    #[argh(option)]
+    pub serve: Option<String>,
 }
 
 /// `PRIMA_FAKE_ENGINE=1`: run the deterministic fake engine (protocol tests); prompts are bytes
@@ -84,6 +89,13 @@ pub fn run(a: UpArgs) -> Result<()> {
     // Baseline before anything is loaded: the KV cache and buffers are what we measure.
     let monitor = crate::memory::PressureMonitor::start();
     let kind = engine();
+    let listen = a.serve.clone().or_else(|| if a.prompt.is_none() { cfg.serve.listen.clone() } else { None });
+    if let Some(listen) = listen {
+        if kind != EngineKind::Real || a.ids {
+            return Err(Error::msg("--serve needs the real engine and text (not --ids or the fake engine)"));
+        }
+        return serve_ring(cfg, listen);
+    }
     let n = a.n_predict.unwrap_or(cfg.generate.n_predict) as usize;
     let seed = match a.seed.unwrap_or(cfg.generate.seed) {
         0 => u64::from_le_bytes(crate::cluster::auth::nonce()?[..8].try_into().expect("8 bytes")),
@@ -222,4 +234,27 @@ pub struct DownArgs {
 
 pub fn down(a: DownArgs) -> Result<()> {
     crate::cluster::bootstrap::down(&ClusterConfig::load(&a.config)?)
+}
+
+/// `prima up --serve`: the ring comes up while the server already answers (/health 503), then
+/// its head pipeline serves `[serve] parallel` sequences, batched through the ring.
+fn serve_ring(cfg: ClusterConfig, listen: String) -> Result<()> {
+    use crate::serve::{PipelineEngine, ServeModel, ServeOptions, read_api_key, ring_devices, serve};
+    let mut opts = ServeOptions::new(&listen);
+    opts.api_key = cfg.serve.api_key_file.as_deref().map(read_api_key).transpose()?;
+    let id = cfg.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    serve(opts, &id, move || {
+        let header = GgufFile::open(&cfg.model)?;
+        let tokenizer = Tokenizer::from_gguf(&header)?;
+        let template = ChatTemplate::from_gguf_or_chatml(&header)?;
+        drop(header);
+        let n_seq = cfg.serve.parallel as usize;
+        let (ring, report) = up(&cfg, &UpOptions { n_seq, ..UpOptions::default() })?;
+        for line in report.lines() {
+            eprintln!("up: {line}");
+        }
+        let devices = ring_devices(&ring, &cfg.devices[0].name);
+        let engine = PipelineEngine::new(ring, Box::new(move || devices.clone()));
+        Ok(ServeModel { engine: Box::new(engine), tokenizer, template })
+    })
 }

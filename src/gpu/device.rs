@@ -69,7 +69,7 @@ impl Gpu {
 
     /// Largest storage binding (a tensor part) and buffer (an arena block) this adapter takes.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     /// Wait for all submitted work; a lost device becomes an error.

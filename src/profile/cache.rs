@@ -53,6 +53,10 @@ pub fn environment_key(disk_dir: &Path) -> String {
 pub fn cached(dir: &Path, opt: &measure::Options, build: &str, fresh: bool) -> Result<(DeviceProfile, bool)> {
     let path = dir.join(PROFILE_FILE);
     let key_path = dir.join(KEY_FILE);
+    // The key names the disk device holding the directory: it must exist before the key is
+    // taken, or the first run keys "no device" and the next one measures again.
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(&opt.disk_dir).with_context(|| format!("creating {}", opt.disk_dir.display()))?;
     let key = format!("build={build} {}", environment_key(&opt.disk_dir));
     if !fresh
         && std::fs::read_to_string(&key_path).is_ok_and(|s| s.trim() == key)
@@ -62,7 +66,6 @@ pub fn cached(dir: &Path, opt: &measure::Options, build: &str, fresh: bool) -> R
         p.memory = super::sys::memory(p.os);
         return Ok((p, false));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let p = measure::measure(opt, &mut |line| eprintln!("profile: {line}"))?;
     std::fs::write(&path, p.to_json()).with_context(|| format!("writing {}", path.display()))?;
     std::fs::write(&key_path, key)?;

@@ -46,7 +46,7 @@ pub trait Engine: Send {
 /// The batched [`Pipeline`]: one sequence per slot, every step one `decode_batch` (one pass
 /// of the weights for all running sequences). On one device or as a ring's head.
 pub struct PipelineEngine {
-    pipeline: Pipeline,
+    pipeline: Box<dyn HoldsPipeline>,
     batch: Batch,
     devices: Box<dyn Fn() -> Vec<DeviceView> + Send>,
 }
@@ -61,30 +61,79 @@ impl PipelineEngine {
 
     /// Any pipeline (e.g. a ring head's, with remote windows); `devices` describes its devices
     /// for the cluster view.
-    pub fn new(pipeline: Pipeline, devices: Box<dyn Fn() -> Vec<DeviceView> + Send>) -> PipelineEngine {
-        PipelineEngine { pipeline, batch: Batch::new(), devices }
+    pub fn new(
+        pipeline: impl HoldsPipeline + 'static,
+        devices: Box<dyn Fn() -> Vec<DeviceView> + Send>,
+    ) -> PipelineEngine {
+        PipelineEngine { pipeline: Box::new(pipeline), batch: Batch::new(), devices }
     }
+}
+
+/// What owns the pipeline the engine drives: a pipeline of its own, or a ring (whose control
+/// links must stay open while it serves).
+pub trait HoldsPipeline: Send {
+    fn get(&self) -> &Pipeline;
+    fn get_mut(&mut self) -> &mut Pipeline;
+}
+
+impl HoldsPipeline for Pipeline {
+    fn get(&self) -> &Pipeline {
+        self
+    }
+    fn get_mut(&mut self) -> &mut Pipeline {
+        self
+    }
+}
+
+impl HoldsPipeline for crate::cluster::ring::Ring {
+    fn get(&self) -> &Pipeline {
+        self.pipeline_ref()
+    }
+    fn get_mut(&mut self) -> &mut Pipeline {
+        self.pipeline()
+    }
+}
+
+/// The devices of a ring for the cluster view: each member's layers and the plan's prediction.
+pub fn ring_devices(ring: &crate::cluster::ring::Ring, head_name: &str) -> Vec<DeviceView> {
+    let layers = |r: &[std::ops::Range<usize>]| {
+        r.iter().filter(|r| !r.is_empty()).map(|r| format!("{}-{}", r.start, r.end - 1)).collect::<Vec<_>>().join(",")
+    };
+    let predicted =
+        |name: &str| ring.plan().and_then(|p| p.devices.iter().find(|d| d.name == name)).map(|d| d.ms.total());
+    let view = |name: &str, ranges: &[std::ops::Range<usize>]| DeviceView {
+        name: name.to_string(),
+        layers: layers(ranges),
+        predicted_ms: predicted(name),
+        compute_ms: None,
+        wait_ms: None,
+        send_ms: None,
+        pressure: None,
+    };
+    std::iter::once(view(head_name, ring.head_ranges()))
+        .chain(ring.members().iter().map(|m| view(&m.name, &m.ranges)))
+        .collect()
 }
 
 impl Engine for PipelineEngine {
     fn slots(&self) -> usize {
-        self.pipeline.n_seq()
+        self.pipeline.get().n_seq()
     }
 
     fn n_ctx(&self) -> usize {
-        self.pipeline.n_ctx()
+        self.pipeline.get().n_ctx()
     }
 
     fn step(&mut self, work: &[SeqWork]) -> Result<Vec<Vec<f32>>> {
         self.batch.clear();
         for w in work {
-            let pos = self.pipeline.seq_pos(w.slot as SeqId);
+            let pos = self.pipeline.get().seq_pos(w.slot as SeqId);
             for (i, &t) in w.tokens.iter().enumerate() {
                 self.batch.push(t, w.slot as SeqId, pos + i, w.logits && i + 1 == w.tokens.len());
             }
         }
-        let v = self.pipeline.n_vocab();
-        let logits = self.pipeline.decode_batch(&self.batch)?;
+        let v = self.pipeline.get().n_vocab();
+        let logits = self.pipeline.get_mut().decode_batch(&self.batch)?;
         let mut rows = logits.chunks_exact(v);
         work.iter()
             .map(|w| match w.logits {
@@ -97,7 +146,7 @@ impl Engine for PipelineEngine {
     }
 
     fn truncate(&mut self, slot: usize, pos: usize) -> Result<()> {
-        self.pipeline.seq_truncate(slot as SeqId, pos)
+        self.pipeline.get_mut().seq_truncate(slot as SeqId, pos)
     }
 
     fn devices(&self) -> Vec<DeviceView> {

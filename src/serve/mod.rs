@@ -19,7 +19,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-pub use engine::{DeviceView, Engine, PipelineEngine, SeqWork, local_device};
+pub use engine::{DeviceView, Engine, HoldsPipeline, PipelineEngine, SeqWork, local_device, ring_devices};
 
 use crate::chat::ChatTemplate;
 use crate::error::{Context, Error, Result};

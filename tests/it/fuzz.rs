@@ -191,7 +191,11 @@ fn every_message() -> Vec<Msg> {
         Msg::Stop,
         Msg::Stopped { stats: WorkerStats { decode_steps: 3, ..Default::default() } },
         Msg::RingJoin { session: 7, role: RingRole::Outbound },
-        Msg::Activations { round: 1, rows: vec![SeqPos::new(0, 5), SeqPos::new(1, 2)], data: vec![0.5, -1.0, f32::NAN, 3.0] },
+        Msg::Activations {
+            round: 1,
+            rows: vec![SeqPos::new(0, 5), SeqPos::new(1, 2)],
+            data: vec![0.5, -1.0, f32::NAN, 3.0],
+        },
         Msg::Kv(KvOp::Truncate { seq: 1, len: 3 }),
         Msg::Kv(KvOp::Reset),
         Msg::Heartbeat,

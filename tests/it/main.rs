@@ -13,6 +13,6 @@ mod pipeline;
 mod quant;
 mod sampler;
 mod sched;
-mod serve;
 mod security;
+mod serve;
 mod tokenizer;

@@ -29,6 +29,9 @@ def free_port():
         return s.getsockname()[1]
 
 
+RING = os.environ.get("PRIMA_SERVE_RING") == "1"
+
+
 class Server:
     def __init__(self, binary, model, key=True):
         self.port = free_port()
@@ -37,10 +40,30 @@ class Server:
         keyfile.write(KEY + "\n")
         keyfile.close()
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [binary, "serve", "-m", model, "--listen", f"127.0.0.1:{self.port}", "-c", "1024", "--parallel", "4",
-             "--queue", "4"] + (["--api-key-file", keyfile.name] if key else []),
-            stdout=self.log, stderr=subprocess.STDOUT)
+        if RING:
+            # `prima up --serve`: the same API from the head of a loopback ring of three devices
+            # (two local agents on free ports, even split), [serve] from the cluster file.
+            d = tempfile.mkdtemp(prefix="prima-serve-ring-")
+            with open(os.path.join(d, "cluster.secret"), "w") as f:
+                f.write("serve-ring-test-secret-0123456789\n")
+            ports = [free_port(), free_port()]
+            self.agents = [subprocess.Popen(
+                [binary, "agent", "--listen", f"127.0.0.1:{p}", "--secret-file", os.path.join(d, "cluster.secret"),
+                 "--cache-dir", os.path.join(d, f"a{p}")], stdout=self.log, stderr=subprocess.STDOUT) for p in ports]
+            toml = (f'model = "{os.path.abspath(model)}"\nsecret_file = "cluster.secret"\nschedule = "even"\n'
+                    f'ctx_size = 1024\n'
+                    + '[[device]]\nname = "head"\naddr = "127.0.0.1:1"\n'
+                    + "".join(f'[[device]]\nname = "d{p}"\naddr = "127.0.0.1:{p}"\n' for p in ports)
+                    + '[serve]\nparallel = 4\n' + (f'api_key_file = "{keyfile.name}"\n' if key else ""))
+            with open(os.path.join(d, "cluster.toml"), "w") as f:
+                f.write(toml)
+            time.sleep(1)
+            cmd = [binary, "up", os.path.join(d, "cluster.toml"), "--serve", f"127.0.0.1:{self.port}"]
+        else:
+            cmd = [binary, "serve", "-m", model, "--listen", f"127.0.0.1:{self.port}", "-c", "1024", "--parallel", "4",
+                   "--queue", "4"] + (["--api-key-file", keyfile.name] if key else [])
+        self.agents = getattr(self, "agents", [])
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -57,8 +80,10 @@ class Server:
         return openai.OpenAI(base_url=self.base + "/v1", api_key=key, max_retries=0, timeout=120)
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
+        for p in [self.proc] + self.agents:
+            p.terminate()
+        for p in [self.proc] + self.agents:
+            p.wait(10)
 
 
 def raw(srv, method, path, body=None, headers=None):

@@ -174,6 +174,10 @@ impl Ring {
         &mut self.pipeline
     }
 
+    pub fn pipeline_ref(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
     pub fn members(&self) -> &[Member] {
         &self.members
     }

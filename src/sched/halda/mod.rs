@@ -261,7 +261,7 @@ fn exhaustive_on_small_clusters(
     plan: Plan,
 ) -> Result<Plan> {
     let heads: Vec<usize> = opt.head.map_or_else(|| (0..profiles.len()).collect(), |h| vec![h]);
-    let splits = search::split_count(cost.n_layer, profiles.len(), opt.k) * heads.len() as u64;
+    let splits = search::split_count(cost.n_layer, profiles.len(), opt.k).saturating_mul(heads.len() as u64);
     if !opt.allow_removal || splits > EXHAUSTIVE_SPLITS {
         return Ok(plan);
     }

@@ -39,7 +39,7 @@ pub fn split_count(l: u32, m: usize, k: Option<u32>) -> u64 {
         Some(k) => vec![k],
         None => (1..=l).filter(|k| l.is_multiple_of(*k)).collect(),
     };
-    ks.iter().map(|&k| count((l / k) as u64, m.max(1) as u64)).sum()
+    ks.iter().fold(0u64, |n, &k| n.saturating_add(count((l / k) as u64, m.max(1) as u64)))
 }
 
 /// The `keep` fastest splits by the cost model, fastest first, with device `head` as the head.
