@@ -11,6 +11,7 @@ use crate::quant::GgmlType;
 /// `y[t][r] = Σ_c W[r][c] · x[t][c]` for `n` tokens, `w` the raw GGUF bytes of `rows` rows of
 /// `ty`. One token runs the decode kernel, more the prefill kernel. With `repeats` > 1 the
 /// dispatch is recorded that many times in one submit (for timing).
+#[allow(clippy::too_many_arguments)]
 pub fn matmul(
     gpu: &Gpu,
     ty: GgmlType,
@@ -24,7 +25,8 @@ pub fn matmul(
     if !kernels::FORMATS.contains(&ty) {
         return Err(kernels::unsupported("(matrix)", ty));
     }
-    let row_bytes = ty.row_bytes(cols).filter(|_| cols % 32 == 0).ok_or_else(|| Error::msg("bad row length"))?;
+    let row_bytes =
+        ty.row_bytes(cols).filter(|_| cols.is_multiple_of(32)).ok_or_else(|| Error::msg("bad row length"))?;
     if w.len() != rows * row_bytes || x.len() != n * cols {
         return Err(Error::msg("matmul: operand sizes do not match the shape"));
     }

@@ -464,6 +464,7 @@ impl GpuWindow {
         let a = &self.act;
         let mut work = Vec::new();
         let mut li = 0;
+        #[allow(clippy::explicit_counter_loop)] // `li` counts the layers' KV stores only
         for p in plan {
             let Some(p) = p else {
                 work.push(Work::StoreKv { layer: li });

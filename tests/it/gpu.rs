@@ -10,7 +10,7 @@ use prima::cpu::pool::ThreadPool;
 use prima::gpu::kernels::{FORMATS, Op};
 use prima::gpu::{Gpu, GpuWindow, oneshot};
 use prima::model::config::RopeStyle;
-use prima::model::{Head, LayerWindow, Model};
+use prima::model::{Head, LayerWindow, Model, SeqPos, Window};
 use prima::quant::{self, GgmlType};
 
 use crate::common;
@@ -264,7 +264,7 @@ fn window_vs_cpu_with(g: Arc<Gpu>, path: &std::path::Path, tol: f32, max_batch: 
     let c = m.config.clone();
     let pool = Arc::new(ThreadPool::new(2));
     let n_ctx = 64;
-    let mut cpu = LayerWindow::new(&reference, 0..c.n_layer, n_ctx, pool.clone()).unwrap();
+    let mut cpu = LayerWindow::new(&reference, 0..c.n_layer, n_ctx, 1, pool.clone()).unwrap();
     let mut gpu = GpuWindow::with_options(g, &m, 0..c.n_layer, n_ctx, max_batch, max_part).unwrap();
     let mut head = Head::new(&reference, pool).unwrap();
     let prompt: Vec<u32> = (0..7).map(|i| (i * 37 + 11) % c.n_vocab as u32).collect();
@@ -276,7 +276,8 @@ fn window_vs_cpu_with(g: Arc<Gpu>, path: &std::path::Path, tol: f32, max_batch: 
         let mut h = vec![0f32; n * c.n_embd];
         head.embed(&tokens, &mut h).unwrap();
         let mut hg = h.clone();
-        cpu.forward(&mut h, n, pos).unwrap();
+        let rows: Vec<SeqPos> = (pos..pos + n).map(|p| SeqPos::new(0, p)).collect();
+        Window::forward(&mut cpu, &rows, &mut h).unwrap();
         gpu.forward(&mut hg, n, pos).unwrap();
         let mut lc = vec![0f32; n * c.n_vocab];
         let mut lg = lc.clone();
