@@ -4,13 +4,11 @@ use std::path::Path;
 
 use argh::FromArgs;
 
-use crate::chat::ChatTemplate;
 use crate::cpu::default_threads;
 use crate::error::{Context, Result};
 use crate::gguf::GgufFile;
 use crate::model::{Model, pipeline::default_context};
-use crate::serve::{PipelineEngine, ServeModel, ServeOptions, read_api_key, serve};
-use crate::tokenizer::Tokenizer;
+use crate::serve::{PipelineEngine, ServeModel, ServeOptions, read_api_key, serve, text_side};
 
 /// serve a model on this device over an OpenAI-compatible HTTP API, with a web page at /
 #[derive(FromArgs)]
@@ -51,10 +49,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let (path, ctx, parallel) = (a.model.clone(), a.ctx, a.parallel);
     let threads = a.threads.unwrap_or_else(default_threads);
     serve(opts, &id, move || {
-        let header = GgufFile::open(&path)?;
-        let tokenizer = Tokenizer::from_gguf(&header).with_context(|| path.clone())?;
-        let template = ChatTemplate::from_gguf_or_chatml(&header)?;
-        drop(header);
+        let (tokenizer, template) = text_side(Path::new(&path))?;
         let model = Model::from_gguf(GgufFile::open_weights(&path)?).with_context(|| path.clone())?;
         let n_ctx = ctx.unwrap_or_else(|| default_context(&model));
         let engine = PipelineEngine::local(&model, n_ctx, threads, parallel)?;

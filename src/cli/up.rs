@@ -239,15 +239,12 @@ pub fn down(a: DownArgs) -> Result<()> {
 /// `prima up --serve`: the ring comes up while the server already answers (/health 503), then
 /// its head pipeline serves `[serve] parallel` sequences, batched through the ring.
 fn serve_ring(cfg: ClusterConfig, listen: String) -> Result<()> {
-    use crate::serve::{PipelineEngine, ServeModel, ServeOptions, read_api_key, ring_devices, serve};
+    use crate::serve::{PipelineEngine, ServeModel, ServeOptions, read_api_key, ring_devices, serve, text_side};
     let mut opts = ServeOptions::new(&listen);
     opts.api_key = cfg.serve.api_key_file.as_deref().map(read_api_key).transpose()?;
     let id = cfg.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     serve(opts, &id, move || {
-        let header = GgufFile::open(&cfg.model)?;
-        let tokenizer = Tokenizer::from_gguf(&header)?;
-        let template = ChatTemplate::from_gguf_or_chatml(&header)?;
-        drop(header);
+        let (tokenizer, template) = text_side(&cfg.model)?;
         let n_seq = cfg.serve.parallel as usize;
         let (ring, report) = up(&cfg, &UpOptions { n_seq, ..UpOptions::default() })?;
         for line in report.lines() {

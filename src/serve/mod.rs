@@ -84,6 +84,14 @@ pub struct ServeModel {
     pub template: ChatTemplate,
 }
 
+/// The tokenizer and chat template of the model at `path` (the chat template falls back to
+/// ChatML); the parsed header with its vocabulary arrays is dropped before the weights load.
+pub fn text_side(path: &std::path::Path) -> Result<(Tokenizer, ChatTemplate)> {
+    let header = crate::gguf::GgufFile::open(path)?;
+    let tokenizer = Tokenizer::from_gguf(&header).with_context(|| path.display().to_string())?;
+    Ok((tokenizer, ChatTemplate::from_gguf_or_chatml(&header)?))
+}
+
 /// Serve until the process ends. Listens first (so /health answers 503 while loading), then
 /// runs `load` on its own thread; a failed load ends `serve` with its error. `model_id` is the
 /// name /v1/models lists and requests may name.
