@@ -8,7 +8,7 @@
 //! or a dropped connection, so the next `prima up` resumes where this one stopped).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -108,6 +108,20 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     Some(d)
 }
 
+/// The hash of the `len` bytes at `offset` of `file` (what an interrupted stream left there).
+fn hash_prefix(file: &File, offset: u64, len: u64) -> Result<Sha256> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; (len as usize).min(1 << 20)];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], offset + at)?;
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(h)
+}
+
 /// An index file: the header's hash, then one line per tensor `sha256 bytes-present name`.
 struct Index {
     header_hash: String,
@@ -167,6 +181,9 @@ pub struct Receiver {
     complete: bool,
     /// Bytes written since the data file was last synced and the index saved.
     unsynced: u64,
+    /// The tensor being received and the hash of its bytes so far (chunks arrive in order, so
+    /// each tensor is hashed as it streams instead of being read back when complete).
+    hashing: Option<(usize, Sha256)>,
 }
 
 impl Receiver {
@@ -194,7 +211,16 @@ impl Receiver {
         {
             let _ = f.set_modified(std::time::SystemTime::now());
             let have = tensors.iter().map(|t| t.size).collect();
-            return Ok(Receiver { dir, header_hash, tensors, have, file: None, complete: true, unsynced: 0 });
+            return Ok(Receiver {
+                dir,
+                header_hash,
+                tensors,
+                have,
+                file: None,
+                complete: true,
+                unsynced: 0,
+                hashing: None,
+            });
         }
         let part = dir.join("partial.gguf");
         let mut have = vec![0u64; tensors.len()];
@@ -209,7 +235,16 @@ impl Receiver {
                 }
             }
             let file = OpenOptions::new().read(true).write(true).open(&part)?;
-            return Ok(Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false, unsynced: 0 });
+            return Ok(Receiver {
+                dir,
+                header_hash,
+                tensors,
+                have,
+                file: Some(file),
+                complete: false,
+                unsynced: 0,
+                hashing: None,
+            });
         }
         // A fresh partial file: the header, then every tensor an older cache file already holds
         // (matched by content hash).
@@ -230,7 +265,8 @@ impl Receiver {
                 }
             }
         }
-        let r = Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false, unsynced: 0 };
+        let r =
+            Receiver { dir, header_hash, tensors, have, file: Some(file), complete: false, unsynced: 0, hashing: None };
         r.save_state()?;
         Ok(r)
     }
@@ -263,24 +299,19 @@ impl Receiver {
             )));
         }
         file.write_all_at(data, t.file_offset + offset)?;
+        let mut h = match self.hashing.take() {
+            Some((j, h)) if j == i => h,
+            // A tensor resumed mid-way: hash the part an earlier stream left on disk first.
+            _ => hash_prefix(file, t.file_offset, offset)?,
+        };
+        h.update(data);
         self.have[i] += data.len() as u64;
-        if self.have[i] == t.size {
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut f = file.try_clone()?;
-            f.seek(SeekFrom::Start(t.file_offset))?;
-            let mut left = t.size;
-            while left > 0 {
-                let n = left.min(buf.len() as u64) as usize;
-                f.read_exact(&mut buf[..n])?;
-                h.update(&buf[..n]);
-                left -= n as u64;
-            }
-            if h.finish() != t.sha256 {
-                self.have[i] = 0;
-                self.save_state()?;
-                return Err(Error::msg(format!("tensor `{}` arrived corrupted (sha256 mismatch)", t.name)));
-            }
+        if self.have[i] < t.size {
+            self.hashing = Some((i, h));
+        } else if h.finish() != t.sha256 {
+            self.have[i] = 0;
+            self.save_state()?;
+            return Err(Error::msg(format!("tensor `{}` arrived corrupted (sha256 mismatch)", t.name)));
         }
         // Persist progress about every 64 MiB: the data first, then the index that counts it
         // (a crash in between re-streams, never trusts bytes that were not on disk).

@@ -41,17 +41,31 @@ impl Sealer {
         Sealer { session, nonce: 0 }
     }
 
+    /// Bytes on the wire for `plain_len` bytes of plaintext.
+    pub fn sealed_len(plain_len: usize) -> usize {
+        plain_len + plain_len.div_ceil(MAX_PLAIN) * (2 + TAG)
+    }
+
     /// Append `plain` as one or more records to `out`.
     pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + Self::sealed_len(plain.len()), 0);
+        self.seal_into(plain, &mut out[start..]);
+    }
+
+    /// Write `plain` as records into `out`, which holds exactly [`Self::sealed_len`] bytes
+    /// (a buffer reused between frames need not be cleared).
+    pub fn seal_into(&mut self, plain: &[u8], out: &mut [u8]) {
+        debug_assert_eq!(out.len(), Self::sealed_len(plain.len()));
+        let mut at = 0;
         for piece in plain.chunks(MAX_PLAIN) {
-            let start = out.len();
-            out.resize(start + 2 + piece.len() + TAG, 0);
             let n = self
                 .session
-                .write_message(self.nonce, piece, &mut out[start + 2..])
+                .write_message(self.nonce, piece, &mut out[at + 2..at + 2 + piece.len() + TAG])
                 .expect("a piece of at most MAX_PLAIN bytes always fits one Noise message");
             debug_assert_eq!(n, piece.len() + TAG);
-            out[start..start + 2].copy_from_slice(&(n as u16).to_be_bytes());
+            out[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
+            at += 2 + n;
             self.nonce += 1;
         }
     }
@@ -75,10 +89,20 @@ impl Opener {
             return Err(IntegrityError);
         }
         out.resize(record.len() - TAG, 0);
-        let n = self.session.read_message(self.nonce, record, out).map_err(|_| IntegrityError)?;
+        let n = self.open_into(record, out)?;
         out.truncate(n);
-        self.nonce += 1;
         Ok(())
+    }
+
+    /// Decrypt one record into the front of `out` (at least `record.len() - TAG` bytes) and
+    /// return the plaintext's length.
+    pub fn open_into(&mut self, record: &[u8], out: &mut [u8]) -> Result<usize, IntegrityError> {
+        if record.len() < TAG || record.len() > MAX_RECORD || out.len() < record.len() - TAG {
+            return Err(IntegrityError);
+        }
+        let n = self.session.read_message(self.nonce, record, out).map_err(|_| IntegrityError)?;
+        self.nonce += 1;
+        Ok(n)
     }
 }
 

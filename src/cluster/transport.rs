@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::messages::{Msg, PROTOCOL_VERSION};
-use super::record::{IntegrityError, Opener, Sealer, Session};
+use super::record::{IntegrityError, Opener, Sealer, Session, TAG};
 use crate::error::{Error, Result};
 
 /// Largest frame accepted once authenticated (a 4 MiB tensor chunk, a prefill batch, a header).
@@ -45,8 +45,11 @@ pub fn encode(msg: &Msg) -> Vec<u8> {
         // A frame with no payload: understood by every version.
         return vec![1, 0, 0, 0, PROTOCOL_VERSION];
     }
-    let mut out = vec![0u8; 5];
-    out[4] = PROTOCOL_VERSION;
+    // Sized first, so a 4 MiB chunk is copied once instead of through every doubling.
+    let size = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+        .expect("postcard sizing cannot fail");
+    let mut out = Vec::with_capacity(5 + size);
+    out.extend_from_slice(&[0, 0, 0, 0, PROTOCOL_VERSION]);
     let mut out = postcard::to_extend(msg, out).expect("postcard encoding into a Vec cannot fail");
     let len = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&len.to_le_bytes());
@@ -93,16 +96,29 @@ fn io_err(e: std::io::Error, peer: &str, what: &str) -> Error {
 
 /// Read one frame; `max` bounds its size before any allocation.
 pub fn read_frame(r: &mut impl Read, max: usize, peer: &str) -> Result<Msg> {
+    read_frame_into(r, max, peer, &mut Vec::new())
+}
+
+/// [`read_frame`] through a body buffer the caller keeps: a stream of 4 MiB chunks then
+/// allocates (and zeroes, and faults in) its buffer once instead of once per frame.
+fn read_frame_into(r: &mut impl Read, max: usize, peer: &str, body: &mut Vec<u8>) -> Result<Msg> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).map_err(|e| io_err(e, peer, "waiting for a message"))?;
     let len = u32::from_le_bytes(len) as usize;
     if len == 0 || len > max {
         return Err(Error::msg(format!("{peer}: frame of {len} bytes rejected (limit {max})")));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).map_err(|e| io_err(e, peer, "reading a message"))?;
-    decode(&body).map_err(|e| e.context(peer))
+    // A buffer grown by one large frame is not kept for a stream of small ones.
+    if body.capacity() > KEEP_BODY && len < body.capacity() / 4 {
+        *body = Vec::new();
+    }
+    body.resize(len, 0);
+    r.read_exact(body).map_err(|e| io_err(e, peer, "reading a message"))?;
+    decode(body).map_err(|e| e.context(peer))
 }
+
+/// Body buffers up to this size stay allocated between frames.
+const KEEP_BODY: usize = 8 << 20;
 
 /// The socket's sending side and the sealer that must stay in step with it.
 struct Wire {
@@ -150,9 +166,15 @@ impl Sender {
         let Some(sealer) = w.sealer.as_mut() else {
             return Err(Error::msg(format!("{}: not authenticated, {what} not sent", self.inner.peer)));
         };
-        w.buf.clear();
-        sealer.seal(frame, &mut w.buf);
-        let r = w.sock.write_all(&w.buf).and_then(|_| w.sock.flush());
+        let n = Sealer::sealed_len(frame.len());
+        if w.buf.capacity() > KEEP_BODY && n < w.buf.capacity() / 4 {
+            w.buf = Vec::new();
+        }
+        if w.buf.len() < n {
+            w.buf.resize(n, 0);
+        }
+        sealer.seal_into(frame, &mut w.buf[..n]);
+        let r = w.sock.write_all(&w.buf[..n]).and_then(|_| w.sock.flush());
         *self.inner.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         r.map_err(|e| {
             self.inner.closed.store(true, Ordering::Relaxed);
@@ -219,9 +241,12 @@ impl Read for Unsealing {
             self.sock.read_exact(&mut len)?;
             self.record.resize(u16::from_be_bytes(len) as usize, 0);
             self.sock.read_exact(&mut self.record)?;
-            opener
-                .open(&self.record, &mut self.plain)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let bad = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+            // A caller that wants the whole record gets it decrypted in place of a copy.
+            if out.len() + TAG >= self.record.len() {
+                return opener.open_into(&self.record, out).map_err(bad);
+            }
+            opener.open(&self.record, &mut self.plain).map_err(bad)?;
             self.pos = 0;
         }
         let n = out.len().min(self.plain.len() - self.pos);
@@ -234,6 +259,7 @@ impl Read for Unsealing {
 /// The receiving half.
 pub struct Receiver {
     stream: Unsealing,
+    body: Vec<u8>,
     peer: String,
     pub max_frame: usize,
 }
@@ -245,7 +271,7 @@ impl Receiver {
             return Err(Error::msg(format!("{}: not authenticated, no message accepted", self.peer)));
         }
         loop {
-            match read_frame(&mut self.stream, self.max_frame, &self.peer)? {
+            match read_frame_into(&mut self.stream, self.max_frame, &self.peer, &mut self.body)? {
                 Msg::Heartbeat => continue,
                 m => return Ok(m),
             }
@@ -291,12 +317,15 @@ impl Conn {
             },
             rx: Receiver {
                 stream: Unsealing {
-                    sock: BufReader::with_capacity(1 << 17, read),
+                    // Smaller than a record: full records are read past the buffer, straight
+                    // into `record` (one copy less); lengths and small frames stay buffered.
+                    sock: BufReader::with_capacity(1 << 14, read),
                     opener: None,
                     record: Vec::new(),
                     plain: Vec::new(),
                     pos: 0,
                 },
+                body: Vec::new(),
                 peer,
                 max_frame: AUTH_MAX_FRAME,
             },
