@@ -116,7 +116,7 @@ impl LayerWindow {
         let freq_factors = load_optional_vector(&m.gguf, ROPE_FREQS, c.rope_dims / 2)?;
         Ok(LayerWindow {
             rope: Rope::new(c.rope_dims, c.rope_base, c.rope_freq_scale, c.rope_style, freq_factors),
-            kv: KvCache::new(layers.len(), n_ctx, n_seq, c.kv_dim_k(), c.kv_dim_v()),
+            kv: KvCache::new(layers.len(), n_ctx, n_seq, c.kv_dim_k(), c.kv_dim_v())?,
             cfg: c.clone(),
             layers,
             weights,
