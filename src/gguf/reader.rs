@@ -132,6 +132,10 @@ impl<'a> Cursor<'a> {
             }
             ValueType::Array => {
                 let (elem, n) = self.array_header(field, depth)?;
+                if elem == ValueType::U8 {
+                    self.charge(n, field)?;
+                    return Ok(Value::Bytes(self.take(n, field)?.to_vec()));
+                }
                 self.charge(n.saturating_mul(std::mem::size_of::<Value>()), field)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -320,9 +324,18 @@ mod tests {
 
     #[test]
     fn decoded_metadata_has_a_budget() {
-        assert!(parse_header(&byte_array_header(1000), true).is_ok());
-        // 9 MB on disk would be 288 MiB of `Value`s: refused with a clear error, not allocated.
-        let e = parse_header(&byte_array_header(9 << 20), true).err().expect("over budget").to_string();
+        let h = parse_header(&byte_array_header(1000), true).unwrap();
+        assert_eq!(h.metadata[0].1, Value::Bytes(vec![7; 1000]));
+        // Byte arrays cost their bytes: 9 MB on disk is 9 MB decoded (it was 288 MiB of `Value`s).
+        assert!(parse_header(&byte_array_header(9 << 20), true).is_ok());
+        // The budget still holds for what does not fit it.
+        let e = parse_header(&byte_array_header(300 << 20), true).err().expect("over budget").to_string();
+        assert!(e.contains("metadata too large"), "{e}");
+        // Arrays of other small items still cost a `Value` each.
+        let mut b = byte_array_header(9 << 20);
+        let at = b.len() - (9 << 20) - 12;
+        b[at..at + 4].copy_from_slice(&(ValueType::I8 as u32).to_le_bytes());
+        let e = parse_header(&b, true).err().expect("over budget").to_string();
         assert!(e.contains("metadata too large"), "{e}");
     }
 }

@@ -73,6 +73,8 @@ pub enum Value {
     Bool(bool),
     Str(String),
     Array(ValueType, Vec<Value>),
+    /// An array of u8, kept as its bytes (a `Value` per byte would cost 32× its size).
+    Bytes(Vec<u8>),
     U64(u64),
     I64(i64),
     F64(f64),
@@ -90,7 +92,7 @@ impl Value {
             Value::F32(_) => ValueType::F32,
             Value::Bool(_) => ValueType::Bool,
             Value::Str(_) => ValueType::Str,
-            Value::Array(..) => ValueType::Array,
+            Value::Array(..) | Value::Bytes(_) => ValueType::Array,
             Value::U64(_) => ValueType::U64,
             Value::I64(_) => ValueType::I64,
             Value::F64(_) => ValueType::F64,
@@ -141,6 +143,14 @@ impl Value {
             _ => None,
         }
     }
+
+    /// An array of u8.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Value {
@@ -167,6 +177,16 @@ impl fmt::Display for Value {
                     if items.len() > 4 {
                         f.write_str(", …")?;
                     }
+                }
+                Ok(())
+            }
+            Value::Bytes(b) => {
+                write!(f, "[u8; {}]", b.len())?;
+                for (i, v) in b.iter().take(4).enumerate() {
+                    write!(f, "{}{v}", if i == 0 { " " } else { ", " })?;
+                }
+                if b.len() > 4 {
+                    f.write_str(", …")?;
                 }
                 Ok(())
             }

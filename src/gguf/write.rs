@@ -140,6 +140,11 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::Bool(x) => out.push(*x as u8),
         Value::Str(s) => put_str(out, s),
+        Value::Bytes(b) => {
+            out.extend_from_slice(&(ValueType::U8 as u32).to_le_bytes());
+            out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            out.extend_from_slice(b);
+        }
         Value::Array(ty, items) => {
             out.extend_from_slice(&(*ty as u32).to_le_bytes());
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());
