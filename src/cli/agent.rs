@@ -34,11 +34,18 @@ pub struct AgentArgs {
     /// touch (default auto, or PRIMA_PREFETCH)
     #[argh(option)]
     pub prefetch: Option<String>,
+    /// exit when standard input closes: how `prima up` ties the local agents it starts to its
+    /// own life, however it ends (SIGTERM, SIGKILL, a crash)
+    #[argh(switch)]
+    pub exit_with_stdin: bool,
 }
 
 pub fn run(a: AgentArgs) -> Result<()> {
     if let Some(m) = &a.prefetch {
         crate::memory::pager::set_mode(crate::memory::PrefetchMode::parse(m)?);
+    }
+    if a.exit_with_stdin {
+        exit_when_stdin_closes(&a.listen);
     }
     let secret = Secret::load(&a.secret_file)?;
     let cache_dir = match a.cache_dir {
@@ -58,4 +65,16 @@ pub fn run(a: AgentArgs) -> Result<()> {
         timeouts = Timeouts { io: Duration::from_secs_f64(s), heartbeat: Duration::from_secs_f64(s / 5.0) };
     }
     serve(AgentOptions { listen: a.listen, secret, cache_dir, timeouts, allow_downgrade: a.allow_downgrade })
+}
+
+/// Watch standard input on a thread; at end of file (the parent is gone) exit.
+fn exit_when_stdin_closes(listen: &str) {
+    let listen = listen.to_string();
+    let _ = std::thread::Builder::new().name("stdin watch".into()).spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+        eprintln!("agent {listen}: the process that started this agent is gone (stdin closed); exiting");
+        std::process::exit(0);
+    });
 }

@@ -561,6 +561,19 @@ fn older(a: &str, b: &str) -> bool {
     parse(a) < parse(b)
 }
 
+/// A ring link must come from (or go to) the key the head pinned for that device.
+fn expect_key(c: &Conn, want: Option<[u8; 32]>, who: &str) -> Result<()> {
+    match (want, c.tx.remote_key()) {
+        (Some(w), Some(k)) if w == k => Ok(()),
+        (Some(w), k) => Err(Error::msg(format!(
+            "ring link refused: {who} presented key {}, the head pinned {}",
+            k.map(|k| auth::fingerprint(&k)).unwrap_or_else(|| "none".into()),
+            auth::fingerprint(&w)
+        ))),
+        (None, _) => Err(Error::msg(format!("ring link refused: the head named no key for {who}"))),
+    }
+}
+
 /// Form our part of the ring, then serve it.
 fn worker(
     sh: &Shared,
@@ -570,14 +583,15 @@ fn worker(
     windows: &mut [Box<dyn crate::model::Window>],
 ) -> Result<()> {
     let t = sh.opts.timeouts;
-    let next = match conn.recv_ok()? {
-        Msg::Connect { next } => next,
+    let (next, next_key, prev_key, head_key) = match conn.recv_ok()? {
+        Msg::Connect { next, next_key, prev_key, head_key } => (next, next_key, prev_key, head_key),
         m => return Err(Error::msg(format!("expected Connect, got {}", m.name()))),
     };
     let mut outbound = None;
     if let Some(addr) = &next {
         let mut c = Conn::connect(addr, format!("next device {addr}"), t)?;
         auth::client(&mut c, &sh.opts.secret, t)?;
+        expect_key(&c, next_key, "the next device")?;
         c.send(&Msg::RingJoin { session, role: RingRole::Inbound })?;
         outbound = Some(c);
     }
@@ -586,8 +600,14 @@ fn worker(
     while inbound.is_none() || outbound.is_none() {
         let left = deadline.checked_duration_since(Instant::now()).unwrap_or_default();
         match joins.recv_timeout(left) {
-            Ok((RingRole::Inbound, c)) if inbound.is_none() => inbound = Some(c),
-            Ok((RingRole::Outbound, c)) if outbound.is_none() && next.is_none() => outbound = Some(c),
+            Ok((RingRole::Inbound, c)) if inbound.is_none() => {
+                expect_key(&c, Some(prev_key), "the previous device")?;
+                inbound = Some(c)
+            }
+            Ok((RingRole::Outbound, c)) if outbound.is_none() && next.is_none() => {
+                expect_key(&c, Some(head_key), "the head")?;
+                outbound = Some(c)
+            }
             Ok((role, _)) => return Err(Error::msg(format!("unexpected extra {role:?} ring link"))),
             Err(_) => {
                 let e = Error::msg("the ring links did not arrive in time (firewall between the devices?)");

@@ -73,11 +73,12 @@ pub fn start_missing_agents(cfg: &ClusterConfig, cache_root: &Path) -> Result<Lo
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let log = std::fs::File::create(dir.join("agent.log"))?;
         let child = Command::new(&exe)
-            .args(["agent", "--listen", &d.addr, "--secret-file"])
+            .args(["agent", "--exit-with-stdin", "--listen", &d.addr, "--secret-file"])
             .arg(&cfg.secret_file)
             .arg("--cache-dir")
             .arg(&dir)
-            .stdin(Stdio::null())
+            // Our end of this pipe closes when we exit, however we exit: the agent follows.
+            .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

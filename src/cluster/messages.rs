@@ -19,7 +19,7 @@ use crate::model::SeqPos;
 /// and the record layer they are the frozen bootstrap: any agent from protocol 3 on can be
 /// upgraded by a newer head. (3: every link encrypted; agents of protocol 2 or older, which
 /// spoke in the clear, are updated by hand once.)
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go
 /// in the device's cache file (offset from the start of that file).
@@ -144,9 +144,14 @@ pub enum Msg {
     Assigned {
         load_ms: u64,
     },
-    /// Open the outbound ring link to `next` (None: the head connects to us instead).
+    /// Open the outbound ring link to `next` (None: the head connects to us instead). The
+    /// keys are the ones the head pinned: the device at `next`, the one before us (the head for
+    /// device 1) and the head's own; a ring link from or to any other key is refused.
     Connect {
         next: Option<String>,
+        next_key: Option<[u8; 32]>,
+        prev_key: [u8; 32],
+        head_key: [u8; 32],
     },
     /// Both ring links are up.
     RingReady,

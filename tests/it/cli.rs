@@ -262,3 +262,49 @@ fn demo_model_has_the_pinned_sha256() {
     let path = crate::model::smollm2();
     assert_eq!(prima::fetch::sha256_file(&path).unwrap(), prima::fetch::SMOLLM2_SHA256);
 }
+
+/// `prima up --local-agents` ended by SIGTERM (no destructor runs): the agents it started
+/// follow it instead of staying up on their ports.
+#[test]
+fn local_agents_exit_with_a_terminated_head() {
+    use std::io::{BufRead, BufReader};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+    let dir = scratch("local-agents");
+    let port = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (p1, p2) = (port(), port());
+    std::fs::write(dir.join("s.secret"), "local agents test secret 0123456789").unwrap();
+    let model = common::model("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let toml = format!(
+        "model = {model:?}\nsecret_file = \"s.secret\"\nschedule = \"even\"\nctx_size = 2048\n\
+         [[device]]\nname = \"head\"\naddr = \"127.0.0.1:0\"\n\
+         [[device]]\nname = \"a1\"\naddr = \"127.0.0.1:{p1}\"\n\
+         [[device]]\nname = \"a2\"\naddr = \"127.0.0.1:{p2}\"\n"
+    );
+    std::fs::write(dir.join("c.toml"), toml).unwrap();
+    let mut head = Command::new(BIN)
+        .args(["up", "--local-agents", "-n", "100000", "--ignore-eos", "--temp", "0", "-p", "Once"])
+        .arg(dir.join("c.toml"))
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(head.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("ring ready") {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "prima up ended before the ring formed:\n{seen}");
+        seen += &line;
+    }
+    let listening = |p: u16| TcpStream::connect(("127.0.0.1", p)).is_ok();
+    assert!(listening(p1) && listening(p2));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(head.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    head.wait().unwrap();
+    let t0 = Instant::now();
+    while listening(p1) || listening(p2) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "local agents still listening after the head was terminated");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

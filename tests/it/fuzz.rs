@@ -186,7 +186,12 @@ fn every_message() -> Vec<Msg> {
             engine: EngineKind::Real,
         },
         Msg::Assigned { load_ms: 12 },
-        Msg::Connect { next: Some("127.0.0.1:7701".into()) },
+        Msg::Connect {
+            next: Some("127.0.0.1:7701".into()),
+            next_key: Some([3; 32]),
+            prev_key: [4; 32],
+            head_key: [5; 32],
+        },
         Msg::RingReady,
         Msg::Stop,
         Msg::Stopped { stats: WorkerStats { decode_steps: 3, ..Default::default() } },

@@ -31,9 +31,20 @@ pub(super) fn close_ring(
 ) -> Result<Links> {
     let n = devices.len();
     let (etx, events) = mpsc::channel();
+    // Every ring link is checked against the keys the head proved and pinned (devices that
+    // hold the secret cannot stand in for each other).
+    let head_key = secret.public_key();
+    let key = |i: usize| -> Result<[u8; 32]> {
+        conns[i]
+            .tx
+            .remote_key()
+            .ok_or_else(|| Error::msg(format!("{}: no key after the handshake", dev_label(&devices[i + 1]))))
+    };
     for (i, c) in conns.iter().enumerate() {
-        let next = if i + 2 < n { Some(devices[i + 2].addr.clone()) } else { None };
-        c.send(&Msg::Connect { next })?;
+        let (next, next_key) =
+            if i + 2 < n { (Some(devices[i + 2].addr.clone()), Some(key(i + 1)?)) } else { (None, None) };
+        let prev_key = if i == 0 { head_key } else { key(i - 1)? };
+        c.send(&Msg::Connect { next, next_key, prev_key, head_key })?;
     }
     let link = |d: &DeviceConfig, role| -> Result<Conn> {
         let mut c = Conn::connect(&d.addr, format!("{} (ring)", d.name), t)?;
