@@ -274,7 +274,7 @@ fn local_agents_exit_with_a_terminated_head() {
     let port = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (p1, p2) = (port(), port());
     std::fs::write(dir.join("s.secret"), "local agents test secret 0123456789").unwrap();
-    let model = common::model("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = crate::model::smollm2();
     let toml = format!(
         "model = {model:?}\nsecret_file = \"s.secret\"\nschedule = \"even\"\nctx_size = 2048\n\
          [[device]]\nname = \"head\"\naddr = \"127.0.0.1:0\"\n\
