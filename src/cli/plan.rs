@@ -42,6 +42,17 @@ pub struct PlanArgs {
     /// with a cluster.toml: measure every device's profile again instead of using the cached ones
     #[argh(switch)]
     pub reprofile: bool,
+    /// predict this split instead of planning one: a window per device in profile order,
+    /// colon-separated (0 = not in the ring), rounds from -k (default 1)
+    #[argh(option)]
+    pub windows: Option<String>,
+    /// also list the N fastest splits of the cost model (brute force over k and windows with
+    /// the same head; small clusters), one `split k=K windows=W:W:.. ms=MS` line each
+    #[argh(option)]
+    pub search: Option<usize>,
+    /// write the devices' profiles to this directory (NAME.json, readable by --profiles)
+    #[argh(option)]
+    pub save_profiles: Option<String>,
 }
 
 fn model_cost(m: Option<&str>) -> Result<ModelCost> {
@@ -103,8 +114,34 @@ pub fn run(a: PlanArgs) -> Result<()> {
                 .ok_or_else(|| Error::msg(format!("--head {h}: no profile has that name")))?,
         );
     }
-    let plan = halda::plan(&profiles, &cost, &opt)?;
+    if let Some(dir) = &a.save_profiles {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+        for p in &profiles {
+            let f = Path::new(dir).join(format!("{}.json", p.name));
+            std::fs::write(&f, p.to_json()).with_context(|| f.display())?;
+        }
+    }
+    let plan = match &a.windows {
+        Some(w) => {
+            let w: Vec<u32> = w
+                .split(':')
+                .map(|x| x.trim().parse().map_err(|_| Error::msg(format!("--windows: `{x}` is not a window size"))))
+                .collect::<Result<_>>()?;
+            if w.len() != profiles.len() {
+                return Err(Error::msg(format!("--windows: {} windows for {} devices", w.len(), profiles.len())));
+            }
+            let head = opt.head.unwrap_or(0);
+            halda::evaluate(&profiles, &cost, &opt, head, a.k.unwrap_or(1), &w, &vec![0; w.len()])?
+        }
+        None => halda::plan(&profiles, &cost, &opt)?,
+    };
     print!("{}", sched::render(&plan));
+    if let Some(n) = a.search {
+        for s in halda::search::best_splits(&profiles, &cost, &opt, plan.head, n)? {
+            let w: Vec<String> = s.w.iter().map(|w| w.to_string()).collect();
+            println!("split k={} windows={} ms={:.1}", s.k, w.join(":"), s.ms);
+        }
+    }
     Ok(())
 }
 

@@ -828,18 +828,26 @@ fn profile_render_and_json_format() {
 }
 
 #[test]
-fn halda_reserve_is_a_sixth_of_a_small_device() {
-    // An emulated 300 MiB device (bench/homecluster.sh): the 256 MiB reserve sized for GiB-class
-    // devices would leave it 44 MiB; prima needs about 45 there (pager slack + its own memory).
+fn halda_budget_is_the_pagers() {
+    // The plan budgets what the pager will: available memory less the pager's slack and a
+    // runtime allowance. (A sixth of a 1 GiB emulated device reserved instead had Halda stream
+    // 0.12 GiB per token from a device whose pager kept its whole window: predicted 367 ms,
+    // measured 153; bench/README.md, testbed 2.)
     let cost = ModelShape::llama3_8b_q4k().cost().unwrap();
-    let mut small = device("small", Os::Linux, 1, 0.0, 0.4, 0.1, 20.0, 5.0);
-    small.memory.total = 300 << 20;
-    small.memory.available = 290 << 20;
-    let p = halda::plan(std::slice::from_ref(&small), &cost, &HaldaOptions::default()).unwrap();
-    assert_eq!(p.devices[0].ram_budget, (290 << 20) - (300 << 20) / 6);
-    // GiB-class devices keep the full reserve.
-    let p = halda::plan(&[laptop()], &cost, &HaldaOptions::default()).unwrap();
-    assert_eq!(p.devices[0].ram_budget, laptop().memory.available - (256 << 20));
+    let opt = HaldaOptions::default();
+    for (total, available) in [(300u64 << 20, 290u64 << 20), (1069 << 20, 1048 << 20)] {
+        let mut small = device("small", Os::Linux, 1, 0.0, 0.4, 0.1, 20.0, 5.0);
+        small.memory.total = total;
+        small.memory.available = available;
+        let p = halda::plan(std::slice::from_ref(&small), &cost, &opt).unwrap();
+        let pager = prima::memory::pager::reserve(total);
+        assert_eq!(p.devices[0].ram_budget, available - pager - opt.cpu_reserve);
+        // Within 64 MiB of everything available on these small devices.
+        assert!(available - p.devices[0].ram_budget < 64 << 20, "{}", p.devices[0].ram_budget >> 20);
+    }
+    let p = halda::plan(&[laptop()], &cost, &opt).unwrap();
+    let l = laptop().memory;
+    assert_eq!(p.devices[0].ram_budget, l.available - prima::memory::pager::reserve(l.total) - opt.cpu_reserve);
 }
 
 #[test]
@@ -951,17 +959,39 @@ fn ram_probe_agrees_with_a_large_heap_read() {
     let threads = prima::sys::default_threads();
     let heap: Vec<u64> = (0..(16 * llc).max(512 << 20) / 8).map(|i| i as u64 * 0x9e37_79b9).collect();
     let dir = std::env::temp_dir();
-    let mut seen = Vec::new();
-    // Other processes share the memory bus: three tries, each pair measured back to back.
-    for _ in 0..3 {
-        let want = heap_read_gbps(&heap, threads, 5);
-        let got = profile::measure::ram_read_gbps(2 * llc, threads, Some(&dir));
-        seen.push((got, want));
-        if (got / want - 1.0).abs() <= 0.15 {
-            return;
-        }
-    }
-    panic!("probe vs heap read (GB/s, {threads} threads, LLC {} MiB): {seen:?}", llc >> 20);
+    // Both reads in a cpu cgroup that outweighs every other process (without root: as we
+    // are), so a pass does not time the other jobs' slices.
+    let cg = TestCgroup::new("cpu", "ramread");
+    let seen = std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(cg) = &cg {
+                cg.set("cpu.shares", "262144").unwrap();
+                cg.join_thread(); // threads started from here on follow
+            }
+            let mut seen = Vec::new();
+            // Other processes share the memory bus: three tries, each pair back to back.
+            for _ in 0..3 {
+                let want = heap_read_gbps(&heap, threads, 5);
+                let got = profile::measure::ram_read_gbps(2 * llc, threads, Some(&dir));
+                seen.push((got, want));
+                if (got / want - 1.0).abs() <= 0.15 {
+                    break;
+                }
+            }
+            if let Some(cg) = &cg {
+                cg.leave_thread();
+            }
+            seen
+        })
+        .join()
+        .unwrap()
+    });
+    let (got, want) = *seen.last().unwrap();
+    assert!(
+        (got / want - 1.0).abs() <= 0.15,
+        "probe vs heap read (GB/s, {threads} threads, LLC {} MiB): {seen:?}",
+        llc >> 20
+    );
 }
 
 /// A cgroup v1 child of `controller` made for one test, removed on drop (the thread that
@@ -1022,6 +1052,8 @@ fn cpu_quota_is_honoured() {
     let Some(cg) = TestCgroup::new("cpu", "quota") else { return };
     cg.set("cpu.cfs_period_us", "100000").unwrap();
     cg.set("cpu.cfs_quota_us", "50000").unwrap();
+    // Far more weight than any other process: the half core is there even on a busy machine.
+    cg.set("cpu.shares", "262144").unwrap();
     let dir = std::env::temp_dir();
     let outside = profile::cache::environment_key(&dir);
     let r = std::thread::scope(|s| {

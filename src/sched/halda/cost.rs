@@ -101,7 +101,7 @@ impl Ctx<'_> {
             vram = (g.mem_free as f64 - reserve as f64).max(0.0);
             out_ms_gpu = Some((flops_ms(&out, &gtp, gslow), cost.output_bytes as f64 / (g.read_gbps * 1e6)));
         }
-        let reserve = self.opt.cpu_reserve.min(p.memory.total / 6);
+        let reserve = crate::memory::pager::reserve(p.memory.total) + self.opt.cpu_reserve;
         let mut ram = p.memory.available as f64 - reserve as f64;
         if p.os == Os::Android {
             ram += p.memory.can_swap as f64;
