@@ -335,7 +335,7 @@ run_up() {
     local before
     before=$(oom_kills)
     echo "== prima up ($label): k=${k:-${ROUNDS:-Halda}} windows=${windows:-Halda} prefetch=$PREFETCH, $N_PREDICT tokens"
-    run_bg on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n "$N_PREDICT" --temp 0 --prefetch "$PREFETCH" \
+    run_bg on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n "$N_PREDICT" --temp 0 --ignore-eos --prefetch "$PREFETCH" \
         >"$WORK/prima.out" 2>"$WORK/prima.log" || { tail -30 "$WORK/prima.log"; }
     for d in "${DEVS[@]}"; do read -r name _ <<<"$d"; touch "$WORK/$name.stop"; done
     wait_samplers
@@ -346,7 +346,7 @@ run_up() {
         compare_devices "$WORK/$label.plan"
     else
         # Halda's plan: `prima up`'s own predicted-vs-measured lines.
-        awk '$2 == "predicted" && $4 == "measured" && $1 != "total" {
+        awk '$2 == "predicted" && $4 == "measured" && $1 != "total" && $1 != "up:" {
             err = $5 > 0 ? 100 * ($3 / $5 - 1) : 0
             printf "  DEVICE %-6s predicted %8.1f measured %8.1f ms/token (%+.0f%%)%s\n", $1, $3, $5, err, (err > 20 || err < -20 ? "  OFF" : "")
         }' "$WORK/prima.log"

@@ -1303,3 +1303,40 @@ fn calibration_from_measured_tokens() {
     assert_eq!(calibrate::measured_ms(0, 5, 5), None);
     assert_eq!(calibrate::measured_ms(2, 3_000_000, 1_000_000), Some(2.0));
 }
+
+/// A ring device under a CPU quota idles between its turns and starts each with its period's
+/// whole quota (CFS bandwidth control, 100 ms periods): a turn shorter than the quota allows in
+/// a period runs at full speed, a long one approaches the quota's rate. (Predicted at the quota
+/// rate, a 0.625-CPU device's 171 ms turn ran in 100–115 ms on testbed 10, bench/README.md.)
+#[test]
+fn halda_quota_device_runs_short_turns_at_full_speed() {
+    let head = device("head", Os::Linux, 1, 12.0, 2.0, 0.2, 20.0, 20.0);
+    // Full speed 40 GFLOPS and 30 GB/s; a 0.5-CPU quota on one thread: the profile halves both.
+    let quota_dev = |cost: &ModelCost, layers_per_turn: u32| {
+        let mut d = device("capped", Os::Linux, 1, 12.0, 2.0, 0.2, 20.0, 15.0);
+        d.cpu_quota = Some(0.5);
+        let opt = HaldaOptions { head: Some(0), k: Some(1), ..HaldaOptions::default() };
+        let w = [cost.n_layer - layers_per_turn, layers_per_turn];
+        let p = halda::evaluate(&[head.clone(), d.clone()], cost, &opt, 0, 1, &w, &[0, 0]).unwrap();
+        d.cpu_quota = None;
+        let q = halda::evaluate(&[head.clone(), d], cost, &opt, 0, 1, &w, &[0, 0]).unwrap();
+        let busy = |p: &halda::Plan| p.devices[1].ms.compute + p.devices[1].ms.memory;
+        (busy(&p), busy(&q))
+    };
+    // One 8B layer (tens of ms at the quota's rate): the turn fits in one period's quota.
+    let cost = ModelShape::llama3_8b_q4k().cost().unwrap();
+    let (burst, rate) = quota_dev(&cost, 1);
+    assert!(rate < 50.0, "{rate}");
+    assert!((burst / (rate * 0.5) - 1.0).abs() < 0.01, "{burst} vs full speed {}", rate * 0.5);
+    // Forty 70B layers (seconds): within 5% of the quota's rate, never above it.
+    let (long, rate) = quota_dev(&ModelShape::llama3_70b_q4k().cost().unwrap(), 40);
+    assert!(rate > 1000.0, "{rate}");
+    assert!(long <= rate && long > 0.95 * rate, "{long} vs {rate}");
+    // Alone (no ring, no idle gaps) the quota rate holds.
+    let mut d = device("capped", Os::Linux, 1, 12.0, 2.0, 0.2, 20.0, 15.0);
+    d.cpu_quota = Some(0.5);
+    let solo = halda::plan(std::slice::from_ref(&d), &cost, &HaldaOptions::default()).unwrap();
+    d.cpu_quota = None;
+    let free = halda::plan(std::slice::from_ref(&d), &cost, &HaldaOptions::default()).unwrap();
+    assert_eq!(solo.ms_per_token, free.ms_per_token);
+}
