@@ -953,7 +953,8 @@ fn heap_read_gbps(words: &[u64], threads: usize, passes: usize) -> f64 {
 /// cache): it must agree within 15% with a heap read 16× the cache, as decode's weight stream
 /// sees RAM. (Before: a 62 MiB probe on a 32 MiB-L3 host read 1.4–1.6× too fast.)
 #[test]
-#[ignore = "compares throughputs: run on an idle machine (cargo test --release --test it -- --ignored sched::)"]
+#[ignore = "fails: the 2×LLC probe reads 44–45 GB/s where the 512 MiB heap read gives 27–30 (2026-12-03, load 11, \
+            with the cgroup's high cpu.shares): the RAM figure is not yet shown to agree (run with --ignored)"]
 fn ram_probe_agrees_with_a_large_heap_read() {
     let llc = profile::measure::last_level_cache();
     let threads = prima::sys::default_threads();
@@ -1047,7 +1048,6 @@ impl Drop for TestCgroup {
 /// throttling included), where the old 40 ms timing reported a full core.
 #[cfg(target_os = "linux")]
 #[test]
-#[ignore = "compares throughputs: run on an idle machine (cargo test --release --test it -- --ignored sched::)"]
 fn cpu_quota_is_honoured() {
     let Some(cg) = TestCgroup::new("cpu", "quota") else { return };
     cg.set("cpu.cfs_period_us", "100000").unwrap();
@@ -1339,4 +1339,23 @@ fn halda_quota_device_runs_short_turns_at_full_speed() {
     d.cpu_quota = None;
     let free = halda::plan(std::slice::from_ref(&d), &cost, &HaldaOptions::default()).unwrap();
     assert_eq!(solo.ms_per_token, free.ms_per_token);
+}
+
+/// `prima up`'s closing table: every device of the plan with its prediction, what the ring
+/// measured and the error, matched by name (a device the ring did not measure shows "-").
+#[test]
+fn calibrate_report_lists_predicted_and_measured_per_device() {
+    use prima::sched::calibrate;
+    let cost = ModelShape::llama3_8b_q4k().cost().unwrap();
+    let profiles = vec![laptop(), phone()];
+    let opt = HaldaOptions { head: Some(0), k: Some(1), ..HaldaOptions::default() };
+    let plan = halda::evaluate(&profiles, &cost, &opt, 0, 1, &[20, 12], &[0, 0]).unwrap();
+    let (a, b) = (&plan.devices[0], &plan.devices[1]);
+    let measured = [(b.name.as_str(), None), (a.name.as_str(), Some(a.ms.total() * 0.8))];
+    let text = calibrate::report(&plan, &measured, 123.0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("up: predicted vs measured"), "{text}");
+    assert!(lines[1].contains(&a.name) && lines[1].trim_end().ends_with("(+25%)"), "{text}");
+    assert!(lines[2].contains(&b.name) && lines[2].trim_end().ends_with("measured -"), "{text}");
+    assert!(lines[3].contains("total") && lines[3].contains("123.00"), "{text}");
 }
