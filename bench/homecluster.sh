@@ -43,8 +43,8 @@
 #              links (RTT and TCP rate head → each device), cpucheck (each device's CPU time
 #              under load against its quota), plan (`prima plan --search`: Halda's split and
 #              the cost model's best few, written to $WORK/splits), naive (windows in
-#              proportion to RAM, k = 1), splits (each split in SPLITS, or in $WORK/splits),
-#              rpc (llama.cpp over RPC servers on the other devices) ["links prima llama"]
+#              proportion to RAM, k = 1), splits (each split in SPLITS, or in $WORK/splits)
+#              ["links prima llama"]
 #   SPLITS     "k w:w:..;..." splits for RUNS=splits, a window per device (0: left out)
 #   CPU_SHARES the devices' cpu.shares: far above the default 1024, so the quotas are met while
 #              other jobs (builds) run on the machine [262144]

@@ -15,7 +15,7 @@
 # homecluster.sh's ÷ 8: a 70B shape's 0.86 GB output matrix must fit on the head.)
 # Model: a shape (llama3-70b with a few layers, qwen25-32b, llama3-8b) and a weight mix
 # (q4_k_m, q4_0, q8_0), its layer count chosen so the model is 0.7–1.3× the cluster's memory.
-# SHAPE, MIX, LAYERS, N_DEV override the draws; RUNS is passed on [cpucheck prima plan naive splits llama rpc].
+# SHAPE, MIX, LAYERS, N_DEV override the draws; RUNS is passed on [cpucheck prima plan naive splits llama].
 set -euo pipefail
 SEED=${1:?usage: bench/testbed.sh SEED}
 BENCH=$(dirname "$(readlink -f "$0")")
@@ -79,7 +79,7 @@ echo "testbed $SEED: $SHAPE $MIX, $N_LAYER layers (~$MODEL_GB GB; cluster memory
 echo "devices: $DEVICES"
 MODEL=$MODELS/$SHAPE-${N_LAYER}L-$MIX.gguf
 synth="$PRIMA synth --shape $SHAPE --layers $N_LAYER --mix $MIX --vocab-from $VOCAB -o $MODEL"
-run="MODEL=$MODEL DEVICES=\"$DEVICES\" ROUNDS= RUNS=\"${RUNS:-cpucheck prima plan naive splits llama rpc}\" WORK=/var/tmp/prima-testbed-$SEED bench/homecluster.sh"
+run="MODEL=$MODEL DEVICES=\"$DEVICES\" ROUNDS= RUNS=\"${RUNS:-cpucheck prima plan naive splits llama}\" WORK=/var/tmp/prima-testbed-$SEED bench/homecluster.sh"
 if [ -n "${SHOW:-}" ]; then
     echo "$synth"
     echo "$run"
