@@ -37,10 +37,17 @@
 #   LLAMA_BIN  llama.cpp bin dir [$HOME/.cache/prima-oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin]
 #   DEVICES    "name ram_mib disk_MBps cores mbit delay_ms [window];..." (head first; without
 #              windows the Halda plan splits the layers) [the four above, Halda]
-#   ROUNDS     k, rounds per token [2]        PREFETCH  auto|off|advise|touch [auto]
+#   ROUNDS     k, rounds per token; empty: Halda chooses [2]   PREFETCH  auto|off|advise|touch [auto]
 #   N_PREDICT  tokens generated [8]           CTX       context [256]
 #   RUNS       what to run: prima, llama (llama.cpp), solo (prima alone on the head device),
-#              links (RTT and TCP rate head → each device) ["links prima llama"]
+#              links (RTT and TCP rate head → each device), cpucheck (each device's CPU time
+#              under load against its quota), plan (`prima plan --search`: Halda's split and
+#              the cost model's best few, written to $WORK/splits), naive (windows in
+#              proportion to RAM, k = 1), splits (each split in SPLITS, or in $WORK/splits)
+#              ["links prima llama"]
+#   SPLITS     "k w:w:..;..." splits for RUNS=splits, a window per device (0: left out)
+#   CPU_SHARES the devices' cpu.shares: far above the default 1024, so the quotas are met while
+#              other jobs (builds) run on the machine [262144]
 #   WORK       scratch dir (device caches persist here between runs) [/var/tmp/prima-homecluster]
 set -euo pipefail
 trap 'echo "homecluster: line $LINENO: \`$BASH_COMMAND\` failed" >&2' ERR
@@ -49,7 +56,9 @@ MODEL=${MODEL:-/work/models-shared/l3-8b-16L-q4km.gguf}
 PRIMA=$(readlink -f "${PRIMA:-target/release/prima}")
 LLAMA_BIN=${LLAMA_BIN:-$HOME/.cache/prima-oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin}
 DEVICES=${DEVICES:-"d3 1242 375 2.0 600 3; d1 307 88 1.0 500 5; d2 525 375 1.0 400 5; d4 243 175 1.0 320 7"}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS-2}
+SPLITS=${SPLITS:-}
+CPU_SHARES=${CPU_SHARES:-262144}
 PREFETCH=${PREFETCH:-auto}
 N_PREDICT=${N_PREDICT:-8}
 CTX=${CTX:-256}
@@ -80,6 +89,7 @@ PRIMA=$WORK/phcd
 # cgroups v1: memory under our own memory cgroup (we may not own the root), cpu/blkio at root.
 MEMCG=/sys/fs/cgroup/memory$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)/$TAG
 CPUCG=/sys/fs/cgroup/cpu/$TAG
+ACCTCG=/sys/fs/cgroup/cpuacct/$TAG
 BLKCG=/sys/fs/cgroup/blkio/$TAG
 # (awk NR == 1, not head: with pipefail a SIGPIPE'd writer would end the script silently)
 DISK=$(lsblk -no MAJ:MIN,TYPE "$(findmnt -no SOURCE -T "$WORK")" 2>/dev/null | awk 'NR == 1 {print $1}' || true)
@@ -114,7 +124,7 @@ cleanup() {
         ip netns pids "$TAG-$name" 2>/dev/null | xargs -r kill -9
         ip netns del "$TAG-$name" 2>/dev/null
         ip link del "$TAG-$name" 2>/dev/null
-        for cg in "$MEMCG/$name" "$CPUCG/$name" "$BLKCG/$name"; do
+        for cg in "$MEMCG/$name" "$CPUCG/$name" "$BLKCG/$name" "$ACCTCG/$name"; do
             [ -d "$cg" ] || continue
             for _ in $(seq 50); do
                 [ -s "$cg/cgroup.procs" ] || break
@@ -125,7 +135,7 @@ cleanup() {
         done
     done
     ip link del "$BR" 2>/dev/null
-    rmdir "$MEMCG" "$CPUCG" "$BLKCG" 2>/dev/null
+    rmdir "$MEMCG" "$CPUCG" "$BLKCG" "$ACCTCG" 2>/dev/null
     return 0
 }
 trap cleanup EXIT
@@ -134,7 +144,10 @@ cleanup
 
 # ---------------------------------------------------------------- the devices
 ip link add "$BR" type bridge && ip addr add "$NET.1/24" dev "$BR" && ip link set "$BR" up
-mkdir -p "$MEMCG" "$CPUCG" "$BLKCG"
+mkdir -p "$MEMCG" "$CPUCG" "$BLKCG" "$ACCTCG"
+# Our cpu cgroup competes with every other process at the root: give it (and each device)
+# far more weight than theirs, so a device gets its quota while the machine is busy.
+echo "$CPU_SHARES" >"$CPUCG/cpu.shares"
 i=0
 for d in "${DEVS[@]}"; do
     read -r name ram disk cores mbit delay _ <<<"$d"
@@ -156,7 +169,8 @@ for d in "${DEVS[@]}"; do
     for _ in $(seq 50); do grep -q '^nfqdelay: queue' "$WORK/$name.delay.log" && break; sleep 0.1; done
     grep -q '^nfqdelay: queue' "$WORK/$name.delay.log" || { cat "$WORK/$name.delay.log" >&2; exit 1; }
     nsenter --net="/run/netns/$ns" iptables-legacy -t mangle -A PREROUTING -i eth0 -j NFQUEUE --queue-num 0
-    mkdir -p "$MEMCG/$name" "$CPUCG/$name" "$BLKCG/$name"
+    mkdir -p "$MEMCG/$name" "$CPUCG/$name" "$BLKCG/$name" "$ACCTCG/$name"
+    echo "$CPU_SHARES" >"$CPUCG/$name/cpu.shares"
     echo $((ram << 20)) >"$MEMCG/$name/memory.limit_in_bytes"
     echo 100000 >"$CPUCG/$name/cpu.cfs_period_us"
     awk -v c="$cores" 'BEGIN {printf "%d\n", c * 100000}' >"$CPUCG/$name/cpu.cfs_quota_us"
@@ -170,7 +184,7 @@ on() {
     local name=$1
     shift
     sh -c "echo \$\$ >$MEMCG/$name/cgroup.procs && echo \$\$ >$CPUCG/$name/cgroup.procs && \
-        echo \$\$ >$BLKCG/$name/cgroup.procs && exec nsenter --net=/run/netns/$TAG-$name \"\$@\"" sh "$@"
+        echo \$\$ >$BLKCG/$name/cgroup.procs && echo \$\$ >$ACCTCG/$name/cgroup.procs && exec nsenter --net=/run/netns/$TAG-$name \"\$@\"" sh "$@"
 }
 
 # Peak non-file memory of a device's cgroup (bytes above the reading at start), sampled in the
@@ -229,11 +243,16 @@ head -c 32 /dev/urandom | base64 >"$WORK/secret"
 read -r HEAD HEAD_RAM _ <<<"${DEVS[0]}"
 
 # --------------------------------------------------------------- prima on the ring
+# write_config FILE [K WINDOWS]: the cluster file; with WINDOWS (w:w:.., one per device), those
+# windows and K rounds, devices with window 0 left out; without, $ROUNDS (empty: Halda's k).
 write_config() {
+    local file=$1 k=${2:-$ROUNDS} windows=${3:-}
+    local ws=()
+    [ -n "$windows" ] && IFS=: read -ra ws <<<"$windows"
     {
         echo "model = \"$MODEL\""
         echo "secret_file = \"$WORK/secret\""
-        echo "rounds = $ROUNDS"
+        [ -n "$k" ] && echo "rounds = $k"
         echo "ctx_size = $CTX"
         echo "batch_size = 64"
         echo "timeout_secs = 120"
@@ -241,53 +260,156 @@ write_config() {
         for d in "${DEVS[@]}"; do
             read -r name _ _ _ _ _ window <<<"$d"
             j=$((j + 1))
+            [ -n "$windows" ] && window=${ws[$((j - 1))]}
+            [ "${window:-}" = 0 ] && continue
             echo "[[device]]"
             echo "name = \"$name\""
             echo "addr = \"$NET.$((10 + j)):$PORT\""
             [ -n "${window:-}" ] && echo "window = $window"
         done
-    } >"$WORK/cluster.toml"
+    } >"$file"
 }
 
-run_prima() {
-    write_config
+AGENTS_UP=0
+start_agents() {
+    [ $AGENTS_UP = 1 ] && return
     local j=0
     for d in "${DEVS[@]:1}"; do
         read -r name _ <<<"$d"
         j=$((j + 1))
         on "$name" "$PRIMA" agent --listen "$NET.$((11 + j)):$PORT" --secret-file "$WORK/secret" \
-            --cache-dir "$WORK/$name/cache" --timeout-secs 120 --prefetch "$PREFETCH" 2>"$WORK/$name.agent.log" &
+            --cache-dir "$WORK/$name/cache" --timeout-secs 120 --prefetch "$PREFETCH" 2>>"$WORK/$name.agent.log" &
         PIDS+=($!)
     done
     sleep 1
+    AGENTS_UP=1
+}
+
+# The ms/token of the last `prima up` ($WORK/prima.log), FAILED where it printed none.
+up_ms() { sed -n 's/.*generation: [0-9]* tokens, \([0-9.]*\) ms\/token.*/\1/p' "$WORK/prima.log" | grep . || echo FAILED; }
+
+# Per device, the plan's prediction ($1: `prima plan` output) against what the last run measured
+# (computing + sending per decode token, from `prima up`'s per-device lines).
+compare_devices() {
+    local plan=$1
+    awk -v tol=20 '
+        FNR == NR {
+            if ($0 ~ /^device +os +case/) { t = 1; next }
+            if (t && $0 ~ /^predicted:/) t = 0
+            if (t && NF >= 13) pred[$1] = $13
+            next
+        }
+        /per token:/ && ($1 in pred) {
+            for (i = 1; i <= NF; i++) {
+                if ($(i + 1) == "ms" && $(i + 2) == "computing") c = $i
+                if ($(i + 1) == "ms" && $(i + 2) == "sending;") s = $i
+            }
+            m = c + s; p = pred[$1]
+            err = m > 0 ? 100 * (p / m - 1) : 0
+            printf "  DEVICE %-6s predicted %8.1f measured %8.1f ms/token (%+.0f%%)%s\n", $1, p, m, err, (err > tol || err < -tol ? "  OFF" : "")
+        }' "$plan" "$WORK/prima.log"
+}
+
+# run_up LABEL [K WINDOWS]: one measured `prima up` (the split warmed once, caches dropped,
+# memory sampled outside), then its per-device prediction against the measurement.
+run_up() {
+    local label=$1 k=${2:-} windows=${3:-}
+    start_agents
+    write_config "$WORK/cluster.toml" "$k" "$windows"
+    write_config "$WORK/plan.toml"
+    local key
+    key=$WORK/warm-$(basename "$MODEL")-$(cat "$WORK/cluster.toml" "$WORK/plan.toml" | md5sum | cut -c1-8)
     # Fill the layer caches once (not measured): the first run streams each device its layers.
-    if [ ! -e "$WORK/warm-$(basename "$MODEL")-$ROUNDS-$(echo "$DEVICES" | md5sum | cut -c1-8)" ]; then
-        echo "== warming device caches (streams layers to the agents once)"
+    if [ ! -e "$key" ]; then
+        echo "== warming device caches for $label (streams layers to the agents once)"
         run_bg on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n 1 --temp 0 >/dev/null 2>"$WORK/warm.log" || {
             tail -20 "$WORK/warm.log"
-            exit 1
+            echo "RESULT $label FAILED (warm-up)"
+            return 0
         }
-        touch "$WORK/warm-$(basename "$MODEL")-$ROUNDS-$(echo "$DEVICES" | md5sum | cut -c1-8)"
+        touch "$key"
     fi
     drop_caches
     rm -f "$WORK/prima.log"
     for d in "${DEVS[@]}"; do read -r name _ <<<"$d"; rm -f "$WORK/$name.stop"; sample "$name" ring & done
     local before
     before=$(oom_kills)
-    echo "== prima up: k=$ROUNDS prefetch=$PREFETCH, $N_PREDICT tokens"
-    run_bg on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n "$N_PREDICT" --temp 0 --prefetch "$PREFETCH" \
+    echo "== prima up ($label): k=${k:-${ROUNDS:-Halda}} windows=${windows:-Halda} prefetch=$PREFETCH, $N_PREDICT tokens"
+    run_bg on "$HEAD" "$PRIMA" up "$WORK/cluster.toml" -p "$PROMPT" -n "$N_PREDICT" --temp 0 --ignore-eos --prefetch "$PREFETCH" \
         >"$WORK/prima.out" 2>"$WORK/prima.log" || { tail -30 "$WORK/prima.log"; }
     for d in "${DEVS[@]}"; do read -r name _ <<<"$d"; touch "$WORK/$name.stop"; done
     wait_samplers
-    grep -E '^(up: prompt|up: [0-9]+ tokens|  |memory:)' "$WORK/prima.log" || true
+    grep -E '^(up: prompt|up: [0-9]+ tokens|up: .*layers, .*round|  |memory:)' "$WORK/prima.log" || true
     for d in "${DEVS[@]:1}"; do read -r name _ <<<"$d"; grep '^memory:' "$WORK/$name.agent.log" | sed "s/^/  $name /" | tail -1; done
-    local ms
-    ms=$(sed -n 's/.*generation: [0-9]* tokens, \([0-9.]*\) ms\/token.*/\1/p' "$WORK/prima.log")
-    echo "RESULT prima k=$ROUNDS prefetch=$PREFETCH ms/token=${ms:-FAILED} oom_kills=$(($(oom_kills) - before))"
+    if [ -n "$windows" ]; then
+        run_bg on "$HEAD" "$PRIMA" plan "$WORK/plan.toml" --windows "$windows" -k "$k" >"$WORK/$label.plan" 2>/dev/null || true
+        compare_devices "$WORK/$label.plan"
+    else
+        # Halda's plan: `prima up`'s own predicted-vs-measured lines.
+        awk '$2 == "predicted" && $4 == "measured" && $1 != "total" && $1 != "up:" {
+            err = $5 > 0 ? 100 * ($3 / $5 - 1) : 0
+            printf "  DEVICE %-6s predicted %8.1f measured %8.1f ms/token (%+.0f%%)%s\n", $1, $3, $5, err, (err > 20 || err < -20 ? "  OFF" : "")
+        }' "$WORK/prima.log"
+    fi
+    echo "RESULT prima $label k=${k:-${ROUNDS:-Halda}} windows=${windows:-Halda} ms/token=$(up_ms) oom_kills=$(($(oom_kills) - before))"
     report_pressure
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    PIDS=()
-    sleep 0.5
+}
+
+run_prima() { run_up default; }
+
+# Halda's plan and the cost model's best splits (brute force), from the devices' profiles.
+run_plan() {
+    start_agents
+    write_config "$WORK/plan.toml"
+    run_bg on "$HEAD" "$PRIMA" plan "$WORK/plan.toml" --search "${SEARCH:-4}" --save-profiles "$WORK/profiles" \
+        >"$WORK/plan.out" 2>"$WORK/plan.log" || { tail -5 "$WORK/plan.log"; return 0; }
+    cat "$WORK/plan.out"
+    sed -n 's/^split k=\([0-9]*\) windows=\([0-9:]*\) .*/\1 \2/p' "$WORK/plan.out" >"$WORK/splits"
+}
+
+# Windows in proportion to each device's RAM limit, k = 1, every device at least one layer.
+run_naive() {
+    local n_layer
+    n_layer=$("$PRIMA" inspect "$MODEL" 2>/dev/null | sed -n 's/.*block_count[^0-9]*\([0-9]*\).*/\1/p' | awk 'NR == 1')
+    [ -n "$n_layer" ] || n_layer=$(awk -F= '/^N_LAYER=/{print $2}' "$WORK/model.info" 2>/dev/null)
+    local windows
+    windows=$(for d in "${DEVS[@]}"; do read -r _ ram _ <<<"$d"; echo "$ram"; done | awk -v L="$n_layer" '
+        { r[NR] = $1; t += $1 }
+        END {
+            for (i = 1; i <= NR; i++) { w[i] = int(L * r[i] / t); if (w[i] < 1) w[i] = 1; s += w[i]; f[i] = L * r[i] / t - w[i] }
+            while (s < L) { b = 1; for (i = 2; i <= NR; i++) if (f[i] > f[b]) b = i; w[b]++; f[b] -= 1; s++ }
+            while (s > L) { b = 0; for (i = 1; i <= NR; i++) if (w[i] > 1 && (b == 0 || f[i] < f[b])) b = i; w[b]--; f[b] += 1; s-- }
+            for (i = 1; i <= NR; i++) printf "%s%d", (i > 1 ? ":" : ""), w[i]; print ""
+        }')
+    run_up naive 1 "$windows"
+}
+
+run_splits() {
+    local list=$SPLITS
+    [ -z "$list" ] && [ -s "$WORK/splits" ] && list=$(paste -sd';' "$WORK/splits")
+    [ -n "$list" ] || { echo "RESULT splits SKIPPED: no SPLITS and no $WORK/splits (RUNS=plan first)"; return; }
+    local i=0
+    IFS=';' read -ra sp <<<"$list"
+    for x in "${sp[@]}"; do
+        read -r k windows <<<"$x"
+        i=$((i + 1))
+        run_up "split$i" "$k" "$windows"
+    done
+}
+
+# Each device's CPU under load: ceil(quota) busy processes for 2 s in its cgroups, against the
+# quota (the emulated cores are only real when the machine's other work leaves them free).
+run_cpucheck() {
+    for d in "${DEVS[@]}"; do
+        read -r name _ _ cores _ <<<"$d"
+        local n u0 u1
+        n=$(awk -v c="$cores" 'BEGIN {n = int(c); if (n < c) n++; print (n < 1 ? 1 : n)}')
+        u0=$(cat "$ACCTCG/$name/cpuacct.usage")
+        on "$name" sh -c "for i in \$(seq $n); do timeout 2 sh -c 'while :; do :; done' & done; wait"
+        u1=$(cat "$ACCTCG/$name/cpuacct.usage")
+        awk -v u=$((u1 - u0)) -v q="$cores" -v n="$name" 'BEGIN {g = u / 2e9; \
+            printf "RESULT cpucheck %-6s %.2f CPUs of quota %.2f (%.0f%%)%s\n", n, g, q, 100 * g / q, (g < 0.9 * q ? "  NOT MET" : "")}'
+    done
 }
 
 wait_samplers() { sleep 0.5; }

@@ -42,6 +42,21 @@ pub struct PlanArgs {
     /// with a cluster.toml: measure every device's profile again instead of using the cached ones
     #[argh(switch)]
     pub reprofile: bool,
+    /// predict this split instead of planning one: a window per device in profile order,
+    /// colon-separated (0 = not in the ring), rounds from -k (default 1)
+    #[argh(option)]
+    pub windows: Option<String>,
+    /// also list the N fastest splits of the cost model (brute force over k and windows with
+    /// the same head; small clusters), one `split k=K windows=W:W:.. ms=MS` line each
+    #[argh(option)]
+    pub search: Option<usize>,
+    /// write the devices' profiles to this directory (NAME.json, readable by --profiles)
+    #[argh(option)]
+    pub save_profiles: Option<String>,
+    /// correct the profiles from a measured run first: "K W:W:.. NAME=MS,NAME=MS" (its rounds,
+    /// windows, and each device's measured ms per decode token, as `prima up` prints them)
+    #[argh(option)]
+    pub calibrate: Option<String>,
 }
 
 fn model_cost(m: Option<&str>) -> Result<ModelCost> {
@@ -103,9 +118,78 @@ pub fn run(a: PlanArgs) -> Result<()> {
                 .ok_or_else(|| Error::msg(format!("--head {h}: no profile has that name")))?,
         );
     }
-    let plan = halda::plan(&profiles, &cost, &opt)?;
+    let profiles = match &a.calibrate {
+        Some(run) => calibrated(&profiles, &cost, &opt, run)?,
+        None => profiles,
+    };
+    if let Some(dir) = &a.save_profiles {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+        for p in &profiles {
+            let f = Path::new(dir).join(format!("{}.json", p.name));
+            std::fs::write(&f, p.to_json()).with_context(|| f.display())?;
+        }
+    }
+    let plan = match &a.windows {
+        Some(w) => {
+            let w: Vec<u32> = w
+                .split(':')
+                .map(|x| x.trim().parse().map_err(|_| Error::msg(format!("--windows: `{x}` is not a window size"))))
+                .collect::<Result<_>>()?;
+            if w.len() != profiles.len() {
+                return Err(Error::msg(format!("--windows: {} windows for {} devices", w.len(), profiles.len())));
+            }
+            let head = opt.head.unwrap_or(0);
+            halda::evaluate(&profiles, &cost, &opt, head, a.k.unwrap_or(1), &w, &vec![0; w.len()])?
+        }
+        None => halda::plan(&profiles, &cost, &opt)?,
+    };
     print!("{}", sched::render(&plan));
+    if let Some(n) = a.search {
+        for s in halda::search::best_splits(&profiles, &cost, &opt, plan.head, n)? {
+            let w: Vec<String> = s.w.iter().map(|w| w.to_string()).collect();
+            println!("split k={} windows={} ms={:.1}", s.k, w.join(":"), s.ms);
+        }
+    }
     Ok(())
+}
+
+/// The profiles corrected by [`sched::calibrate`] from one measured run (`--calibrate`).
+fn calibrated(
+    profiles: &[crate::profile::DeviceProfile],
+    cost: &ModelCost,
+    opt: &halda::Options,
+    run: &str,
+) -> Result<Vec<crate::profile::DeviceProfile>> {
+    let bad = || Error::msg(format!("--calibrate `{run}`: expected \"K W:W:.. NAME=MS,NAME=MS\""));
+    let mut parts = run.split_whitespace();
+    let k: u32 = parts.next().and_then(|k| k.parse().ok()).ok_or_else(bad)?;
+    let w: Vec<u32> =
+        parts.next().ok_or_else(bad)?.split(':').map(|w| w.parse().map_err(|_| bad())).collect::<Result<_>>()?;
+    let mut measured = vec![None; profiles.len()];
+    for item in parts.next().ok_or_else(bad)?.split(',') {
+        let (name, ms) = item.split_once('=').ok_or_else(bad)?;
+        let i = profiles
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| Error::msg(format!("--calibrate: no device `{name}`")))?;
+        measured[i] = Some(ms.parse::<f64>().map_err(|_| bad())?);
+    }
+    if w.len() != profiles.len() {
+        return Err(Error::msg(format!("--calibrate: {} windows for {} devices", w.len(), profiles.len())));
+    }
+    let ran = halda::evaluate(profiles, cost, opt, opt.head.unwrap_or(0), k, &w, &vec![0; w.len()])?;
+    let (out, corrections) = sched::calibrate::calibrate(profiles, &ran, &measured)?;
+    for c in &corrections {
+        let what = match c.disk_gbps {
+            Some(g) => format!("disk {g:.3} GB/s while streaming (profiled {:.3})", profiles[c.device].disk.seq_gbps),
+            None => format!("CPU and RAM figures ÷ {:.2}", c.compute_factor),
+        };
+        eprintln!(
+            "calibrated {}: predicted {:.1} ms, measured {:.1}: {what}",
+            profiles[c.device].name, c.predicted_ms, c.measured_ms
+        );
+    }
+    Ok(out)
 }
 
 fn bench(cost: &ModelCost, opt: &halda::Options) -> Result<()> {

@@ -193,20 +193,12 @@ pub fn run(a: UpArgs) -> Result<()> {
         print_stats(&m.name, &m.addr, &fmt_ranges(&m.ranges), s);
     }
     if let Some(hp) = plan.filter(|_| head.decode_steps > 0) {
-        let measured = |s: &WorkerStats| (s.compute_ns + s.send_ns) as f64 / 1e6 / s.decode_steps.max(1) as f64;
-        eprintln!("up: predicted vs measured (computing + sending, ms per token):");
-        let names = std::iter::once((cfg.devices[0].name.as_str(), &head))
-            .chain(members.iter().map(|m| m.name.as_str()).zip(&stats));
-        for (name, s) in names {
-            if let Some(d) = hp.devices.iter().find(|d| d.name == name) {
-                eprintln!("  {name:12} predicted {:8.2}  measured {:8.2}", d.ms.total(), measured(s));
-            }
-        }
-        let per_token = secs * 1e3 / n_out.max(1) as f64;
-        eprintln!(
-            "  {:12} predicted {:8.2}  measured {:8.2} (whole ring, incl. prompt)",
-            "total", hp.ms_per_token, per_token
-        );
+        use crate::sched::calibrate;
+        let measured: Vec<(&str, Option<f64>)> = std::iter::once((cfg.devices[0].name.as_str(), &head))
+            .chain(members.iter().map(|m| m.name.as_str()).zip(&stats))
+            .map(|(n, s)| (n, calibrate::measured_ms(s.decode_steps, s.compute_ns, s.send_ns)))
+            .collect();
+        eprint!("{}", calibrate::report(&hp, &measured, secs * 1e3 / n_out.max(1) as f64));
     }
     Ok(())
 }

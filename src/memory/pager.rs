@@ -33,8 +33,9 @@ pub fn mode() -> PrefetchMode {
 }
 
 /// Memory kept out of the weight budget: KV cache and scratch grow into it (a few MiB at small
-/// contexts), and the kernel needs slack to reclaim without stalling.
-fn reserve(total: u64) -> u64 {
+/// contexts), and the kernel needs slack to reclaim without stalling. The planner budgets the
+/// same (`sched::halda`), so a share it plans as fitting is one the pager keeps resident.
+pub fn reserve(total: u64) -> u64 {
     (24 << 20) + total / 64
 }
 

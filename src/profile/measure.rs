@@ -136,7 +136,9 @@ fn fill(buf: &mut [u8], mut seed: u64) {
 }
 
 /// GFLOPS of a format's matvec kernel on a cache-resident matrix (compute, not memory):
-/// each thread runs `dot` over its own rows; warm-up, then the median of ≥ 5 timed runs.
+/// each thread runs `dot` over its own rows; warm-up, then the fastest of 7 timed runs (other
+/// processes and a spent quota period only ever slow a run down: with the median, one
+/// device's figure moved 25% between two profiles on a busy machine, bench/README.md).
 pub fn cpu_gflops(ty: GgmlType, threads: usize, budget: Duration, dot: &DotFn) -> f64 {
     let n = 4096usize;
     let Some(row_bytes) = ty.row_bytes(n) else { return 0.0 };
@@ -203,9 +205,9 @@ pub fn cpu_gflops(ty: GgmlType, threads: usize, budget: Duration, dot: &DotFn) -
             handles.into_iter().map(|h| h.join().unwrap_or(f64::INFINITY)).fold(0.0, f64::max)
         })
     };
-    let samples: Vec<f64> = (0..5).map(|_| run()).collect();
+    let fastest = (0..7).map(|_| run()).fold(f64::INFINITY, f64::min);
     let flops = 2.0 * (n * rows * reps * threads) as f64;
-    flops / median(samples).max(1e-9) / 1e9
+    flops / fastest.max(1e-9) / 1e9
 }
 
 /// The RAM probe's buffer: `wanted` bytes, but at most a quarter of the available memory — a

@@ -142,3 +142,19 @@ pub fn render(plan: &Plan, measured: &[Option<f64>]) -> String {
     }
     s
 }
+
+/// `prima up`'s closing table: per device of the plan, the predicted and the measured ms per
+/// decode token (computing + sending; `measured` by device name) with the error, and the
+/// ring's whole token time against the plan's (`ring_ms`: wall time per generated token,
+/// prompt included).
+pub fn report(plan: &Plan, measured: &[(&str, Option<f64>)], ring_ms: f64) -> String {
+    let by_plan: Vec<Option<f64>> =
+        plan.devices.iter().map(|d| measured.iter().find(|(n, _)| *n == d.name).and_then(|(_, m)| *m)).collect();
+    format!(
+        "up: predicted vs measured (computing + sending, ms per decode token):\n{}  {:12} predicted {:8.2}  \
+         measured {ring_ms:8.2}  (whole ring per generated token, prompt included)\n",
+        render(plan, &by_plan),
+        "total",
+        plan.ms_per_token
+    )
+}

@@ -828,18 +828,26 @@ fn profile_render_and_json_format() {
 }
 
 #[test]
-fn halda_reserve_is_a_sixth_of_a_small_device() {
-    // An emulated 300 MiB device (bench/homecluster.sh): the 256 MiB reserve sized for GiB-class
-    // devices would leave it 44 MiB; prima needs about 45 there (pager slack + its own memory).
+fn halda_budget_is_the_pagers() {
+    // The plan budgets what the pager will: available memory less the pager's slack and a
+    // runtime allowance. (A sixth of a 1 GiB emulated device reserved instead had Halda stream
+    // 0.12 GiB per token from a device whose pager kept its whole window: predicted 367 ms,
+    // measured 153; bench/README.md, testbed 2.)
     let cost = ModelShape::llama3_8b_q4k().cost().unwrap();
-    let mut small = device("small", Os::Linux, 1, 0.0, 0.4, 0.1, 20.0, 5.0);
-    small.memory.total = 300 << 20;
-    small.memory.available = 290 << 20;
-    let p = halda::plan(std::slice::from_ref(&small), &cost, &HaldaOptions::default()).unwrap();
-    assert_eq!(p.devices[0].ram_budget, (290 << 20) - (300 << 20) / 6);
-    // GiB-class devices keep the full reserve.
-    let p = halda::plan(&[laptop()], &cost, &HaldaOptions::default()).unwrap();
-    assert_eq!(p.devices[0].ram_budget, laptop().memory.available - (256 << 20));
+    let opt = HaldaOptions::default();
+    for (total, available) in [(300u64 << 20, 290u64 << 20), (1069 << 20, 1048 << 20)] {
+        let mut small = device("small", Os::Linux, 1, 0.0, 0.4, 0.1, 20.0, 5.0);
+        small.memory.total = total;
+        small.memory.available = available;
+        let p = halda::plan(std::slice::from_ref(&small), &cost, &opt).unwrap();
+        let pager = prima::memory::pager::reserve(total);
+        assert_eq!(p.devices[0].ram_budget, available - pager - opt.cpu_reserve);
+        // Within 64 MiB of everything available on these small devices.
+        assert!(available - p.devices[0].ram_budget < 64 << 20, "{}", p.devices[0].ram_budget >> 20);
+    }
+    let p = halda::plan(&[laptop()], &cost, &opt).unwrap();
+    let l = laptop().memory;
+    assert_eq!(p.devices[0].ram_budget, l.available - prima::memory::pager::reserve(l.total) - opt.cpu_reserve);
 }
 
 #[test]
@@ -945,23 +953,46 @@ fn heap_read_gbps(words: &[u64], threads: usize, passes: usize) -> f64 {
 /// cache): it must agree within 15% with a heap read 16× the cache, as decode's weight stream
 /// sees RAM. (Before: a 62 MiB probe on a 32 MiB-L3 host read 1.4–1.6× too fast.)
 #[test]
-#[ignore = "compares throughputs: run on an idle machine (cargo test --release --test it -- --ignored sched::)"]
+#[ignore = "fails: the 2×LLC probe reads 44–45 GB/s where the 512 MiB heap read gives 27–30 (2026-12-03, load 11, \
+            with the cgroup's high cpu.shares): the RAM figure is not yet shown to agree (run with --ignored)"]
 fn ram_probe_agrees_with_a_large_heap_read() {
     let llc = profile::measure::last_level_cache();
     let threads = prima::sys::default_threads();
     let heap: Vec<u64> = (0..(16 * llc).max(512 << 20) / 8).map(|i| i as u64 * 0x9e37_79b9).collect();
     let dir = std::env::temp_dir();
-    let mut seen = Vec::new();
-    // Other processes share the memory bus: three tries, each pair measured back to back.
-    for _ in 0..3 {
-        let want = heap_read_gbps(&heap, threads, 5);
-        let got = profile::measure::ram_read_gbps(2 * llc, threads, Some(&dir));
-        seen.push((got, want));
-        if (got / want - 1.0).abs() <= 0.15 {
-            return;
-        }
-    }
-    panic!("probe vs heap read (GB/s, {threads} threads, LLC {} MiB): {seen:?}", llc >> 20);
+    // Both reads in a cpu cgroup that outweighs every other process (without root: as we
+    // are), so a pass does not time the other jobs' slices.
+    let cg = TestCgroup::new("cpu", "ramread");
+    let seen = std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(cg) = &cg {
+                cg.set("cpu.shares", "262144").unwrap();
+                cg.join_thread(); // threads started from here on follow
+            }
+            let mut seen = Vec::new();
+            // Other processes share the memory bus: three tries, each pair back to back.
+            for _ in 0..3 {
+                let want = heap_read_gbps(&heap, threads, 5);
+                let got = profile::measure::ram_read_gbps(2 * llc, threads, Some(&dir));
+                seen.push((got, want));
+                if (got / want - 1.0).abs() <= 0.15 {
+                    break;
+                }
+            }
+            if let Some(cg) = &cg {
+                cg.leave_thread();
+            }
+            seen
+        })
+        .join()
+        .unwrap()
+    });
+    let (got, want) = *seen.last().unwrap();
+    assert!(
+        (got / want - 1.0).abs() <= 0.15,
+        "probe vs heap read (GB/s, {threads} threads, LLC {} MiB): {seen:?}",
+        llc >> 20
+    );
 }
 
 /// A cgroup v1 child of `controller` made for one test, removed on drop (the thread that
@@ -1017,11 +1048,12 @@ impl Drop for TestCgroup {
 /// throttling included), where the old 40 ms timing reported a full core.
 #[cfg(target_os = "linux")]
 #[test]
-#[ignore = "compares throughputs: run on an idle machine (cargo test --release --test it -- --ignored sched::)"]
 fn cpu_quota_is_honoured() {
     let Some(cg) = TestCgroup::new("cpu", "quota") else { return };
     cg.set("cpu.cfs_period_us", "100000").unwrap();
     cg.set("cpu.cfs_quota_us", "50000").unwrap();
+    // Far more weight than any other process: the half core is there even on a busy machine.
+    cg.set("cpu.shares", "262144").unwrap();
     let dir = std::env::temp_dir();
     let outside = profile::cache::environment_key(&dir);
     let r = std::thread::scope(|s| {
@@ -1270,4 +1302,60 @@ fn calibration_from_measured_tokens() {
     assert!(calibrate::calibrate(&profiles, &plan, &measured).is_err(), "mismatched inputs are an error");
     assert_eq!(calibrate::measured_ms(0, 5, 5), None);
     assert_eq!(calibrate::measured_ms(2, 3_000_000, 1_000_000), Some(2.0));
+}
+
+/// A ring device under a CPU quota idles between its turns and starts each with its period's
+/// whole quota (CFS bandwidth control, 100 ms periods): a turn shorter than the quota allows in
+/// a period runs at full speed, a long one approaches the quota's rate. (Predicted at the quota
+/// rate, a 0.625-CPU device's 171 ms turn ran in 100–115 ms on testbed 10, bench/README.md.)
+#[test]
+fn halda_quota_device_runs_short_turns_at_full_speed() {
+    let head = device("head", Os::Linux, 1, 12.0, 2.0, 0.2, 20.0, 20.0);
+    // Full speed 40 GFLOPS and 30 GB/s; a 0.5-CPU quota on one thread: the profile halves both.
+    let quota_dev = |cost: &ModelCost, layers_per_turn: u32| {
+        let mut d = device("capped", Os::Linux, 1, 12.0, 2.0, 0.2, 20.0, 15.0);
+        d.cpu_quota = Some(0.5);
+        let opt = HaldaOptions { head: Some(0), k: Some(1), ..HaldaOptions::default() };
+        let w = [cost.n_layer - layers_per_turn, layers_per_turn];
+        let p = halda::evaluate(&[head.clone(), d.clone()], cost, &opt, 0, 1, &w, &[0, 0]).unwrap();
+        d.cpu_quota = None;
+        let q = halda::evaluate(&[head.clone(), d], cost, &opt, 0, 1, &w, &[0, 0]).unwrap();
+        let busy = |p: &halda::Plan| p.devices[1].ms.compute + p.devices[1].ms.memory;
+        (busy(&p), busy(&q))
+    };
+    // One 8B layer (tens of ms at the quota's rate): the turn fits in one period's quota.
+    let cost = ModelShape::llama3_8b_q4k().cost().unwrap();
+    let (burst, rate) = quota_dev(&cost, 1);
+    assert!(rate < 50.0, "{rate}");
+    assert!((burst / (rate * 0.5) - 1.0).abs() < 0.01, "{burst} vs full speed {}", rate * 0.5);
+    // Forty 70B layers (seconds): within 5% of the quota's rate, never above it.
+    let (long, rate) = quota_dev(&ModelShape::llama3_70b_q4k().cost().unwrap(), 40);
+    assert!(rate > 1000.0, "{rate}");
+    assert!(long <= rate && long > 0.95 * rate, "{long} vs {rate}");
+    // Alone (no ring, no idle gaps) the quota rate holds.
+    let mut d = device("capped", Os::Linux, 1, 12.0, 2.0, 0.2, 20.0, 15.0);
+    d.cpu_quota = Some(0.5);
+    let solo = halda::plan(std::slice::from_ref(&d), &cost, &HaldaOptions::default()).unwrap();
+    d.cpu_quota = None;
+    let free = halda::plan(std::slice::from_ref(&d), &cost, &HaldaOptions::default()).unwrap();
+    assert_eq!(solo.ms_per_token, free.ms_per_token);
+}
+
+/// `prima up`'s closing table: every device of the plan with its prediction, what the ring
+/// measured and the error, matched by name (a device the ring did not measure shows "-").
+#[test]
+fn calibrate_report_lists_predicted_and_measured_per_device() {
+    use prima::sched::calibrate;
+    let cost = ModelShape::llama3_8b_q4k().cost().unwrap();
+    let profiles = vec![laptop(), phone()];
+    let opt = HaldaOptions { head: Some(0), k: Some(1), ..HaldaOptions::default() };
+    let plan = halda::evaluate(&profiles, &cost, &opt, 0, 1, &[20, 12], &[0, 0]).unwrap();
+    let (a, b) = (&plan.devices[0], &plan.devices[1]);
+    let measured = [(b.name.as_str(), None), (a.name.as_str(), Some(a.ms.total() * 0.8))];
+    let text = calibrate::report(&plan, &measured, 123.0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("up: predicted vs measured"), "{text}");
+    assert!(lines[1].contains(&a.name) && lines[1].trim_end().ends_with("(+25%)"), "{text}");
+    assert!(lines[2].contains(&b.name) && lines[2].trim_end().ends_with("measured -"), "{text}");
+    assert!(lines[3].contains("total") && lines[3].contains("123.00"), "{text}");
 }

@@ -32,6 +32,8 @@ pub(super) struct Dev {
     /// Head-only constants: output-layer compute and its memory reads (ms), where it runs.
     pub(super) out_ms_cpu: (f64, f64),
     pub(super) out_ms_gpu: Option<(f64, f64)>,
+    /// A CPU quota below the threads the device runs: (quota in CPUs, threads).
+    pub(super) quota: Option<(f64, f64)>,
 }
 
 pub(super) struct Ctx<'a> {
@@ -101,7 +103,7 @@ impl Ctx<'_> {
             vram = (g.mem_free as f64 - reserve as f64).max(0.0);
             out_ms_gpu = Some((flops_ms(&out, &gtp, gslow), cost.output_bytes as f64 / (g.read_gbps * 1e6)));
         }
-        let reserve = self.opt.cpu_reserve.min(p.memory.total / 6);
+        let reserve = crate::memory::pager::reserve(p.memory.total) + self.opt.cpu_reserve;
         let mut ram = p.memory.available as f64 - reserve as f64;
         if p.os == Os::Android {
             ram += p.memory.can_swap as f64;
@@ -131,6 +133,11 @@ impl Ctx<'_> {
             vram_budget: vram,
             out_ms_cpu,
             out_ms_gpu,
+            quota: p
+                .cpu_quota
+                .zip(p.cpu.iter().map(|t| t.threads).max())
+                .map(|(q, t)| (q, t.max(1) as f64))
+                .filter(|(q, t)| q < t),
         })
     }
 }
@@ -191,6 +198,18 @@ impl Ctx<'_> {
             let (c, r) = if out_gpu { d.out_ms_gpu.unwrap() } else { d.out_ms_cpu };
             b.compute += c;
             b.memory += r;
+        }
+        if let Some((q, t)) = d.quota.filter(|_| s.devs.len() > 1) {
+            // The CPU and RAM figures are the quota's long-run rate, but a ring device idles
+            // between its turns and starts each with its whole period's quota: a turn shorter
+            // than what the quota allows in a period runs at full speed (measured: a 0.625-CPU
+            // device predicted 171 ms at the quota rate ran its turns in 100–115 ms).
+            let turn = (b.compute + b.memory) / kf;
+            if turn > 0.0 {
+                let f = quota_turn_ms(turn * q / t, q, t) / turn;
+                b.compute *= f;
+                b.memory *= f;
+            }
         }
         let (ram_need, vram_need);
         let streamed;
@@ -280,4 +299,38 @@ impl Ctx<'_> {
         let v = self.evaluate_all(s, k, w, n);
         (v.iter().map(|e| e.1).collect(), v.iter().map(|e| e.0.total()).sum())
     }
+}
+
+/// The CFS bandwidth period (cgroup v1 `cpu.cfs_period_us` and v2 `cpu.max` default, 100 ms);
+/// profiles do not record a device's own.
+const QUOTA_PERIOD_MS: f64 = 100.0;
+
+/// Expected wall time of a turn that needs `full_ms` at full speed on `threads` threads under a
+/// quota of `quota` CPUs per [`QUOTA_PERIOD_MS`], started with a whole period's quota at a
+/// uniformly random point of a period (16 starting points averaged): it runs until the
+/// period's quota is spent, waits for the next period, and so on.
+pub(super) fn quota_turn_ms(full_ms: f64, quota: f64, threads: f64) -> f64 {
+    const STARTS: usize = 16;
+    let p = QUOTA_PERIOD_MS;
+    let mut sum = 0.0;
+    for i in 0..STARTS {
+        // Each period (the first included) starts with its whole quota.
+        let (mut cpu_left, mut t) = (full_ms * threads, 0.0);
+        let mut into = p * i as f64 / STARTS as f64;
+        // At most a few thousand periods: a turn of minutes is far past any plan.
+        for _ in 0..100_000 {
+            let run = (cpu_left / threads).min(quota * p / threads).min(p - into);
+            t += run;
+            cpu_left -= run * threads;
+            into += run;
+            if cpu_left <= 1e-9 {
+                break;
+            }
+            // Quota spent or period over: the next period starts with a full quota.
+            t += p - into;
+            into = 0.0;
+        }
+        sum += t;
+    }
+    sum / STARTS as f64
 }

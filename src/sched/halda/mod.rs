@@ -49,9 +49,11 @@ pub struct Options {
     pub head_priority: f64,
     /// Link cost for devices whose profile has none.
     pub default_link: Link,
-    /// Per-device CPU memory for compute buffers and the runtime, bytes; at most a sixth of a
-    /// small device's memory (what prima needs there: the pager keeps 24 MiB + 1/64 free and
-    /// the process's own memory is about 20 MiB, 40–50 MiB on a 250–300 MiB device).
+    /// Per-device CPU memory for compute buffers and what the runtime allocates after its
+    /// profile was taken, bytes, on top of the pager's slack ([`crate::memory::pager::reserve`]:
+    /// 24 MiB + 1/64). The budget is then the pager's own: a share planned to fit stays
+    /// resident, and one planned to stream streams what the pager streams (with a sixth of
+    /// a 1 GiB device reserved instead, the plan had shares stream that the pager kept).
     pub cpu_reserve: u64,
     /// Per-GPU reserve (context, compute buffers), bytes: discrete GPUs, and unified memory.
     pub gpu_reserve: u64,
@@ -73,7 +75,7 @@ impl Default for Options {
             head_priority: 1.01,
             // Home Wi-Fi (prima-reference §6: 3–7 ms latency, 320–610 Mbps).
             default_link: Link { rtt_ms: 5.0, gbps: 0.05 },
-            cpu_reserve: 256 << 20,
+            cpu_reserve: 16 << 20,
             gpu_reserve: 700 << 20,
             uma_reserve: 300 << 20,
             min_disk_gbps: 0.1,
