@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::events::Event;
 use super::{Member, fmt_ranges};
-use crate::cluster::messages::Msg;
+use crate::cluster::messages::{Msg, STOPPED_BY_DOWN};
 use crate::cluster::transport::Sender;
 use crate::error::{Error, Result};
 use crate::model::batch::one_per_sequence;
@@ -98,7 +98,9 @@ impl RingLink {
             Event::ControlClosed(i, _) => Some(*i),
             _ => None,
         };
-        self.failure = Some(lost);
+        let down = evs.iter().any(|e| matches!(e, Event::Control(_, Msg::Error { msg }) if msg == STOPPED_BY_DOWN));
+        // Stopped on purpose: not a failure to mend.
+        self.failure = if down { None } else { Some(lost) };
         let dev = |i: usize| {
             let m = &self.members[i];
             format!("device `{}` ({}, layers {})", m.name, m.addr, fmt_ranges(&m.ranges))
