@@ -44,11 +44,11 @@ impl Replanner {
         candidates[0] = true;
         let mut conns = Vec::new();
         let Some(secret) = &self.former.secret else { return (candidates, conns) };
-        for i in 1..n {
+        for (i, d) in cfg.devices.iter().enumerate().skip(1) {
             if self.lost[i] || !self.in_ring[i] {
                 continue;
             }
-            match connect::connect_current(&cfg.devices[i], secret, cfg.timeouts, &Progress(false)) {
+            match connect::connect_current(d, secret, cfg.timeouts, &Progress(false)) {
                 Ok(c) => {
                     candidates[i] = true;
                     conns.push(c);
@@ -56,7 +56,7 @@ impl Replanner {
                 Err(e) => {
                     self.lost[i] = true;
                     if self.former.opts.verbose {
-                        eprintln!("up: lost {} too: {e}", dev_label(&cfg.devices[i]));
+                        eprintln!("up: lost {} too: {e}", dev_label(d));
                     }
                 }
             }
