@@ -50,8 +50,17 @@ pub(crate) struct Agent {
 
 impl Agent {
     pub(super) fn start_with(bin: &Path, dir: &Scratch, name: &str, secret: &str, env: &[(&str, &str)]) -> Agent {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", free_port());
+        Agent::start_on(bin, dir, name, secret, env, addr)
+    }
+
+    /// The same agent started again on its address (after it was killed).
+    pub(crate) fn restart(&mut self, dir: &Scratch, name: &str, env: &[(&str, &str)]) {
+        self.kill();
+        *self = Agent::start_on(Path::new(BIN), dir, name, SECRET, env, self.addr.clone());
+    }
+
+    fn start_on(bin: &Path, dir: &Scratch, name: &str, secret: &str, env: &[(&str, &str)], addr: String) -> Agent {
         let secret_file = dir.path(&format!("{name}.secret"));
         std::fs::write(&secret_file, secret).unwrap();
         let log = dir.path(&format!("{name}.log"));
@@ -62,7 +71,7 @@ impl Agent {
             .arg(dir.path(&format!("{name}.cache")))
             .args(["--timeout-secs", "3"])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -51,10 +51,15 @@ fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
 
 impl Head {
     fn start(dir: &Scratch, cfg: &Path) -> Head {
+        Head::start_with(dir, cfg, &["-p", PROMPT, "-n", N, "--temp", "0"], &[])
+    }
+
+    fn start_with(dir: &Scratch, cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Head {
         let mut child = Command::new(BIN)
             .arg("up")
             .arg(cfg)
-            .args(["-p", PROMPT, "-n", N, "--temp", "0"])
+            .args(args)
+            .envs(env.iter().copied())
             .env("XDG_CACHE_HOME", dir.path("head-cache"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -209,4 +214,70 @@ fn every_agent_lost_the_head_finishes_alone() {
     assert!(ok, "{err}");
     assert!(err.contains("the head carries on alone"), "{err}");
     assert_eq!(out, want, "{err}");
+}
+
+/// Threads and open descriptors of a process, from /proc.
+fn threads_and_fds(pid: nix::unistd::Pid) -> (usize, usize) {
+    let count = |d: String| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    (count(format!("/proc/{pid}/task")), count(format!("/proc/{pid}/fd")))
+}
+
+/// Every file under `d`, sorted.
+fn files(d: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![d.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { todo.push(p) } else { out.push(p) }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A bounded soak: runs that each lose the same agent mid-generation (killed, then started
+/// again on its address) leave the survivors as they were after the first such run: no
+/// leaked threads, descriptors or cache files.
+#[test]
+fn kill_and_restart_soak_leaks_no_threads_descriptors_or_cache_files() {
+    let dir = Scratch::new("living-soak");
+    let model = crate::cluster::deep_model(&dir, "c-llama-q4_k_m.gguf", 6);
+    let slow = [("PRIMA_FAKE_DELAY_MS", "15")];
+    let mut agents: Vec<Agent> = ["second", "third", "fourth"].iter().map(|n| Agent::start(&dir, n, &slow)).collect();
+    let devices = [
+        ("head", "127.0.0.1:1", None),
+        ("second", agents[0].addr.as_str(), None),
+        ("third", agents[1].addr.as_str(), None),
+        ("fourth", agents[2].addr.as_str(), None),
+    ];
+    let cfg = write_config(&dir, "c.toml", &model, None, &devices);
+    let mut after_first = None;
+    for run in 0..4 {
+        let mut head =
+            Head::start_with(&dir, &cfg, &["-p", "soak", "-n", "80", "--temp", "0"], &[("PRIMA_FAKE_ENGINE", "1")]);
+        head.wait_text(20);
+        agents[2].kill();
+        let (ok, _, err) = head.finish();
+        assert!(ok, "run {run}: {err}");
+        assert!(err.contains("lost device `fourth`") && err.contains("resumed"), "run {run}: {err}");
+        agents[2].restart(&dir, "fourth", &slow);
+        // Survivors back to idle: their heartbeat and reader threads end within a heartbeat.
+        let state = |a: &Agent, name: &str| (threads_and_fds(a.pid()), files(&dir.path(&format!("{name}.cache"))));
+        let now = || [state(&agents[0], "second"), state(&agents[1], "third")];
+        let Some(want) = &after_first else {
+            std::thread::sleep(Duration::from_secs(3));
+            after_first = Some(now());
+            continue;
+        };
+        let t0 = Instant::now();
+        while &now() != want {
+            assert!(
+                t0.elapsed() < Duration::from_secs(8),
+                "run {run}: survivors {:?}, after the first run {want:?}",
+                now()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
