@@ -173,9 +173,9 @@ pub fn run(a: UpArgs) -> Result<()> {
     };
     let secs = t0.elapsed().as_secs_f64();
     let head_stats = ring.head_stats();
-    let members = ring.members().to_vec();
-    let head_ranges = ring.head_ranges().to_vec();
-    let plan = ring.plan().cloned();
+    let members = ring.members();
+    let head_ranges = ring.head_ranges();
+    let plan = ring.plan();
     let stats = ring.stop()?;
     if n_out > 0 {
         eprintln!("up: {n_out} tokens in {secs:.2} s; per device and generated token:");

@@ -262,6 +262,9 @@ fn handle(sh: &Shared, stream: TcpStream, peer: &str, slot: PendingSlot<'_>) -> 
         Msg::Down => {
             let sessions: Vec<_> = sh.active.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
             for (_, links) in &sessions {
+                if let Some(ctl) = links.first() {
+                    let _ = ctl.send(&Msg::Error { msg: super::messages::STOPPED_BY_DOWN.into() });
+                }
                 for l in links {
                     l.close();
                 }

@@ -19,6 +19,10 @@ use crate::model::SeqPos;
 /// and the record layer they are the frozen bootstrap: any agent from protocol 3 on can be
 /// upgraded by a newer head. (3: every link encrypted; agents of protocol 2 or older, which
 /// spoke in the clear, are updated by hand once.)
+/// What an agent tells the head over the control link when `prima down` ends its session:
+/// the head then stops instead of forming the ring again.
+pub const STOPPED_BY_DOWN: &str = "the ring was stopped by `prima down`";
+
 pub const PROTOCOL_VERSION: u8 = 4;
 
 /// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go

@@ -18,7 +18,7 @@ use std::path::Path;
 pub use batch::{Batch, KvOp, SeqId, SeqPos};
 pub use config::{Arch, ModelConfig};
 pub use head::Head;
-pub use pipeline::{Ends, Paging, Pipeline, Window};
+pub use pipeline::{Ends, Paging, Pipeline, Rebuilt, Recovery, Window};
 pub use window::LayerWindow;
 
 use crate::error::{Context, Result};

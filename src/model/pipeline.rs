@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::batch::{Batch, KvOp, SeqId, SeqPos, one_per_sequence};
 use super::window::check_rows;
@@ -89,6 +89,26 @@ pub trait Paging: Send {
     fn done(&mut self, window: usize, decode: bool);
 }
 
+/// Rebuilds a pipeline's windows after a batch failed (a ring that lost a device): the
+/// pipeline then replays every sequence's history on the new windows and retries the batch,
+/// so its callers never see the failure. Exact when replaying computes the KV state the
+/// original steps computed (batch-invariant kernels).
+pub trait Recovery: Send {
+    /// `err` ended a batch `after` it started: new windows to go on with, or the error to give up.
+    fn recover(&mut self, err: Error, after: Duration) -> Result<Rebuilt>;
+    /// The replay of `tokens` tokens on the rebuilt windows took `took`.
+    fn replayed(&mut self, tokens: usize, took: Duration);
+    /// The batch that failed went through on the rebuilt windows.
+    fn resumed(&mut self);
+}
+
+/// What a [`Recovery`] hands back: the windows (fresh KV state) and their page-cache hooks.
+pub struct Rebuilt {
+    pub windows: Vec<Box<dyn Window>>,
+    pub paging: Option<Box<dyn Paging>>,
+    pub max_in_flight: usize,
+}
+
 /// Time spent on this device in decode steps (embedding, local windows, logits).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PipelineStats {
@@ -107,6 +127,9 @@ pub struct Pipeline {
     max_in_flight: usize,
     /// Per sequence: positions in the KV cache.
     seq_len: Vec<usize>,
+    /// Per sequence: the tokens at those positions (what a replay feeds again).
+    history: Vec<Vec<u32>>,
+    recovery: Option<Box<dyn Recovery>>,
     logits: Vec<f32>,
     /// Hidden rows of the tokens that want logits, gathered.
     selected: Vec<f32>,
@@ -169,6 +192,8 @@ impl Pipeline {
             n_batch: DEFAULT_BATCH,
             max_in_flight: 1,
             seq_len: vec![0; n_seq.max(1)],
+            history: vec![Vec::new(); n_seq.max(1)],
+            recovery: None,
             logits: Vec::new(),
             selected: Vec::new(),
             spare: Vec::new(),
@@ -179,6 +204,30 @@ impl Pipeline {
     /// Page-cache management of the local windows.
     pub fn set_paging(&mut self, paging: Box<dyn Paging>) {
         self.paging = Some(paging);
+    }
+
+    /// Who rebuilds the windows when a batch fails (see [`Recovery`]).
+    pub fn set_recovery(&mut self, recovery: Box<dyn Recovery>) {
+        self.recovery = Some(recovery);
+    }
+
+    /// Replace the windows (and their paging); every sequence is then empty.
+    fn install(&mut self, r: Rebuilt) {
+        let mut n_local = 0;
+        self.local_index = r
+            .windows
+            .iter()
+            .map(|w| {
+                w.is_local().then(|| {
+                    n_local += 1;
+                    n_local - 1
+                })
+            })
+            .collect();
+        self.windows = r.windows;
+        self.paging = r.paging;
+        self.max_in_flight = r.max_in_flight.max(1);
+        self.seq_len.fill(0);
     }
 
     /// Tokens per chunk (a forward pass).
@@ -225,6 +274,7 @@ impl Pipeline {
         self.kv(KvOp::Truncate { seq, len: pos as u32 })?;
         let len = &mut self.seq_len[seq as usize];
         *len = (*len).min(pos);
+        self.history[seq as usize].truncate(*len);
         Ok(())
     }
 
@@ -237,6 +287,7 @@ impl Pipeline {
     pub fn reset(&mut self) -> Result<()> {
         self.kv(KvOp::Reset)?;
         self.seq_len.fill(0);
+        self.history.iter_mut().for_each(Vec::clear);
         Ok(())
     }
 
@@ -284,20 +335,66 @@ impl Pipeline {
         }
         check_rows(rows, "the batch", self.seq_len.len(), self.n_ctx, |s| self.seq_len[s])?;
         let v = self.n_vocab();
-        self.logits.resize(batch.n_logits() * v, 0.0);
-        match self.run(batch) {
-            Ok(()) => {
-                for r in rows {
-                    self.seq_len[r.seq as usize] = r.pos as usize + 1;
+        let mut recovered = false;
+        loop {
+            let t0 = Instant::now();
+            self.logits.resize(batch.n_logits() * v, 0.0);
+            match self.run(batch) {
+                Ok(()) => {
+                    for (r, &t) in rows.iter().zip(batch.tokens()) {
+                        self.seq_len[r.seq as usize] = r.pos as usize + 1;
+                        let h = &mut self.history[r.seq as usize];
+                        h.truncate(r.pos as usize);
+                        h.push(t);
+                    }
+                    if let (true, Some(rec)) = (recovered, self.recovery.as_mut()) {
+                        rec.resumed();
+                    }
+                    return Ok(&self.logits);
                 }
-                Ok(&self.logits)
+                Err(e) => {
+                    for r in rows {
+                        let len = &mut self.seq_len[r.seq as usize];
+                        *len = (*len).min(r.pos as usize);
+                        self.history[r.seq as usize].truncate(*len);
+                    }
+                    if self.recovery.is_none() {
+                        return Err(e);
+                    }
+                    self.recover(e, t0.elapsed())?;
+                    recovered = true;
+                }
             }
-            Err(e) => {
-                for r in rows {
-                    let len = &mut self.seq_len[r.seq as usize];
-                    *len = (*len).min(r.pos as usize);
+        }
+    }
+
+    /// Rebuild the windows and replay every sequence's history on them, until a replay
+    /// succeeds or the [`Recovery`] gives up.
+    fn recover(&mut self, mut err: Error, mut after: Duration) -> Result<()> {
+        loop {
+            let rec = self.recovery.as_mut().expect("checked by the caller");
+            let rebuilt = rec.recover(err, after)?;
+            self.install(rebuilt);
+            let mut replay = Batch::new();
+            for (seq, h) in self.history.iter().enumerate() {
+                for (pos, &t) in h.iter().enumerate() {
+                    replay.push(t, seq as SeqId, pos, false);
                 }
-                Err(e)
+            }
+            let t0 = Instant::now();
+            if replay.is_empty() {
+                return Ok(());
+            }
+            match self.run(&replay) {
+                Ok(()) => {
+                    for (len, h) in self.seq_len.iter_mut().zip(&self.history) {
+                        *len = h.len();
+                    }
+                    let rec = self.recovery.as_mut().expect("checked by the caller");
+                    rec.replayed(replay.len(), t0.elapsed());
+                    return Ok(());
+                }
+                Err(e) => (err, after) = (e, t0.elapsed()),
             }
         }
     }

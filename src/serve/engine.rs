@@ -100,7 +100,7 @@ pub fn ring_devices(ring: &crate::cluster::ring::Ring, head_name: &str) -> Vec<D
         r.iter().filter(|r| !r.is_empty()).map(|r| format!("{}-{}", r.start, r.end - 1)).collect::<Vec<_>>().join(",")
     };
     let predicted =
-        |name: &str| ring.plan().and_then(|p| p.devices.iter().find(|d| d.name == name)).map(|d| d.ms.total());
+        |name: &str| ring.plan().and_then(|p| p.devices.iter().find(|d| d.name == name).map(|d| d.ms.total()));
     let view = |name: &str, ranges: &[std::ops::Range<usize>]| DeviceView {
         name: name.to_string(),
         layers: layers(ranges),
@@ -110,7 +110,7 @@ pub fn ring_devices(ring: &crate::cluster::ring::Ring, head_name: &str) -> Vec<D
         send_ms: None,
         pressure: None,
     };
-    std::iter::once(view(head_name, ring.head_ranges()))
+    std::iter::once(view(head_name, &ring.head_ranges()))
         .chain(ring.members().iter().map(|m| view(&m.name, &m.ranges)))
         .collect()
 }

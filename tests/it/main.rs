@@ -7,6 +7,7 @@ mod fuzz;
 mod gguf;
 mod gpu;
 mod kernels;
+mod living;
 mod memory;
 mod model;
 mod pipeline;

@@ -186,3 +186,30 @@ fn sequences_together_through_a_ring_equal_each_alone() {
         ring.stop().unwrap();
     }
 }
+
+/// Replaying a sequence's history in one batch (how a ring rebuilds its KV state after losing a
+/// device) builds the KV state its decode steps built: the next token's logits are bit-equal,
+/// whatever the chunk size of the replay.
+#[test]
+fn replayed_history_equals_the_decode_steps_that_built_it() {
+    let models = [common::model("c-llama-q4_k_m.gguf"), common::model("c-qwen2-q4_k_m.gguf"), crate::model::smollm2()];
+    for path in models {
+        let m = Model::open(&path).unwrap();
+        let mut p = Pipeline::new(&m, 64, 1).unwrap();
+        let mut history = PROMPTS[2].to_vec();
+        let mut next = argmax(p.decode(PROMPTS[2]).unwrap());
+        for _ in 0..12 {
+            history.push(next);
+            next = argmax(p.decode(&[next]).unwrap());
+        }
+        let stepped = p.decode(&[next]).unwrap().to_vec();
+        for n_batch in [512, 5, 1] {
+            let mut q = Pipeline::new(&m, 64, 1).unwrap();
+            q.set_batch(n_batch);
+            q.decode(&history).unwrap();
+            let replayed = q.decode(&[next]).unwrap();
+            let diff = replayed.iter().zip(&stepped).position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(diff.is_none(), "{}: replay in chunks of {n_batch}: logit {diff:?} differs", path.display());
+        }
+    }
+}

@@ -11,11 +11,10 @@ use crate::cluster::ring;
 use crate::cluster::transport::Conn;
 use crate::cpu::ThreadPool;
 use crate::error::{Context, Error, Result};
-use crate::model::{Ends, Window};
+use crate::model::Window;
 
-/// The head's loaded parts.
+/// The head's loaded windows.
 pub(super) struct Loaded {
-    pub ends: Box<dyn Ends>,
     pub windows: Vec<Box<dyn Window>>,
     /// One line per device: what it loaded and how long it took.
     pub lines: Vec<String>,
@@ -28,6 +27,7 @@ pub(super) fn assign_and_load(
     session: u64,
     model_id: &str,
     opts: &UpOptions,
+    pool: &Arc<ThreadPool>,
 ) -> Result<Loaded> {
     let devices = &cfg.devices;
     let threads = |d: &DeviceConfig| d.threads.unwrap_or(0);
@@ -46,14 +46,7 @@ pub(super) fn assign_and_load(
     }
     let t0 = Instant::now();
     let head_ranges = plan.ranges(0);
-    // One rule for every device: the configured threads, else `cpu::default_threads`.
-    let head_threads = match threads(&devices[0]) {
-        0 => crate::cpu::default_threads(),
-        n => n as usize,
-    };
-    let pool = Arc::new(ThreadPool::new(head_threads));
-    let windows = ring::open_windows(opts.engine, &cfg.model, &head_ranges, cfg.ctx_size as usize, opts.n_seq, &pool)?;
-    let ends = ring::open_ends(opts.engine, &cfg.model, &pool)?;
+    let windows = ring::open_windows(opts.engine, &cfg.model, &head_ranges, cfg.ctx_size as usize, opts.n_seq, pool)?;
     let mut lines = vec![format!(
         "load {} (head): layers {} in {:.2} s",
         devices[0].name,
@@ -72,5 +65,5 @@ pub(super) fn assign_and_load(
             m => return Err(Error::msg(format!("{}: expected Assigned, got {}", dev_label(d), m.name()))),
         }
     }
-    Ok(Loaded { ends, windows, lines })
+    Ok(Loaded { windows, lines })
 }

@@ -7,23 +7,28 @@
 mod close;
 mod connect;
 mod load;
+mod replan;
 mod shares;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::auth::{self, Secret};
 use super::cache;
 use super::config::{ClusterConfig, DeviceConfig, LayerSplit};
 use super::messages::{EngineKind, Msg};
 use super::planning;
-use super::ring::{Member, Ring, RingParts};
+use super::ring::{self, Member, Ring, RingParts, RingState};
 use super::transport::Conn;
+use crate::cpu::ThreadPool;
 use crate::error::{Context, Error, Result};
 use crate::gguf::GgufFile;
-use crate::model::Model;
+use crate::model::{Model, Window};
 use crate::profile::DeviceProfile;
 use crate::sched::halda;
 
+#[derive(Clone)]
 pub struct UpOptions {
     pub engine: EngineKind,
     /// Where the head memoises tensor hashes (None: hash every time).
@@ -91,13 +96,14 @@ impl UpReport {
 }
 
 /// Bring the cluster up: connect, plan and sync shares, assign and load, close the ring.
-/// Returns the head's end of the ring and what was done.
+/// Returns the head's end of the ring and what was done. A ring of several devices forms
+/// itself again when it loses one ([`replan`]).
 pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<(Ring, UpReport)> {
     let p = Progress(opts.verbose);
     let t = cfg.timeouts;
     let f = GgufFile::open(&cfg.model).with_context(|| format!("the model of {}", cfg.path.display()))?;
     let model = Model::from_gguf(f.clone())?;
-    let (n_layer, n_embd) = (model.config.n_layer, model.config.n_embd);
+    let n_embd = model.config.n_embd;
     let batch_bytes = cfg.batch_size as usize * n_embd * 4;
     if batch_bytes + 4096 > crate::cluster::transport::MAX_FRAME {
         return Err(Error::msg(format!(
@@ -110,90 +116,196 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<(Ring, UpReport)> {
         )));
     }
     let secret = if cfg.devices.len() > 1 { Some(Secret::load(&cfg.secret_file)?) } else { None };
-    let mut report = UpReport::default();
 
     // 1. Connect (and upgrade).
-    let mut conns = match &secret {
+    let conns = match &secret {
         Some(s) => connect::connect_all(&cfg.devices[1..], s, t, &p)?,
         None => Vec::new(),
     };
 
-    // 2. The split (manual windows, an even split, or Halda over every device's profile), then
-    // every device's share of the model.
-    let choice = planning::choose(cfg, &f, n_layer, || {
-        let mut live: Vec<&mut Conn> = conns.iter_mut().collect();
-        shares::profiles_of(cfg, &mut live, opts, &p)
-    })?;
-    report.plan = choice.halda.as_ref().map(halda::render);
-    // Devices the plan drops leave the ring: keep the others, in ring order.
-    let mut kept = Vec::new();
-    let mut active = Vec::new();
-    // The head has no connection: `None` pairs with device 0.
-    let conns_by_device = std::iter::once(None).chain(conns.into_iter().map(Some));
-    for ((d, keep), c) in cfg.devices.iter().zip(&choice.active).zip(conns_by_device) {
-        if *keep {
-            kept.push(d.clone());
-            active.extend(c);
-        } else {
-            p.line(format!("{} gets no layers and stays idle", dev_label(d)));
-        }
-    }
-    let mut conns = active;
-    let cfg = &{
-        let mut c = cfg.clone();
-        c.devices = kept;
-        c
-    };
-    let plan: &LayerSplit = &choice.plan;
-    let devices = &cfg.devices;
-    let n = devices.len();
-    report.layout = format!(
-        "{}: {n_layer} layers, {n} device(s), {} round(s), windows {:?}",
-        cfg.model.display(),
-        plan.rounds,
-        plan.windows
-    );
-    shares::sync_shares(&mut conns, devices, &f, &model, plan, opts, &p)?;
-
-    // 3. Assign and load.
-    let session = u64::from_le_bytes(auth::nonce()?[..8].try_into().expect("8 bytes"));
-    let loaded = load::assign_and_load(&mut conns, cfg, plan, session, &cache::model_id(&f), opts)?;
-    report.loads = loaded.lines;
-
-    // 4. Close the ring.
-    let members: Vec<Member> = devices[1..]
-        .iter()
-        .enumerate()
-        .map(|(i, d)| Member { name: d.name.clone(), addr: d.addr.clone(), ranges: plan.ranges(i + 1) })
-        .collect();
-    let links = match &secret {
-        Some(s) if n > 1 => {
-            let l = close::close_ring(conns, devices, members.clone(), plan.rounds.max(1), session, s, t)?;
-            crate::sys::release_free_heap();
-            report.ring = Some(devices.iter().map(|d| d.name.clone()).collect());
-            Some(l)
-        }
-        _ => None,
-    };
-    let (link, controls, keep_open) = match links {
-        Some(l) => (Some(l.link), l.controls, l.keep_open),
-        None => (None, Vec::new(), Vec::new()),
-    };
-    let ring = Ring::new(RingParts {
-        ends: loaded.ends,
-        windows: loaded.windows,
-        head_ranges: plan.ranges(0),
-        members,
-        link,
-        controls,
-        keep_open,
+    // 2.–4. Plan, sync shares, assign and load, close the ring.
+    let mut former = Former::new(cfg.clone(), f, model, secret, opts.clone());
+    let formed = former.form(&vec![true; cfg.devices.len()], conns, &p)?;
+    let ends = ring::open_ends(opts.engine, &cfg.model, &former.pool)?;
+    let mut ring = Ring::new(RingParts {
+        ends,
+        windows: formed.windows,
+        state: formed.state,
         timeout: t.io,
         batch_size: cfg.batch_size as usize,
         n_ctx: cfg.ctx_size as usize,
         n_seq: opts.n_seq,
-        plan: choice.halda.clone(),
     });
-    Ok((ring, report))
+    if cfg.devices.len() > 1 {
+        let replanner = replan::Replanner::new(former, formed.in_ring, ring.state());
+        ring.pipeline().set_recovery(Box::new(replanner));
+    }
+    Ok((ring, formed.report))
+}
+
+/// What forming a ring needs, kept to form it again over other devices.
+pub(super) struct Former {
+    /// Every device of cluster.toml.
+    cfg: ClusterConfig,
+    f: GgufFile,
+    model: Model,
+    secret: Option<Secret>,
+    opts: UpOptions,
+    /// The head's compute threads (its windows of every ring share them).
+    pool: Arc<ThreadPool>,
+    /// Per device of `cfg`: its profile, once asked (Halda plans over them).
+    profiles: Vec<Option<DeviceProfile>>,
+}
+
+/// A ring formed over some devices: the head's own windows and the links.
+pub(super) struct Formed {
+    windows: Vec<Box<dyn Window>>,
+    state: RingState,
+    /// Per device of cluster.toml: whether it is in this ring (has layers).
+    in_ring: Vec<bool>,
+    report: UpReport,
+    /// Time to plan, to stream the layers devices lacked, to load and close the ring.
+    times: [Duration; 3],
+}
+
+impl Former {
+    fn new(cfg: ClusterConfig, f: GgufFile, model: Model, secret: Option<Secret>, opts: UpOptions) -> Former {
+        // One rule for every device: the configured threads, else `cpu::default_threads`.
+        let threads = match cfg.devices[0].threads.unwrap_or(0) {
+            0 => crate::cpu::default_threads(),
+            n => n as usize,
+        };
+        let profiles = vec![None; cfg.devices.len()];
+        Former { cfg, f, model, secret, opts, pool: Arc::new(ThreadPool::new(threads)), profiles }
+    }
+
+    /// Form a ring over the devices marked in `candidates` (the head always is), whose agents
+    /// are `conns` in order: plan the split, stream what each lacks, assign and load, close.
+    fn form(&mut self, candidates: &[bool], conns: Vec<Conn>, p: &Progress) -> Result<Formed> {
+        let t0 = Instant::now();
+        let n_layer = self.model.config.n_layer;
+        let index: Vec<usize> = (0..candidates.len()).filter(|&i| i == 0 || candidates[i]).collect();
+        let mut sub = self.cfg.clone();
+        sub.devices = index.iter().map(|&i| self.cfg.devices[i].clone()).collect();
+        if index.len() < self.cfg.devices.len() {
+            redistribute_windows(&self.cfg, &mut sub, &index, n_layer, p)?;
+        }
+        let mut conns = conns;
+        let mut report = UpReport::default();
+
+        // The split (manual windows, an even split, or Halda over every device's profile), then
+        // every device's share of the model.
+        let (profiles, opts) = (&mut self.profiles, &self.opts);
+        let choice = planning::choose(&sub, &self.f, n_layer, || {
+            if index.iter().any(|&i| profiles[i].is_none()) {
+                let mut live: Vec<&mut Conn> = conns.iter_mut().collect();
+                let got = shares::profiles_of(&sub, &mut live, opts, p)?;
+                for (&i, prof) in index.iter().zip(got) {
+                    profiles[i] = Some(prof);
+                }
+            }
+            Ok(index.iter().map(|&i| profiles[i].clone().expect("fetched above")).collect())
+        })?;
+        report.plan = choice.halda.as_ref().map(halda::render);
+        // Devices the plan drops leave the ring: keep the others, in ring order.
+        let mut kept = Vec::new();
+        let mut active = Vec::new();
+        let mut in_ring = vec![false; self.cfg.devices.len()];
+        // The head has no connection: `None` pairs with device 0.
+        let conns_by_device = std::iter::once(None).chain(conns.into_iter().map(Some));
+        for (((d, keep), c), &i) in sub.devices.iter().zip(&choice.active).zip(conns_by_device).zip(&index) {
+            if *keep {
+                kept.push(d.clone());
+                active.extend(c);
+                in_ring[i] = true;
+            } else {
+                p.line(format!("{} gets no layers and stays idle", dev_label(d)));
+            }
+        }
+        let mut conns = active;
+        sub.devices = kept;
+        let cfg = &sub;
+        let plan: &LayerSplit = &choice.plan;
+        let devices = &cfg.devices;
+        let n = devices.len();
+        report.layout = format!(
+            "{}: {n_layer} layers, {n} device(s), {} round(s), windows {:?}",
+            cfg.model.display(),
+            plan.rounds,
+            plan.windows
+        );
+        let planned = Instant::now();
+        shares::sync_shares(&mut conns, devices, &self.f, &self.model, plan, &self.opts, p)?;
+        let streamed = Instant::now();
+
+        // Assign and load.
+        let session = u64::from_le_bytes(auth::nonce()?[..8].try_into().expect("8 bytes"));
+        let loaded =
+            load::assign_and_load(&mut conns, cfg, plan, session, &cache::model_id(&self.f), &self.opts, &self.pool)?;
+        report.loads = loaded.lines;
+
+        // Close the ring.
+        let members: Vec<Member> = devices[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Member { name: d.name.clone(), addr: d.addr.clone(), ranges: plan.ranges(i + 1) })
+            .collect();
+        let links = match &self.secret {
+            Some(s) if n > 1 => {
+                let t = cfg.timeouts;
+                let l = close::close_ring(conns, devices, members.clone(), plan.rounds.max(1), session, s, t)?;
+                crate::sys::release_free_heap();
+                report.ring = Some(devices.iter().map(|d| d.name.clone()).collect());
+                Some(l)
+            }
+            _ => None,
+        };
+        let (link, controls, keep_open) = match links {
+            Some(l) => (Some(Arc::new(Mutex::new(l.link))), l.controls, l.keep_open),
+            None => (None, Vec::new(), Vec::new()),
+        };
+        let state = RingState { link, members, head_ranges: plan.ranges(0), controls, keep_open, plan: choice.halda };
+        let times = [planned - t0, streamed - planned, streamed.elapsed()];
+        Ok(Formed { windows: loaded.windows, state, in_ring, report, times })
+    }
+}
+
+/// Manual windows over fewer devices than cluster.toml names: the survivors' windows grow in
+/// proportion to cover the model in the same number of rounds (largest remainders first).
+fn redistribute_windows(
+    cfg: &ClusterConfig,
+    sub: &mut ClusterConfig,
+    index: &[usize],
+    n_layer: usize,
+    p: &Progress,
+) -> Result<()> {
+    if !cfg.devices.iter().any(|d| d.window.is_some()) {
+        return Ok(());
+    }
+    let rounds = cfg.plan(n_layer)?.rounds.max(1);
+    let per_round = n_layer / rounds;
+    let w: Vec<usize> = index.iter().map(|&i| cfg.devices[i].window.unwrap_or(0) as usize).collect();
+    let total: usize = w.iter().sum();
+    let mut new: Vec<usize> = match total {
+        // Nothing left that had layers: the head takes them all.
+        0 => std::iter::once(per_round).chain(std::iter::repeat_n(0, w.len() - 1)).collect(),
+        _ => w.iter().map(|&x| x * per_round / total).collect(),
+    };
+    let mut order: Vec<usize> = (0..w.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((w[i] * per_round) % total.max(1)));
+    let short = per_round - new.iter().sum::<usize>();
+    for &i in order.iter().cycle().take(short) {
+        new[i] += 1;
+    }
+    p.line(format!(
+        "manual windows redistributed in proportion over the {} remaining device(s): {w:?} → {new:?} per round",
+        index.len()
+    ));
+    for (d, &x) in sub.devices.iter_mut().zip(&new) {
+        d.window = Some(x as u32);
+    }
+    sub.rounds = Some(rounds as u32);
+    Ok(())
 }
 
 /// Connect to every agent and collect the devices' profiles (for `prima plan cluster.toml`).

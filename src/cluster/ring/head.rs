@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::events::Event;
 use super::{Member, fmt_ranges};
-use crate::cluster::messages::Msg;
+use crate::cluster::messages::{Msg, STOPPED_BY_DOWN};
 use crate::cluster::transport::Sender;
 use crate::error::{Error, Result};
 use crate::model::batch::one_per_sequence;
@@ -31,6 +31,9 @@ pub struct RingLink {
     stats: LinkStats,
     /// When the last decode chunk finished sending (its wait starts there).
     sent_at: Option<Instant>,
+    /// Set when a step failed on the ring: `Some(device)` when a worker is known lost (its
+    /// control connection closed or timed out), for whoever forms the ring again.
+    failure: Option<Option<usize>>,
 }
 
 impl RingLink {
@@ -41,7 +44,7 @@ impl RingLink {
         rounds: usize,
         timeout: Duration,
     ) -> RingLink {
-        RingLink { out, events, members, rounds, timeout, stats: LinkStats::default(), sent_at: None }
+        RingLink { out, events, members, rounds, timeout, stats: LinkStats::default(), sent_at: None, failure: None }
     }
 
     pub fn stats(&self) -> LinkStats {
@@ -56,6 +59,12 @@ impl RingLink {
         &self.out
     }
 
+    /// Whether a step failed on the ring, and which worker (index into the members) was lost
+    /// if one is known.
+    pub fn failure(&self) -> Option<Option<usize>> {
+        self.failure
+    }
+
     fn what(&self, round: usize, rows: &[SeqPos]) -> String {
         let at = rows.first().map_or(String::new(), |r| format!(" at position {} of sequence {}", r.pos, r.seq));
         format!("the ring was running round {} of {} for {} token(s){at}", round + 1, self.rounds, rows.len())
@@ -63,11 +72,17 @@ impl RingLink {
 
     /// Turn a failure event into the clearest error: a device that went away beats a device
     /// that reported a broken link, which beats our own broken ring link.
-    fn failure(&self, first: Event, doing: &str) -> Error {
+    fn fail(&mut self, first: Event, doing: &str) -> Error {
+        let wait = if matches!(first, Event::ControlClosed(..)) { Duration::ZERO } else { Duration::from_millis(700) };
         let mut evs = vec![first];
-        let deadline = Instant::now() + Duration::from_millis(700);
+        let deadline = Instant::now() + wait;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.events.recv_timeout(left) {
+                // A device that went away is the clearest cause there is: no need to wait on.
+                Ok(e @ Event::ControlClosed(..)) => {
+                    evs.push(e);
+                    break;
+                }
                 Ok(e) => evs.push(e),
                 Err(_) => break,
             }
@@ -79,6 +94,13 @@ impl RingLink {
             _ => 3,
         };
         evs.sort_by_key(rank);
+        let lost = match &evs[0] {
+            Event::ControlClosed(i, _) => Some(*i),
+            _ => None,
+        };
+        let down = evs.iter().any(|e| matches!(e, Event::Control(_, Msg::Error { msg }) if msg == STOPPED_BY_DOWN));
+        // Stopped on purpose: not a failure to mend.
+        self.failure = if down { None } else { Some(lost) };
         let dev = |i: usize| {
             let m = &self.members[i];
             format!("device `{}` ({}, layers {})", m.name, m.addr, fmt_ranges(&m.ranges))
@@ -98,7 +120,7 @@ impl RingLink {
     fn send(&mut self, msg: &Msg, doing: impl Fn() -> String) -> Result<()> {
         match self.out.send(msg) {
             Ok(()) => Ok(()),
-            Err(e) => Err(self.failure(Event::RingClosed(e), &doing())),
+            Err(e) => Err(self.fail(Event::RingClosed(e), &doing())),
         }
     }
 
@@ -108,8 +130,9 @@ impl RingLink {
             match self.events.recv_timeout(self.timeout * 3) {
                 Ok(Event::Ring(m)) => return Ok(m),
                 Ok(Event::Control(_, Msg::Stopped { .. })) => continue,
-                Ok(e) => return Err(self.failure(e, &doing())),
+                Ok(e) => return Err(self.fail(e, &doing())),
                 Err(_) => {
+                    self.failure = Some(None);
                     return Err(Error::msg(format!(
                         "no answer from the ring for {:?} while {}",
                         self.timeout * 3,
@@ -133,7 +156,7 @@ impl RemoteWindow {
     }
 
     fn link(&self) -> std::sync::MutexGuard<'_, RingLink> {
-        self.link.lock().unwrap_or_else(|p| p.into_inner())
+        super::lock(&self.link)
     }
 }
 
@@ -174,7 +197,10 @@ impl Window for RemoteWindow {
         }
         match m {
             Msg::Activations { round: r, rows: got, data } if r as usize == round && got == rows => Ok(data),
-            m => Err(Error::msg(format!("ring returned an unexpected {} while {what}", m.name()))),
+            m => {
+                link.failure = Some(None);
+                Err(Error::msg(format!("ring returned an unexpected {} while {what}", m.name())))
+            }
         }
     }
 

@@ -108,66 +108,79 @@ pub struct RingParts {
     pub ends: Box<dyn Ends>,
     /// The head's own windows, one per round.
     pub windows: Vec<Box<dyn Window>>,
-    pub head_ranges: Vec<Range<usize>>,
-    /// Devices 1..N (index 0 is device 1).
-    pub members: Vec<Member>,
-    /// The link to device 1 (None: the head alone).
-    pub link: Option<RingLink>,
-    /// Control links to devices 1..N.
-    pub controls: Vec<Sender>,
-    /// Other links kept open (and heart-beating): the inbound ring link from the last device.
-    pub keep_open: Vec<Sender>,
+    pub state: RingState,
     pub timeout: Duration,
     pub batch_size: usize,
     pub n_ctx: usize,
     pub n_seq: usize,
+}
+
+/// What changes when the ring is formed again (after a loss): its links, members and split.
+pub struct RingState {
+    /// The link to device 1 (None: the head alone).
+    pub link: Option<Arc<Mutex<RingLink>>>,
+    /// Devices 1..N (index 0 is device 1).
+    pub members: Vec<Member>,
+    pub head_ranges: Vec<Range<usize>>,
+    /// Control links to devices 1..N.
+    pub controls: Vec<Sender>,
+    /// Other links kept open (and heart-beating): the inbound ring link from the last device.
+    pub keep_open: Vec<Sender>,
     /// The Halda plan the split came from, if any (for predicted-vs-measured reports).
     pub plan: Option<crate::sched::halda::Plan>,
+}
+
+impl RingState {
+    /// Hang up every link: the workers end this ring's session and free its windows.
+    pub fn close(&self) {
+        if let Some(l) = &self.link {
+            lock(l).out().close();
+        }
+        for c in self.controls.iter().chain(&self.keep_open) {
+            c.close();
+        }
+    }
+
+    /// The head's pipeline windows: for every round, the workers' (remote) then its own, and
+    /// the page-cache hooks of its own.
+    pub fn pipeline_windows(&self, own: Vec<Box<dyn Window>>) -> (Vec<Box<dyn Window>>, crate::memory::Pager) {
+        let mut own = own;
+        let pager = crate::memory::Pager::new(own.iter().map(|w| w.mapped()));
+        for w in own.iter_mut() {
+            w.set_progress(pager.progress());
+        }
+        let mut windows: Vec<Box<dyn Window>> = Vec::new();
+        for (round, w) in own.into_iter().enumerate() {
+            if let Some(l) = &self.link {
+                windows.push(Box::new(RemoteWindow::new(round, l.clone())));
+            }
+            windows.push(w);
+        }
+        (windows, pager)
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The head's end of a formed ring (or a ring of one: the head alone).
 pub struct Ring {
     pipeline: Pipeline,
-    link: Option<Arc<Mutex<RingLink>>>,
-    members: Vec<Member>,
-    head_ranges: Vec<Range<usize>>,
-    controls: Vec<Sender>,
-    keep_open: Vec<Sender>,
+    state: Arc<Mutex<RingState>>,
     timeout: Duration,
-    plan: Option<crate::sched::halda::Plan>,
 }
 
 impl Ring {
     /// The head's pipeline: for every round, the workers' windows (remote) then its own;
     /// its own windows paged by a [`crate::memory::Pager`].
     pub fn new(p: RingParts) -> Ring {
-        let mut own = p.windows;
-        let pager = crate::memory::Pager::new(own.iter().map(|w| w.mapped()));
-        for w in own.iter_mut() {
-            w.set_progress(pager.progress());
-        }
-        let link = p.link.map(|l| Arc::new(Mutex::new(l)));
-        let mut windows: Vec<Box<dyn Window>> = Vec::new();
-        for (round, w) in own.into_iter().enumerate() {
-            if let Some(l) = &link {
-                windows.push(Box::new(RemoteWindow::new(round, l.clone())));
-            }
-            windows.push(w);
-        }
+        let (windows, pager) = p.state.pipeline_windows(p.windows);
         let mut pipeline = Pipeline::from_parts(p.ends, windows, p.n_ctx, p.n_seq);
         pipeline.set_paging(Box::new(pager));
         pipeline.set_batch(p.batch_size);
-        pipeline.set_max_in_flight(p.members.len() + 1);
-        Ring {
-            pipeline,
-            link,
-            members: p.members,
-            head_ranges: p.head_ranges,
-            controls: p.controls,
-            keep_open: p.keep_open,
-            timeout: p.timeout,
-            plan: p.plan,
-        }
+        pipeline.set_max_in_flight(p.state.members.len() + 1);
+        Ring { pipeline, state: Arc::new(Mutex::new(p.state)), timeout: p.timeout }
     }
 
     pub fn pipeline(&mut self) -> &mut Pipeline {
@@ -178,22 +191,27 @@ impl Ring {
         &self.pipeline
     }
 
-    pub fn members(&self) -> &[Member] {
-        &self.members
+    /// The links, members and split, shared with whoever forms the ring again.
+    pub fn state(&self) -> Arc<Mutex<RingState>> {
+        self.state.clone()
     }
 
-    pub fn head_ranges(&self) -> &[Range<usize>] {
-        &self.head_ranges
+    pub fn members(&self) -> Vec<Member> {
+        lock(&self.state).members.clone()
     }
 
-    pub fn plan(&self) -> Option<&crate::sched::halda::Plan> {
-        self.plan.as_ref()
+    pub fn head_ranges(&self) -> Vec<Range<usize>> {
+        lock(&self.state).head_ranges.clone()
+    }
+
+    pub fn plan(&self) -> Option<crate::sched::halda::Plan> {
+        lock(&self.state).plan.clone()
     }
 
     /// The head's decode-step counters: its own compute and its time on the link.
     pub fn head_stats(&self) -> HeadStats {
         let p = self.pipeline.stats();
-        let l = self.link.as_ref().map(|l| l.lock().unwrap_or_else(|p| p.into_inner()).stats()).unwrap_or_default();
+        let l = lock(&self.state).link.as_ref().map(|l| lock(l).stats()).unwrap_or_default();
         // The pipeline's time includes the link's; the head computed the rest.
         let on_link = l.send_ns + l.wait_ns;
         HeadStats {
@@ -206,12 +224,13 @@ impl Ring {
 
     /// Stop every worker (they return to idle) and collect their counters.
     pub fn stop(self) -> Result<Vec<WorkerStats>> {
-        for c in &self.controls {
+        let state = lock(&self.state);
+        for c in &state.controls {
             let _ = c.send(&Msg::Stop);
         }
-        let mut stats = vec![None; self.members.len()];
-        let link = self.link.as_ref().map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
-        if let Some(link) = &link {
+        let mut stats = vec![None; state.members.len()];
+        if let Some(link) = &state.link {
+            let link = lock(link);
             let deadline = Instant::now() + self.timeout;
             while stats.iter().any(Option::is_none) {
                 let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
@@ -221,11 +240,8 @@ impl Ring {
                     Err(_) => break,
                 }
             }
-            link.out().close();
         }
-        for c in self.controls.iter().chain(&self.keep_open) {
-            c.close();
-        }
+        state.close();
         Ok(stats.into_iter().map(Option::unwrap_or_default).collect())
     }
 }
