@@ -19,7 +19,7 @@ use crate::model::SeqPos;
 /// and the record layer they are the frozen bootstrap: any agent from protocol 3 on can be
 /// upgraded by a newer head. (3: every link encrypted; agents of protocol 2 or older, which
 /// spoke in the clear, are updated by hand once.)
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// A tensor the head wants a device to hold: its name, size and sha256, and where its bytes go
 /// in the device's cache file (offset from the start of that file).
@@ -139,6 +139,8 @@ pub enum Msg {
         n_seq: u32,
         threads: u32,
         engine: EngineKind,
+        /// The last layers of each window that run on the agent's GPU (`gpu_layers`).
+        gpu_layers: u32,
     },
     /// Windows loaded; the agent accepts ring connections for `session`.
     Assigned {

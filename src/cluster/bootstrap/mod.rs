@@ -130,9 +130,12 @@ pub fn up(cfg: &ClusterConfig, opts: &UpOptions) -> Result<(Ring, UpReport)> {
     let mut active = Vec::new();
     // The head has no connection: `None` pairs with device 0.
     let conns_by_device = std::iter::once(None).chain(conns.into_iter().map(Some));
-    for ((d, keep), c) in cfg.devices.iter().zip(&choice.active).zip(conns_by_device) {
+    for (i, ((d, keep), c)) in cfg.devices.iter().zip(&choice.active).zip(conns_by_device).enumerate() {
         if *keep {
-            kept.push(d.clone());
+            // Halda's GPU layers per window (n_m) where the file sets no `gpu_layers`.
+            let mut d = d.clone();
+            d.gpu_layers = d.gpu_layers.or(choice.halda.as_ref().map(|h| h.devices[i].n).filter(|&n| n > 0));
+            kept.push(d);
             active.extend(c);
         } else {
             p.line(format!("{} gets no layers and stays idle", dev_label(d)));
