@@ -294,6 +294,7 @@ impl GpuWindow {
             _shapes: Arena::empty(),
         };
         w.record(&pieces)?;
+        w.warm_up()?;
         Ok(w)
     }
 }
@@ -562,6 +563,18 @@ impl GpuWindow {
             for row in r {
                 self.kv_len[row.seq as usize] = row.pos as usize + 1;
             }
+        }
+        Ok(())
+    }
+
+    /// Run the decode and the prefill kernels once at load: drivers compile a pipeline at its
+    /// first dispatch (seconds for a window on lavapipe), which would otherwise stall the first
+    /// token past a ring's timeout. The cache lengths stay 0, so what it wrote is never read.
+    fn warm_up(&mut self) -> Result<()> {
+        let rows: Vec<SeqPos> = (0..2.min(self.max_batch).min(self.n_ctx)).map(|p| SeqPos::new(0, p)).collect();
+        for n in 1..=rows.len() {
+            let mut hidden = vec![0f32; n * self.cfg.n_embd];
+            self.forward_chunk(&rows[..n], &mut hidden)?;
         }
         Ok(())
     }

@@ -374,16 +374,17 @@ fn all_on_the_gpu(m: &Model) -> bool {
     m.gguf.tensors.iter().filter(|t| t.name.starts_with("blk.") && t.dims.len() == 2).all(|t| FORMATS.contains(&t.ty))
 }
 
-/// llama-perplexity's score of the first two 64-token chunks of calibration.txt.
-fn perplexity(m: &Model, offload: &Offload) -> f64 {
+/// llama-perplexity's score of the first `chunks` 32-token chunks of calibration.txt (short:
+/// lavapipe runs a 135M model at a few tokens per second).
+fn perplexity(m: &Model, offload: &Offload, chunks: usize) -> f64 {
     let tok = prima::tokenizer::Tokenizer::from_gguf(&m.gguf).unwrap();
     let text = std::fs::read_to_string(common::fixtures().join("calibration.txt")).unwrap();
     let tokens = tok.encode(&text, true, false);
-    let n_ctx = 64;
-    assert!(tokens.len() >= 2 * n_ctx, "calibration.txt is {} tokens", tokens.len());
+    let n_ctx = 32;
+    assert!(tokens.len() >= chunks * n_ctx, "calibration.txt is {} tokens", tokens.len());
     let mut p = offload.pipeline(m, n_ctx, 1, 2, &[m.config.n_layer]).unwrap();
     let bos = if tok.add_bos() { tok.bos() } else { None };
-    prima::perplexity::perplexity(&mut p, &tokens[..2 * n_ctx], n_ctx, bos, |_, _| {}).unwrap().ppl
+    prima::perplexity::perplexity(&mut p, &tokens[..chunks * n_ctx], n_ctx, bos, |_, _| {}).unwrap().ppl
 }
 
 /// Every layer on the GPU (`-ngl 99`) against the CPU pipeline on the same quantized file:
@@ -406,8 +407,9 @@ fn perplexity_with_every_layer_on_the_gpu_is_within_1_percent_of_the_cpu() {
             eprintln!("{}: a format without a GPU kernel, not compared", path.display());
             continue;
         }
-        let cpu = perplexity(&m, &Offload::cpu());
-        let on_gpu = perplexity(&m, &Offload::on(g.clone(), 99));
+        let chunks = if m.config.n_embd > 256 { 1 } else { 2 };
+        let cpu = perplexity(&m, &Offload::cpu(), chunks);
+        let on_gpu = perplexity(&m, &Offload::on(g.clone(), 99), chunks);
         let rel = on_gpu / cpu - 1.0;
         eprintln!("{}: PPL CPU {cpu:.4}, GPU {on_gpu:.4} ({:+.3}%)", path.display(), 100.0 * rel);
         assert!(rel.abs() < 0.01, "{}: PPL on the GPU {on_gpu} vs the CPU {cpu}", path.display());
@@ -447,9 +449,7 @@ fn greedy(p: &mut prima::model::Pipeline, prompts: &[(u32, Vec<u32>)], steps: us
 #[test]
 fn several_sequences_batched_on_the_gpu_match_each_alone() {
     let Some(g) = gpu() else { return };
-    let mut cases = vec![(common::model("c-llama-q4_k_m.gguf"), 99), (common::model("c-qwen2-q4_k_m.gguf"), 1)];
-    cases.extend(smollm2().map(|p| (p, 99)));
-    for (path, ngl) in cases {
+    for (path, ngl) in [(common::model("c-llama-q4_k_m.gguf"), 99), (common::model("c-qwen2-q4_k_m.gguf"), 1)] {
         let m = Model::open(&path).unwrap();
         let tok = prima::tokenizer::Tokenizer::from_gguf(&m.gguf).unwrap();
         let prompts: Vec<(u32, Vec<u32>)> =
@@ -474,12 +474,12 @@ fn several_sequences_batched_on_the_gpu_match_each_alone() {
 /// device running the same windows with the same split.
 #[test]
 fn ring_with_gpu_layers_on_every_device_matches_one_device_with_the_same_split() {
-    use crate::cluster::{Agent, Scratch, deep_model, text, up};
+    use crate::cluster::{Scratch, deep_model, text, up};
     let Some(g) = gpu() else { return };
     let dir = Scratch::new("gpu-ring");
     let runtime = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
     let env = [("XDG_RUNTIME_DIR", runtime.as_str())];
-    let (a1, a2) = (Agent::start(&dir, "g1", &env), Agent::start(&dir, "g2", &env));
+    let (a1, a2) = (SlowAgent::start(&dir, "g1"), SlowAgent::start(&dir, "g2"));
     let model = deep_model(&dir, "c-llama-q4_k_m.gguf", 6);
     let m = Model::open(&model).unwrap();
     let prompt = [1u32, 415, 2001, 77, 9, 1500, 300];
@@ -495,7 +495,7 @@ fn ring_with_gpu_layers_on_every_device_matches_one_device_with_the_same_split()
             want.push(next.to_string());
         }
         let mut toml = format!(
-            "model = {model:?}\nsecret_file = \"cluster.secret\"\nbatch_size = 3\nctx_size = 256\ntimeout_secs = 20\nrounds = {k}\n"
+            "model = {model:?}\nsecret_file = \"cluster.secret\"\nbatch_size = 3\nctx_size = 256\ntimeout_secs = 30\nrounds = {k}\n"
         );
         for (name, addr) in [("head", "127.0.0.1:1"), ("second", a1.addr.as_str()), ("third", a2.addr.as_str())] {
             toml.push_str(&format!(
@@ -506,12 +506,57 @@ fn ring_with_gpu_layers_on_every_device_matches_one_device_with_the_same_split()
         std::fs::write(&cfg, toml).unwrap();
         let o = up(&cfg, &["--ids", "-p", &ids, "-n", "6", "--temp", "0"], &env);
         let err = text(&o.stderr);
-        assert!(o.status.success(), "k={k}: {err}");
+        assert!(o.status.success(), "k={k}: {err}\nagents:\n{}\n{}", a1.log(), a2.log());
         assert!(err.contains("GPU: layers"), "the head put no layer on its GPU: {err}");
         let got: Vec<String> = text(&o.stdout).split_whitespace().map(String::from).collect();
         assert_eq!(got, want, "k={k} window {w}: {err}");
         for a in [&a1, &a2] {
             assert!(a.log().contains("GPU: layers"), "an agent put no layer on its GPU: {}", a.log());
         }
+    }
+}
+
+/// An agent with a 30 s timeout: on lavapipe, with other builds running, loading and the first
+/// GPU dispatches take longer than the cluster tests' 3 s. Killed on drop.
+struct SlowAgent {
+    child: std::process::Child,
+    addr: String,
+    log: std::path::PathBuf,
+}
+
+impl SlowAgent {
+    fn start(dir: &crate::cluster::Scratch, name: &str) -> SlowAgent {
+        use crate::cluster::{BIN, SECRET};
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let secret = dir.path(&format!("{name}.secret"));
+        std::fs::write(&secret, SECRET).unwrap();
+        let log = dir.path(&format!("{name}.log"));
+        let child = std::process::Command::new(BIN)
+            .args(["agent", "--listen", &addr, "--timeout-secs", "30", "--secret-file"])
+            .arg(&secret)
+            .arg("--cache-dir")
+            .arg(dir.path(&format!("{name}.cache")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(20), "agent at {addr} never listened");
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        SlowAgent { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SlowAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
