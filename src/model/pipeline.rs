@@ -72,6 +72,9 @@ pub trait Window: Send {
     fn set_progress(&mut self, _progress: Arc<AtomicUsize>) {}
 }
 
+/// Makes the window of a layer range, on the pipeline's thread pool ([`Pipeline::open_with`]).
+pub type OpenWindow<'a> = dyn Fn(Range<usize>, &Arc<ThreadPool>) -> Result<Box<dyn Window>> + 'a;
+
 /// The ends of the network: token embedding in, output norm and matrix out.
 pub trait Ends: Send {
     fn n_embd(&self) -> usize;
@@ -147,7 +150,7 @@ impl Pipeline {
         n_seq: usize,
         threads: usize,
         sizes: &[usize],
-        open: &dyn Fn(Range<usize>, &Arc<ThreadPool>) -> Result<Box<dyn Window>>,
+        open: &OpenWindow,
     ) -> Result<Pipeline> {
         let c = &m.config;
         if sizes.iter().sum::<usize>() != c.n_layer || sizes.contains(&0) {
