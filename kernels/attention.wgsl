@@ -1,6 +1,7 @@
 // Causal grouped-query attention of n_tokens new queries over the KV cache kept in GPU memory
-// (f32, [n_ctx][kv_dim]; the new tokens' keys and values are already in it). One workgroup
-// per (head, token); keys are visited in chunks of CH positions with an online softmax, so any
+// (f32, [sequence][n_ctx][kv_dim]; the new tokens' keys and values are already in it). Token t
+// is at position rows[2t + 1] of sequence rows[2t] and attends over that sequence's positions
+// 0..=its own, so one batch may mix sequences. One workgroup per (head, token); keys are visited in chunks of CH positions with an online softmax, so any
 // context length fits in workgroup memory. Each thread owns output dimensions lid + 64k.
 struct Shape {
     n_head: u32,
@@ -11,7 +12,8 @@ struct Shape {
     kv_dim_k: u32,
     kv_dim_v: u32,
     scale: f32,
-    _pad0: u32,
+    // Positions per sequence slot of the cache.
+    n_ctx: u32,
 }
 @group(0) @binding(0) var<uniform> shape: Shape;
 @group(0) @binding(1) var<uniform> step: Step;
@@ -19,6 +21,8 @@ struct Shape {
 @group(0) @binding(3) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(4) var<storage, read> v_cache: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// Per token: its sequence and its position.
+@group(0) @binding(6) var<storage, read> rows: array<u32>;
 
 const WG: u32 = 64u;
 const CH: u32 = 256u;
@@ -50,10 +54,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let h = wg.x;
     let t = wg.y;
     let g = h / shape.group;
-    let seen = step.pos + t + 1u;
+    let seen = rows[2u * t + 1u] + 1u;
+    // The first cache row of the token's sequence.
+    let slot = rows[2u * t] * shape.n_ctx;
     let qo = (t * shape.n_head + h) * shape.head_dim_k;
-    let ko = g * shape.head_dim_k;
-    let vo = g * shape.head_dim_v;
+    let ko = slot * shape.kv_dim_k + g * shape.head_dim_k;
+    let vo = slot * shape.kv_dim_v + g * shape.head_dim_v;
     var m = -3.0e38;
     var l = 0.0;
     var acc: array<f32, DIMS_PER_THREAD>;

@@ -5,7 +5,8 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::model::{Model, Pipeline};
+use crate::gpu::Offload;
+use crate::model::Model;
 use crate::sampler::Rng;
 
 #[derive(Clone, Debug)]
@@ -14,6 +15,8 @@ pub struct BenchParams {
     pub n_gen: usize,
     pub threads: usize,
     pub reps: usize,
+    /// The last layers run on the GPU (`-ngl`).
+    pub gpu_layers: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -28,6 +31,9 @@ pub struct BenchResult {
     pub n_batch: usize,
     pub samples_ns: Vec<u64>,
     pub kernels: String,
+    /// Layers run on the GPU and its name ("" for none).
+    pub n_gpu_layers: usize,
+    pub gpu_info: String,
     /// Weight bytes one generated token reads (every matrix once; the embedding table only
     /// when the output projection is tied to it).
     pub weight_bytes_per_token: u64,
@@ -103,7 +109,9 @@ pub fn bandwidth_bound_line(r: &BenchResult, read_gbps: f64) -> String {
 pub fn run(path: &str, p: &BenchParams, mut progress: impl FnMut(&str)) -> Result<Vec<BenchResult>> {
     let m = Model::open(path)?;
     let n_ctx = (p.n_prompt.max(p.n_gen) + 1).max(16);
-    let mut s = Pipeline::new(&m, n_ctx, p.threads)?;
+    let offload = Offload::open(p.gpu_layers);
+    let n_layer = m.config.n_layer;
+    let mut s = offload.pipeline(&m, n_ctx, 1, p.threads, &[n_layer])?;
     let mut rng = Rng::new(1);
     let n_vocab = m.config.n_vocab as u64;
     let mut random_tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % n_vocab) as u32).collect() };
@@ -119,6 +127,8 @@ pub fn run(path: &str, p: &BenchParams, mut progress: impl FnMut(&str)) -> Resul
         samples_ns: Vec::new(),
         kernels: crate::cpu::kernel_summary(),
         weight_bytes_per_token: weight_bytes_per_token(&m),
+        n_gpu_layers: offload.gpu_layers().min(n_layer),
+        gpu_info: offload.gpu_name().unwrap_or_default(),
     };
     let mut results = Vec::new();
     if p.n_prompt > 0 {
@@ -199,9 +209,11 @@ pub fn render_json(results: &[BenchResult]) -> String {
         let list = |v: Vec<String>| v.join(", ");
         let _ = write!(
             s,
-            "  {{\n    \"build_commit\": {},\n    \"build_number\": 0,\n    \"cpu_info\": {},\n    \"gpu_info\": \"\",\n    \"backends\": \"CPU\",\n    \"model_filename\": {},\n    \"model_type\": {},\n    \"model_size\": {},\n    \"model_n_params\": {},\n    \"n_batch\": {},\n    \"n_ubatch\": {},\n    \"n_threads\": {},\n    \"type_k\": \"f32\",\n    \"type_v\": \"f32\",\n    \"n_gpu_layers\": 0,\n    \"n_prompt\": {},\n    \"n_gen\": {},\n    \"avg_ns\": {:.0},\n    \"stddev_ns\": {:.0},\n    \"avg_ts\": {:.6},\n    \"stddev_ts\": {:.6},\n    \"samples_ns\": [ {} ],\n    \"samples_ts\": [ {} ]\n  }}{}\n",
+            "  {{\n    \"build_commit\": {},\n    \"build_number\": 0,\n    \"cpu_info\": {},\n    \"gpu_info\": {},\n    \"backends\": {},\n    \"model_filename\": {},\n    \"model_type\": {},\n    \"model_size\": {},\n    \"model_n_params\": {},\n    \"n_batch\": {},\n    \"n_ubatch\": {},\n    \"n_threads\": {},\n    \"type_k\": \"f32\",\n    \"type_v\": \"f32\",\n    \"n_gpu_layers\": {},\n    \"n_prompt\": {},\n    \"n_gen\": {},\n    \"avg_ns\": {:.0},\n    \"stddev_ns\": {:.0},\n    \"avg_ts\": {:.6},\n    \"stddev_ts\": {:.6},\n    \"samples_ns\": [ {} ],\n    \"samples_ts\": [ {} ]\n  }}{}\n",
             json_str(concat!("prima-", env!("CARGO_PKG_VERSION"))),
             json_str(&r.kernels),
+            json_str(&r.gpu_info),
+            json_str(if r.n_gpu_layers > 0 { "GPU,CPU" } else { "CPU" }),
             json_str(&r.model_filename),
             json_str(&r.model_type),
             r.model_size,
@@ -209,6 +221,7 @@ pub fn render_json(results: &[BenchResult]) -> String {
             r.n_batch,
             r.n_batch,
             r.n_threads,
+            r.n_gpu_layers,
             r.n_prompt,
             r.n_gen,
             mean(&ns),

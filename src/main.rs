@@ -6,7 +6,7 @@ fn main() {
         println!("prima {v}");
         return;
     }
-    let cli: prima::cli::Cli = argh::from_env();
+    let cli = prima::cli::from_env();
     if let Err(e) = prima::cli::run(cli) {
         eprintln!("error: {e}");
         std::process::exit(1);

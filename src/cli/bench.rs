@@ -40,6 +40,12 @@ pub struct BenchArgs {
     /// list (default: 1 and all cores)
     #[argh(option, short = 't')]
     pub threads: Option<String>,
+    /// layers run on the GPU with -m, the last ones (also -ngl N, as in llama-bench; default 0)
+    #[argh(option, default = "0")]
+    pub gpu_layers: usize,
+    /// with --profile: the GPU memory to plan with, e.g. 6GiB (wgpu cannot tell free memory)
+    #[argh(option)]
+    pub gpu_memory: Option<String>,
     /// weight formats to measure, comma-separated ggml names such as q4_K,q6_K (default: all supported)
     #[argh(option)]
     pub formats: Option<String>,
@@ -58,6 +64,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(d) = &a.disk_dir {
         opt.disk_dir = d.into();
     }
+    opt.gpu_memory = a.gpu_memory.as_deref().map(profile::parse_memory_size).transpose()?;
     if let Some(t) = &a.threads {
         opt.threads = t
             .split(',')
@@ -102,7 +109,13 @@ fn run_model(a: &BenchArgs, model: &str) -> Result<()> {
             .filter(|&n: &usize| n > 0)
             .ok_or_else(|| Error::msg(format!("-t {t}: with -m, give one thread count")))?,
     };
-    let params = crate::bench::BenchParams { n_prompt: a.n_prompt, n_gen: a.n_gen, threads, reps: a.reps.max(1) };
+    let params = crate::bench::BenchParams {
+        n_prompt: a.n_prompt,
+        n_gen: a.n_gen,
+        threads,
+        reps: a.reps.max(1),
+        gpu_layers: a.gpu_layers,
+    };
     eprintln!("kernels: {}", crate::cpu::kernel_summary());
     let results = crate::bench::run(model, &params, |line| eprintln!("{line}"))?;
     if let Some(tg) = results.iter().find(|r| r.n_gen > 0) {

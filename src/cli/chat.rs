@@ -27,6 +27,9 @@ pub struct ChatArgs {
     /// worker threads (default: physical cores)
     #[argh(option, short = 't')]
     pub threads: Option<usize>,
+    /// layers run on the GPU, the last ones (also -ngl N, as in llama.cpp; default 0)
+    #[argh(option, default = "0")]
+    pub gpu_layers: usize,
     #[argh(option, default = "0.8")]
     /// sampling temperature; 0 is greedy (default 0.8)
     pub temp: f32,
@@ -36,7 +39,7 @@ pub struct ChatArgs {
 }
 
 pub fn run(a: ChatArgs) -> Result<()> {
-    let mut l = Loaded::open_chat(&a.model, a.ctx, a.threads)?;
+    let mut l = Loaded::open_chat(&a.model, a.ctx, a.threads, a.gpu_layers)?;
     let template = l.template.take().unwrap_or_else(ChatTemplate::chatml);
     let sampling =
         SamplingArgs { temp: a.temp, seed: a.seed, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0 };

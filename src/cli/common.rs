@@ -4,6 +4,7 @@ use crate::chat::ChatTemplate;
 use crate::cpu::default_threads;
 use crate::error::{Context, Error, Result};
 use crate::gguf::GgufFile;
+use crate::gpu::Offload;
 use crate::model::pipeline::default_context;
 use crate::model::{Model, Pipeline};
 use crate::sampler::SamplerConfig;
@@ -71,16 +72,23 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn open(path: &str, ctx: Option<usize>, threads: Option<usize>) -> Result<Loaded> {
-        Self::open_with(path, ctx, threads, false)
+    /// `gpu_layers`: the last layers that run on the GPU (`-ngl`).
+    pub fn open(path: &str, ctx: Option<usize>, threads: Option<usize>, gpu_layers: usize) -> Result<Loaded> {
+        Self::open_with(path, ctx, threads, gpu_layers, false)
     }
 
     /// [`Loaded::open`] with the chat template.
-    pub fn open_chat(path: &str, ctx: Option<usize>, threads: Option<usize>) -> Result<Loaded> {
-        Self::open_with(path, ctx, threads, true)
+    pub fn open_chat(path: &str, ctx: Option<usize>, threads: Option<usize>, gpu_layers: usize) -> Result<Loaded> {
+        Self::open_with(path, ctx, threads, gpu_layers, true)
     }
 
-    fn open_with(path: &str, ctx: Option<usize>, threads: Option<usize>, chat: bool) -> Result<Loaded> {
+    fn open_with(
+        path: &str,
+        ctx: Option<usize>,
+        threads: Option<usize>,
+        gpu_layers: usize,
+        chat: bool,
+    ) -> Result<Loaded> {
         let t0 = std::time::Instant::now();
         // The tokenizer (and template) from a full parse of the header, which then goes; the
         // model keeps a header without the vocabulary arrays (~24 MiB at 128k tokens).
@@ -99,7 +107,8 @@ impl Loaded {
         if !(1..=1024).contains(&threads) {
             return Err(Error::msg(format!("{threads} threads: use 1 to 1024")));
         }
-        let pipeline = Pipeline::new(&model, n_ctx, threads)?;
+        let n_layer = model.config.n_layer;
+        let pipeline = Offload::open(gpu_layers).pipeline(&model, n_ctx, 1, threads, &[n_layer])?;
         let c = &model.config;
         eprintln!(
             "loaded {path}: {} {} layers, {} embd, {} vocab, {} | ctx {n_ctx}, {threads} threads, {} kernels ({:.0} ms)",

@@ -43,6 +43,28 @@ pub enum Command {
     Synth(synth::SynthArgs),
 }
 
+/// The command line, with llama.cpp's `-ngl N` read as `--gpu-layers N` (argh's short options
+/// are one letter).
+pub fn from_env() -> Cli {
+    let args: Vec<String> =
+        std::env::args().map(|a| if a == "-ngl" { "--gpu-layers".to_string() } else { a }).collect();
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cmd = strs.first().map(|c| std::path::Path::new(c).file_name().and_then(|n| n.to_str()).unwrap_or(c));
+    match Cli::from_args(&[cmd.unwrap_or("prima")], strs.get(1..).unwrap_or(&[])) {
+        Ok(cli) => cli,
+        Err(early) => match early.status {
+            Ok(()) => {
+                println!("{}", early.output);
+                std::process::exit(0)
+            }
+            Err(()) => {
+                eprintln!("{}\nRun {} --help for more information.", early.output, cmd.unwrap_or("prima"));
+                std::process::exit(1)
+            }
+        },
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Agent(a) => agent::run(a),

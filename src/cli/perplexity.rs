@@ -21,11 +21,14 @@ pub struct PerplexityArgs {
     /// worker threads (default: physical cores)
     #[argh(option, short = 't')]
     pub threads: Option<usize>,
+    /// layers run on the GPU, the last ones (also -ngl N, as in llama.cpp; default 0)
+    #[argh(option, default = "0")]
+    pub gpu_layers: usize,
 }
 
 pub fn run(a: PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file))?;
-    let mut l = Loaded::open(&a.model, Some(a.ctx), a.threads)?;
+    let mut l = Loaded::open(&a.model, Some(a.ctx), a.threads, a.gpu_layers)?;
     let tokens = l.tokenizer.encode(&text, true, false);
     let bos = if l.tokenizer.add_bos() { l.tokenizer.bos() } else { None };
     eprintln!("{} tokens, {} chunks of {}", tokens.len(), tokens.len() / a.ctx, a.ctx);

@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// worker threads (default: physical cores)
     #[argh(option, short = 't')]
     pub threads: Option<usize>,
+    /// layers run on the GPU, the last ones (also -ngl N, as in llama.cpp; default 0)
+    #[argh(option, default = "0")]
+    pub gpu_layers: usize,
     /// read special tokens such as <|im_start|> in the prompt as tokens
     #[argh(switch)]
     pub special: bool,
@@ -62,7 +65,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         min_p: a.min_p,
         repeat_penalty: a.repeat_penalty,
     };
-    let mut l = Loaded::open(&a.model, a.ctx, a.threads)?;
+    let mut l = Loaded::open(&a.model, a.ctx, a.threads, a.gpu_layers)?;
     let prompt = l.tokenizer.encode(&a.prompt, true, a.special);
     let params = GenParams { n_predict: a.n_predict, sampler: sampling.config()?, ignore_eog: a.ignore_eos };
     let mut stdout = std::io::stdout().lock();

@@ -7,6 +7,7 @@ use argh::FromArgs;
 use crate::cpu::default_threads;
 use crate::error::{Context, Result};
 use crate::gguf::GgufFile;
+use crate::gpu::Offload;
 use crate::model::{Model, pipeline::default_context};
 use crate::serve::{PipelineEngine, ServeModel, ServeOptions, read_api_key, serve, text_side};
 
@@ -35,6 +36,9 @@ pub struct ServeArgs {
     /// worker threads (default: physical cores)
     #[argh(option, short = 't')]
     pub threads: Option<usize>,
+    /// layers run on the GPU, the last ones (also -ngl N, as in llama.cpp; default 0)
+    #[argh(option, default = "0")]
+    pub gpu_layers: usize,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -46,13 +50,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
     }
     let id =
         Path::new(&a.model).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| a.model.clone());
-    let (path, ctx, parallel) = (a.model.clone(), a.ctx, a.parallel);
+    let (path, ctx, parallel, gpu_layers) = (a.model.clone(), a.ctx, a.parallel, a.gpu_layers);
     let threads = a.threads.unwrap_or_else(default_threads);
     serve(opts, &id, move || {
         let (tokenizer, template) = text_side(Path::new(&path))?;
         let model = Model::from_gguf(GgufFile::open_weights(&path)?).with_context(|| path.clone())?;
         let n_ctx = ctx.unwrap_or_else(|| default_context(&model));
-        let engine = PipelineEngine::local(&model, n_ctx, threads, parallel)?;
+        let engine = PipelineEngine::local(&model, n_ctx, threads, parallel, &Offload::open(gpu_layers))?;
         eprintln!(
             "loaded {path}: {} layers, ctx {n_ctx} x {parallel} sequences, {threads} threads",
             model.config.n_layer

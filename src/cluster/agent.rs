@@ -351,7 +351,7 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
                     }
                 }
             }
-            Msg::Assign { session, model_id: _, windows, n_ctx, n_seq, threads, engine } => {
+            Msg::Assign { session, model_id: _, windows, n_ctx, n_seq, threads, engine, gpu_layers } => {
                 let ranges: Vec<_> = windows.iter().map(|&(a, b)| a as usize..b as usize).collect();
                 let Some(model) = model.take() else {
                     let msg = "Assign before a completed model check";
@@ -365,7 +365,9 @@ fn control(sh: &Shared, mut conn: Conn, streaming_slot: &mut Option<String>) -> 
                 let t0 = Instant::now();
                 let threads = if threads == 0 { crate::sys::default_threads() } else { threads as usize };
                 let pool = Arc::new(crate::cpu::ThreadPool::new(threads));
-                let mut w = match ring::open_windows(engine, &model, &ranges, n_ctx as usize, n_seq as usize, &pool) {
+                let offload = crate::gpu::Offload::open(gpu_layers as usize);
+                let (n_ctx, n_seq) = (n_ctx as usize, n_seq as usize);
+                let mut w = match ring::open_windows(engine, &model, &ranges, n_ctx, n_seq, &pool, &offload) {
                     Ok(w) => w,
                     Err(e) => {
                         let e = e.context(format!("loading layers {}", ring::fmt_ranges(&ranges)));

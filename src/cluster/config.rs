@@ -39,6 +39,7 @@ struct RawDevice {
     addr: Spanned<String>,
     window: Option<Spanned<u32>>,
     gpu_layers: Option<u32>,
+    gpu_memory: Option<Spanned<String>>,
     threads: Option<Spanned<u32>>,
 }
 
@@ -111,6 +112,8 @@ pub struct DeviceConfig {
     /// Layers per round, when set by hand.
     pub window: Option<u32>,
     pub gpu_layers: Option<u32>,
+    /// GPU memory to plan with (`gpu_memory = "6GiB"`), bytes.
+    pub gpu_memory: Option<u64>,
     pub threads: Option<u32>,
     /// Line of this device's `name` in the file (for later error messages).
     pub line: usize,
@@ -216,11 +219,19 @@ impl ClusterConfig {
                     t.get_ref()
                 )));
             }
+            let gpu_memory = match &d.gpu_memory {
+                Some(m) => Some(
+                    crate::profile::parse_memory_size(m.get_ref())
+                        .map_err(|e| Error::msg(format!("{}: gpu_memory: {e}", at(m.span()))))?,
+                ),
+                None => None,
+            };
             devices.push(DeviceConfig {
                 name,
                 addr,
                 window: d.window.as_ref().map(|w| *w.get_ref()),
                 gpu_layers: d.gpu_layers,
+                gpu_memory,
                 threads: d.threads.as_ref().map(|t| *t.get_ref()),
                 line,
             });
@@ -348,6 +359,16 @@ impl ClusterConfig {
 pub struct LayerSplit {
     pub rounds: usize,
     pub windows: Vec<usize>,
+}
+
+impl DeviceConfig {
+    /// The configured `gpu_memory` in place of what the profile could tell.
+    pub fn cap_gpu_memory(&self, p: &mut crate::profile::DeviceProfile) {
+        if let (Some(cap), Some(g)) = (self.gpu_memory, p.gpu.as_mut()) {
+            g.mem_total = cap;
+            g.mem_free = cap;
+        }
+    }
 }
 
 impl LayerSplit {

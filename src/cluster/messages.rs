@@ -143,6 +143,8 @@ pub enum Msg {
         n_seq: u32,
         threads: u32,
         engine: EngineKind,
+        /// The last layers of each window that run on the agent's GPU (`gpu_layers`).
+        gpu_layers: u32,
     },
     /// Windows loaded; the agent accepts ring connections for `session`.
     Assigned {

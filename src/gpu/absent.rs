@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::model::Model;
+use crate::model::{KvOp, Model, SeqPos, Window};
 
 /// No value of this type exists in a CPU-only build.
 pub enum Gpu {}
@@ -19,25 +19,19 @@ impl Gpu {
 pub struct GpuWindow(Gpu);
 
 impl GpuWindow {
-    pub fn new(gpu: Arc<Gpu>, _m: &Model, _layers: Range<usize>, _n_ctx: usize) -> Result<GpuWindow> {
+    pub fn new(gpu: Arc<Gpu>, _m: &Model, _layers: Range<usize>, _n_ctx: usize, _n_seq: usize) -> Result<GpuWindow> {
         match *gpu {}
     }
-    pub fn forward(&mut self, _hidden: &mut [f32], _n_tokens: usize, _pos: usize) -> Result<()> {
-        match self.0 {}
-    }
-    pub fn layers(&self) -> Range<usize> {
-        match self.0 {}
-    }
-    pub fn n_ctx(&self) -> usize {
-        match self.0 {}
-    }
-    pub fn kv_len(&self) -> usize {
-        match self.0 {}
-    }
-    pub fn kv_truncate(&mut self, _len: usize) {
-        match self.0 {}
-    }
     pub fn gpu_bytes(&self) -> u64 {
+        match self.0 {}
+    }
+}
+
+impl Window for GpuWindow {
+    fn forward(&mut self, _rows: &[SeqPos], _hidden: &mut Vec<f32>) -> Result<()> {
+        match self.0 {}
+    }
+    fn kv(&mut self, _op: KvOp) -> Result<()> {
         match self.0 {}
     }
 }

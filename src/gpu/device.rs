@@ -59,6 +59,11 @@ impl Gpu {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// A GPU sharing the host's RAM (an integrated one).
+    pub fn is_integrated(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::IntegratedGpu
+    }
+
     pub fn backend(&self) -> String {
         format!("{:?}", self.info.backend)
     }

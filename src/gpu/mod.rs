@@ -8,6 +8,9 @@
 //! `None`: everything runs on the CPU.
 
 pub mod kernels;
+mod offload;
+
+pub use offload::{Offload, SplitWindow};
 
 #[cfg(not(feature = "gpu"))]
 mod absent;
@@ -30,7 +33,7 @@ mod window;
 #[cfg(feature = "gpu")]
 pub use device::Gpu;
 #[cfg(feature = "gpu")]
-pub use measure::{GpuFigures, measure};
+pub use measure::{GpuFigures, measure, profile};
 #[cfg(feature = "gpu")]
 pub use window::{DEFAULT_MAX_BATCH, GpuWindow};
 
@@ -49,6 +52,13 @@ pub fn open() -> Option<std::sync::Arc<Gpu>> {
             None
         }
     }
+}
+
+/// The GPU part of a device profile: none in a build without GPU support.
+#[cfg(not(feature = "gpu"))]
+pub fn profile(_memory_cap: Option<u64>, progress: &mut dyn FnMut(&str)) -> Option<crate::profile::Gpu> {
+    progress("gpu: this build has no GPU support (built without the `gpu` feature)");
+    None
 }
 
 #[cfg(not(feature = "gpu"))]

@@ -58,15 +58,14 @@ pub fn matmul(
     Ok(y)
 }
 
-/// Run `op` once with its shape uniform `shape`, the step (`n_tokens`, `pos`) and the storage
-/// operands `bufs` in the kernel's binding order; every operand the kernel writes is read back
-/// into `bufs`. `grid` is the number of workgroups.
+/// Run `op` once with its shape uniform `shape`, the step (`n_tokens`) and the storage
+/// operands `bufs` in the kernel's binding order (u32 operands as their bits in f32s); the
+/// operand the kernel writes is read back into `bufs`. `grid` is the number of workgroups.
 pub fn op(
     gpu: &Gpu,
     op: Op,
     shape: &[u32],
     n_tokens: usize,
-    pos: usize,
     bufs: &mut [&mut [f32]],
     grid: (u32, u32, u32),
 ) -> Result<()> {
@@ -77,7 +76,7 @@ pub fn op(
         return Err(Error::msg(format!("{op:?} takes {} operands", storage_slots.len())));
     }
     let shape = uniform(gpu, shape);
-    let step = uniform(gpu, &[n_tokens as u32, pos as u32, 0, 0]);
+    let step = uniform(gpu, &[n_tokens as u32, 0, 0, 0]);
     let buffers: Vec<wgpu::Buffer> = bufs.iter().map(|b| storage(gpu, f32_bytes(b))).collect();
     let mut entries = vec![shape.as_entire_binding(), step.as_entire_binding()];
     entries.extend(buffers.iter().map(|b| b.as_entire_binding()));

@@ -24,7 +24,7 @@ pub(crate) fn slots(op: Option<Op>) -> &'static [Slot] {
         None => &[Read, Uniform, Uniform, Read, ReadWrite],
         Some(Op::RmsNorm) => &[Uniform, Uniform, Read, Read, ReadWrite],
         Some(Op::Rope) => &[Uniform, Uniform, Read, ReadWrite],
-        Some(Op::Attention) => &[Uniform, Uniform, Read, Read, Read, ReadWrite],
+        Some(Op::Attention) => &[Uniform, Uniform, Read, Read, Read, ReadWrite, Read],
         Some(Op::SiluMul) | Some(Op::Add) => &[Uniform, Uniform, ReadWrite, Read],
     }
 }

@@ -1,9 +1,10 @@
-//! A window of layers `a..b` run on the GPU: the same interface as the CPU's
-//! [`crate::model::LayerWindow::forward`]. At load the weights are copied once into arena
-//! buffers, the KV cache is allocated in GPU memory and every pipeline and bind group is
-//! built; a forward call writes the hidden state, the step (tokens, position) and the rotary
-//! tables, records the whole window into one command buffer, submits it once and reads the
-//! hidden state back once.
+//! A window of layers `a..b` run on the GPU: a [`Window`] like the CPU's
+//! [`crate::model::LayerWindow`], rows of several sequences per call, each sequence with its
+//! own slot of the KV cache. At load the weights are copied once into arena buffers, the KV
+//! cache (`[layer][sequence][position]`) is allocated in GPU memory and every pipeline and
+//! bind group is built; a forward call writes the hidden state, the rows (sequence, position)
+//! and the rotary tables, records the whole window into one command buffer, submits it once
+//! and reads the hidden state back once.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -14,9 +15,10 @@ use super::kernels::{self, Op, PREFILL_TILE};
 use super::pipelines::Pipelines;
 use crate::cpu::ops::Rope;
 use crate::error::{Error, Result};
-use crate::model::Model;
 use crate::model::config::{ModelConfig, RopeStyle};
 use crate::model::weights::{load_optional_vector, load_vector};
+use crate::model::window::{check_hidden, check_rows};
+use crate::model::{KvOp, Model, SeqPos, Window};
 use crate::quant::GgmlType;
 
 /// Tokens per submit when the caller passes more (prefill runs in chunks of this many).
@@ -46,6 +48,8 @@ struct Activations {
     gate: wgpu::Buffer,
     up: wgpu::Buffer,
     rope_table: wgpu::Buffer,
+    /// Per token: (sequence, position), for the attention kernel.
+    rows: wgpu::Buffer,
     step: wgpu::Buffer,
     readback: wgpu::Buffer,
 }
@@ -102,7 +106,8 @@ pub struct GpuWindow {
     rope: Rope,
     n_ctx: usize,
     max_batch: usize,
-    kv_len: usize,
+    /// Per sequence: positions held in the KV cache.
+    kv_len: Vec<usize>,
     pipelines: Pipelines,
     act: Activations,
     kv: Vec<(wgpu::Buffer, wgpu::Buffer)>,
@@ -112,6 +117,7 @@ pub struct GpuWindow {
     _weights: Arena,
     _shapes: Arena,
     rope_table: Vec<[f32; 2]>,
+    host_rows: Vec<u32>,
 }
 
 /// A window's tensors planned into the arena before anything is uploaded.
@@ -170,11 +176,11 @@ struct LayerPieces {
 }
 
 impl GpuWindow {
-    /// Load layers `layers` of `m` onto `gpu` with room for `n_ctx` positions. A format
-    /// without a GPU kernel, or a shape the kernels do not take, is an error naming it (the
-    /// caller keeps that window on the CPU).
-    pub fn new(gpu: Arc<Gpu>, m: &Model, layers: Range<usize>, n_ctx: usize) -> Result<GpuWindow> {
-        Self::with_options(gpu, m, layers, n_ctx, DEFAULT_MAX_BATCH, None)
+    /// Load layers `layers` of `m` onto `gpu` with a KV cache of `n_seq` sequences of `n_ctx`
+    /// positions. A format without a GPU kernel, or a shape the kernels do not take, is an
+    /// error naming it (the caller keeps that window on the CPU).
+    pub fn new(gpu: Arc<Gpu>, m: &Model, layers: Range<usize>, n_ctx: usize, n_seq: usize) -> Result<GpuWindow> {
+        Self::with_options(gpu, m, layers, n_ctx, n_seq, DEFAULT_MAX_BATCH, None)
     }
 
     /// [`GpuWindow::new`] with at most `max_batch` tokens per submit and tensor parts of at most
@@ -184,10 +190,12 @@ impl GpuWindow {
         m: &Model,
         layers: Range<usize>,
         n_ctx: usize,
+        n_seq: usize,
         max_batch: usize,
         max_part: Option<u64>,
     ) -> Result<GpuWindow> {
         let c = m.config.clone();
+        let n_seq = n_seq.max(1);
         if layers.start >= layers.end || layers.end > c.n_layer {
             return Err(Error::msg(format!("layer window {layers:?} is outside the model's {} layers", c.n_layer)));
         }
@@ -252,12 +260,13 @@ impl GpuWindow {
         let pipelines = Pipelines::new(&gpu, &formats)?;
 
         let act = Activations::new(&gpu, &c, max_batch)?;
-        let kv_bytes = |dim: usize| (n_ctx * dim * 4) as u64;
+        let kv_bytes = |dim: usize| (n_seq * n_ctx * dim * 4) as u64;
         for dim in [c.kv_dim_k(), c.kv_dim_v()] {
             if kv_bytes(dim) > gpu.max_binding_bytes() {
                 return Err(Error::msg(format!(
-                    "a layer's GPU KV cache ({} MiB for {n_ctx} positions) exceeds the adapter's binding size (lower -c)",
-                    kv_bytes(dim) >> 20
+                    "a layer's GPU KV cache ({} MiB for {n_seq} sequence(s) of {n_ctx} positions) exceeds the adapter's binding size of {} MiB (lower -c or the number of sequences)",
+                    kv_bytes(dim) >> 20,
+                    gpu.max_binding_bytes() >> 20
                 )));
             }
         }
@@ -269,13 +278,14 @@ impl GpuWindow {
         let mut w = GpuWindow {
             weight_bytes: weights.bytes(),
             rope_table: Vec::new(),
+            host_rows: Vec::new(),
             gpu,
             cfg: c,
             layers,
             rope,
             n_ctx,
             max_batch,
-            kv_len: 0,
+            kv_len: vec![0; n_seq],
             pipelines,
             act,
             kv,
@@ -284,6 +294,7 @@ impl GpuWindow {
             _shapes: Arena::empty(),
         };
         w.record(&pieces)?;
+        w.warm_up()?;
         Ok(w)
     }
 }
@@ -317,6 +328,7 @@ impl Activations {
             gate: f("gate", c.n_ff)?,
             up: f("up", c.n_ff)?,
             rope_table: f("rope table", c.rope_dims.max(2))?,
+            rows: f("rows", 2)?,
             step: gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("step"),
                 size: 16,
@@ -369,6 +381,7 @@ impl GpuWindow {
             Gate,
             Up,
             Table,
+            Rows,
             KCache(usize),
             VCache(usize),
         }
@@ -432,10 +445,10 @@ impl GpuWindow {
                     kd,
                     vd,
                     scale.to_bits(),
-                    0,
+                    self.n_ctx as u32,
                 ]),
                 grid: Grid::Heads { n_head: c.n_head as u32 },
-                bufs: vec![Buf::Q, Buf::KCache(li), Buf::VCache(li), Buf::Attn],
+                bufs: vec![Buf::Q, Buf::KCache(li), Buf::VCache(li), Buf::Attn, Buf::Rows],
             }));
             plan.extend(matmul(&mut shape, &l.wo, Buf::Attn, Buf::Proj).into_iter().map(Some));
             plan.push(Some(add(&mut shape, Buf::H, Buf::Proj, embd, 0)));
@@ -483,6 +496,7 @@ impl GpuWindow {
                 Buf::Gate => whole(&a.gate),
                 Buf::Up => whole(&a.up),
                 Buf::Table => whole(&a.rope_table),
+                Buf::Rows => whole(&a.rows),
                 Buf::KCache(l) => whole(&self.kv[l].0),
                 Buf::VCache(l) => whole(&self.kv[l].1),
             };
@@ -525,13 +539,9 @@ impl GpuWindow {
         self.n_ctx
     }
 
-    /// Positions currently held in the KV cache.
-    pub fn kv_len(&self) -> usize {
-        self.kv_len
-    }
-
-    pub fn kv_truncate(&mut self, len: usize) {
-        self.kv_len = self.kv_len.min(len);
+    /// Positions held in the KV cache for sequence `seq`.
+    pub fn kv_len(&self, seq: usize) -> usize {
+        self.kv_len[seq]
     }
 
     /// GPU memory this window holds: weights, KV cache and activations.
@@ -540,60 +550,58 @@ impl GpuWindow {
         self.weight_bytes + kv + self._shapes.bytes()
     }
 
-    /// Run the window on `n_tokens` hidden states (row-major, `n_embd` wide) at positions
-    /// `pos..pos + n_tokens`, in place: [`crate::model::LayerWindow::forward`]'s contract.
-    pub fn forward(&mut self, hidden: &mut [f32], n_tokens: usize, pos: usize) -> Result<()> {
-        let c = &self.cfg;
-        if hidden.len() != n_tokens * c.n_embd {
-            return Err(Error::msg(format!(
-                "window {:?}: got {} activations for {n_tokens} tokens of width {}",
-                self.layers,
-                hidden.len(),
-                c.n_embd
-            )));
+    /// Run the window in place on one row of hidden state per entry of `rows`:
+    /// [`crate::model::LayerWindow::run`]'s contract, in chunks of at most `max_batch` rows.
+    pub fn run(&mut self, rows: &[SeqPos], hidden: &mut [f32]) -> Result<()> {
+        let what = format!("GPU window {:?}", self.layers);
+        let width = self.cfg.n_embd;
+        check_hidden(&what, rows.len(), hidden.len(), width)?;
+        check_rows(rows, &what, self.kv_len.len(), self.n_ctx, |s| self.kv_len[s])?;
+        let nb = self.max_batch;
+        for (r, h) in rows.chunks(nb).zip(hidden.chunks_mut(nb * width)) {
+            self.forward_chunk(r, h)?;
+            for row in r {
+                self.kv_len[row.seq as usize] = row.pos as usize + 1;
+            }
         }
-        if pos > self.kv_len {
-            return Err(Error::msg(format!(
-                "window {:?}: position {pos} requested but the cache holds only {}",
-                self.layers, self.kv_len
-            )));
-        }
-        if pos + n_tokens > self.n_ctx {
-            return Err(Error::msg(format!(
-                "context is full: {} positions needed, the context holds {} (raise -c)",
-                pos + n_tokens,
-                self.n_ctx
-            )));
-        }
-        let width = c.n_embd;
-        let mut done = 0;
-        while done < n_tokens {
-            let n = (n_tokens - done).min(self.max_batch);
-            self.forward_chunk(&mut hidden[done * width..(done + n) * width], n, pos + done)?;
-            done += n;
+        Ok(())
+    }
+
+    /// Run the decode and the prefill kernels once at load: drivers compile a pipeline at its
+    /// first dispatch (seconds for a window on lavapipe), which would otherwise stall the first
+    /// token past a ring's timeout. The cache lengths stay 0, so what it wrote is never read.
+    fn warm_up(&mut self) -> Result<()> {
+        let rows: Vec<SeqPos> = (0..2.min(self.max_batch).min(self.n_ctx)).map(|p| SeqPos::new(0, p)).collect();
+        for n in 1..=rows.len() {
+            let mut hidden = vec![0f32; n * self.cfg.n_embd];
+            self.forward_chunk(&rows[..n], &mut hidden)?;
         }
         Ok(())
     }
 
     /// One submit: upload, every layer, read back.
-    fn forward_chunk(&mut self, hidden: &mut [f32], n: usize, pos: usize) -> Result<()> {
-        self.kv_len = pos;
+    fn forward_chunk(&mut self, rows: &[SeqPos], hidden: &mut [f32]) -> Result<()> {
+        let n = rows.len();
         let gpu = &*self.gpu;
         let a = &self.act;
         let c = &self.cfg;
         let half = c.rope_dims / 2;
         self.rope_table.resize(n * half, [0.0; 2]);
         let mut cs = vec![(0f32, 0f32); half];
-        for t in 0..n {
-            self.rope.table(pos + t, &mut cs);
+        for (t, r) in rows.iter().enumerate() {
+            self.rope.table(r.pos as usize, &mut cs);
             for (slot, &(cos, sin)) in self.rope_table[t * half..(t + 1) * half].iter_mut().zip(&cs) {
                 *slot = [cos, sin];
             }
         }
         let table: Vec<f32> = self.rope_table.iter().flatten().copied().collect();
-        let step: Vec<u8> = [n as u32, pos as u32, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.host_rows.clear();
+        self.host_rows.extend(rows.iter().flat_map(|r| [r.seq, r.pos]));
+        let step: Vec<u8> = [n as u32, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
         gpu.queue.write_buffer(&a.step, 0, &step);
         gpu.queue.write_buffer(&a.h, 0, f32_bytes(hidden));
+        let row_bytes: Vec<u8> = self.host_rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+        gpu.queue.write_buffer(&a.rows, 0, &row_bytes);
         if !table.is_empty() {
             gpu.queue.write_buffer(&a.rope_table, 0, f32_bytes(&table));
         }
@@ -627,16 +635,54 @@ impl GpuWindow {
             if let Some(Work::StoreKv { layer }) = self.work.get(i) {
                 let (kd, vd) = ((c.kv_dim_k() * 4) as u64, (c.kv_dim_v() * 4) as u64);
                 let (kc, vc) = &self.kv[*layer];
-                enc.copy_buffer_to_buffer(&a.k, 0, kc, pos as u64 * kd, n as u64 * kd);
-                enc.copy_buffer_to_buffer(&a.v, 0, vc, pos as u64 * vd, n as u64 * vd);
+                // One copy per run of consecutive positions of one sequence.
+                for run in runs(rows) {
+                    let r = rows[run.start];
+                    let dst = r.seq as u64 * self.n_ctx as u64 + r.pos as u64;
+                    let (src, len) = (run.start as u64, run.len() as u64);
+                    enc.copy_buffer_to_buffer(&a.k, src * kd, kc, dst * kd, len * kd);
+                    enc.copy_buffer_to_buffer(&a.v, src * vd, vc, dst * vd, len * vd);
+                }
                 i += 1;
             }
         }
         let bytes = (hidden.len() * 4) as u64;
         enc.copy_buffer_to_buffer(&a.h, 0, &a.readback, 0, bytes);
         gpu.queue.submit([enc.finish()]);
-        gpu.read_back(&a.readback, bytes, f32_bytes_mut(hidden))?;
-        self.kv_len = pos + n;
+        gpu.read_back(&a.readback, bytes, f32_bytes_mut(hidden))
+    }
+}
+
+/// The rows of `rows` cut into runs of consecutive positions of one sequence.
+fn runs(rows: &[SeqPos]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= rows.len() {
+            return None;
+        }
+        let mut end = start + 1;
+        while end < rows.len() && rows[end].seq == rows[start].seq && rows[end].pos == rows[end - 1].pos + 1 {
+            end += 1;
+        }
+        let run = start..end;
+        start = end;
+        Some(run)
+    })
+}
+
+impl Window for GpuWindow {
+    fn forward(&mut self, rows: &[SeqPos], hidden: &mut Vec<f32>) -> Result<()> {
+        self.run(rows, hidden)
+    }
+
+    fn kv(&mut self, op: KvOp) -> Result<()> {
+        match op {
+            KvOp::Reset => self.kv_len.fill(0),
+            KvOp::Truncate { seq, len } => match self.kv_len.get_mut(seq as usize) {
+                Some(l) => *l = (*l).min(len as usize),
+                None => return Err(Error::msg(format!("GPU window {:?}: no sequence {seq}", self.layers))),
+            },
+        }
         Ok(())
     }
 }

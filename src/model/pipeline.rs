@@ -72,6 +72,9 @@ pub trait Window: Send {
     fn set_progress(&mut self, _progress: Arc<AtomicUsize>) {}
 }
 
+/// Makes the window of a layer range, on the pipeline's thread pool ([`Pipeline::open_with`]).
+pub type OpenWindow<'a> = dyn Fn(Range<usize>, &Arc<ThreadPool>) -> Result<Box<dyn Window>> + 'a;
+
 /// The ends of the network: token embedding in, output norm and matrix out.
 pub trait Ends: Send {
     fn n_embd(&self) -> usize;
@@ -157,6 +160,21 @@ impl Pipeline {
     /// `n_seq` sequences of `n_ctx` positions each; the layers split into consecutive windows
     /// of the given sizes (which must cover the model), all on this device.
     pub fn open(m: &Model, n_ctx: usize, n_seq: usize, threads: usize, sizes: &[usize]) -> Result<Pipeline> {
+        Self::open_with(m, n_ctx, n_seq, threads, sizes, &|r, pool| {
+            Ok(Box::new(LayerWindow::new(m, r, n_ctx, n_seq, pool.clone())?))
+        })
+    }
+
+    /// [`Pipeline::open`] with each window made by `open` from its layers (the GPU offload
+    /// makes split CPU/GPU windows: `crate::gpu::Offload`).
+    pub fn open_with(
+        m: &Model,
+        n_ctx: usize,
+        n_seq: usize,
+        threads: usize,
+        sizes: &[usize],
+        open: &OpenWindow,
+    ) -> Result<Pipeline> {
         let c = &m.config;
         if sizes.iter().sum::<usize>() != c.n_layer || sizes.contains(&0) {
             return Err(Error::msg(format!("windows {sizes:?} do not cover the model's {} layers", c.n_layer)));
@@ -165,7 +183,7 @@ impl Pipeline {
         let mut start = 0;
         let mut windows: Vec<Box<dyn Window>> = Vec::new();
         for &w in sizes {
-            windows.push(Box::new(LayerWindow::new(m, start..start + w, n_ctx, n_seq, pool.clone())?));
+            windows.push(open(start..start + w, &pool)?);
             start += w;
         }
         Ok(Self::from_parts(Box::new(Head::new(m, pool)?), windows, n_ctx, n_seq))

@@ -154,15 +154,8 @@ impl LayerWindow {
     pub fn run(&mut self, rows: &[SeqPos], hidden: &mut [f32]) -> Result<()> {
         let c = &self.cfg;
         let n_tokens = rows.len();
-        if hidden.len() != n_tokens * c.n_embd {
-            return Err(Error::msg(format!(
-                "window {:?}: got {} activations for {n_tokens} tokens of width {}",
-                self.layers,
-                hidden.len(),
-                c.n_embd
-            )));
-        }
         let what = format!("window {:?}", self.layers);
+        check_hidden(&what, n_tokens, hidden.len(), c.n_embd)?;
         check_rows(rows, &what, self.kv.n_seq(), self.kv.n_ctx(), |s| self.kv.len(s))?;
         // Every row's keys and values are written before any attends, so a row sees the
         // earlier rows of its own sequence in this batch.
@@ -239,6 +232,14 @@ fn report(progress: &Option<Arc<AtomicUsize>>, li: usize, matrices: usize) {
     if let Some(p) = progress {
         p.store(li * MATRICES_PER_LAYER + matrices, Ordering::Release);
     }
+}
+
+/// Check that `len` activations are one row of `width` per token.
+pub fn check_hidden(what: &str, n_tokens: usize, len: usize, width: usize) -> Result<()> {
+    if len != n_tokens * width {
+        return Err(Error::msg(format!("{what}: got {len} activations for {n_tokens} tokens of width {width}")));
+    }
+    Ok(())
 }
 
 /// Check that `rows` fit a cache of `n_seq` sequences of `n_ctx` positions whose lengths are

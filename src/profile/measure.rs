@@ -40,6 +40,10 @@ pub struct Options {
     pub threads: Vec<u32>,
     /// Restrict CPU formats (empty = [`default_formats`]).
     pub formats: Vec<GgmlType>,
+    /// Measure the GPU, if there is one.
+    pub gpu: bool,
+    /// The GPU memory to plan with (`gpu_memory`; wgpu cannot tell free memory).
+    pub gpu_memory: Option<u64>,
 }
 
 impl Default for Options {
@@ -51,6 +55,8 @@ impl Default for Options {
             ram_buffer_mib: RAM_BUFFER_MIB,
             threads: Vec::new(),
             formats: Vec::new(),
+            gpu: true,
+            gpu_memory: None,
         }
     }
 }
@@ -107,6 +113,9 @@ pub fn measure(opt: &Options, progress: &mut dyn FnMut(&str)) -> Result<DevicePr
             p.disk = d;
         }
         Err(e) => progress(&format!("disk: not measured ({e})")),
+    }
+    if opt.gpu {
+        p.gpu = crate::gpu::profile(opt.gpu_memory, progress);
     }
     Ok(p)
 }

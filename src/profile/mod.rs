@@ -383,12 +383,36 @@ pub fn render(p: &DeviceProfile) -> String {
                 gib(g.mem_total),
                 g.read_gbps
             );
+            let _ =
+                writeln!(s, "  hidden state in {:.3} ms, out {:.3} ms; GPU matvec GFLOPS:", g.upload_ms, g.download_ms);
+            for t in &g.flops {
+                let _ = writeln!(s, "  {:>8}  {:9.2}", t.format, t.gflops);
+            }
         }
     }
     if let Some(l) = &p.link {
         let _ = writeln!(s, "link to next: RTT {:.2} ms, {:.3} GB/s", l.rtt_ms, l.gbps);
     }
     s
+}
+
+/// A memory size such as `6GiB`, `512 MiB`, `8G` or a plain byte count (`gpu_memory`).
+pub fn parse_memory_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = (t[..split].trim(), t[split..].trim());
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(Error::msg(format!("memory size `{text}`: unknown unit `{unit}` (use e.g. 6GiB or 512MiB)"))),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v * (scale as f64) < 1e18 => Ok((v * scale as f64) as u64),
+        _ => Err(Error::msg(format!("memory size `{text}`: expected a positive number with a unit, e.g. 6GiB"))),
+    }
 }
 
 /// Every `*.json` in `dir`, sorted by file name.
@@ -411,4 +435,18 @@ pub fn read_dir(dir: &str) -> Result<Vec<DeviceProfile>> {
             DeviceProfile::from_json(&text).with_context(|| f.display())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_sizes_parse_with_units() {
+        assert_eq!(super::parse_memory_size("6GiB").unwrap(), 6 << 30);
+        assert_eq!(super::parse_memory_size(" 512 MiB").unwrap(), 512 << 20);
+        assert_eq!(super::parse_memory_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(super::parse_memory_size("4096").unwrap(), 4096);
+        for bad in ["", "GiB", "6 parsecs", "-1GiB", "0"] {
+            assert!(super::parse_memory_size(bad).is_err(), "{bad}");
+        }
+    }
 }

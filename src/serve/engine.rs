@@ -3,6 +3,7 @@
 //! weights per step.
 
 use crate::error::{Error, Result};
+use crate::gpu::Offload;
 use crate::model::{Batch, Model, Pipeline, SeqId};
 
 /// Tokens to append to one sequence in this step.
@@ -52,10 +53,17 @@ pub struct PipelineEngine {
 }
 
 impl PipelineEngine {
-    /// `slots` sequences of `n_ctx` positions, every layer on this device.
-    pub fn local(model: &Model, n_ctx: usize, threads: usize, slots: usize) -> Result<PipelineEngine> {
+    /// `slots` sequences of `n_ctx` positions, every layer on this device (the last ones on
+    /// its GPU as `offload` says).
+    pub fn local(
+        model: &Model,
+        n_ctx: usize,
+        threads: usize,
+        slots: usize,
+        offload: &Offload,
+    ) -> Result<PipelineEngine> {
         let n_layer = model.config.n_layer;
-        let pipeline = Pipeline::open(model, n_ctx, slots.max(1), threads, &[n_layer])?;
+        let pipeline = offload.pipeline(model, n_ctx, slots.max(1), threads, &[n_layer])?;
         Ok(Self::new(pipeline, Box::new(move || vec![local_device(n_layer)])))
     }
 

@@ -184,6 +184,7 @@ fn every_message() -> Vec<Msg> {
             n_seq: 4,
             threads: 4,
             engine: EngineKind::Real,
+            gpu_layers: 3,
         },
         Msg::Assigned { load_ms: 12 },
         Msg::Connect {

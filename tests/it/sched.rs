@@ -484,6 +484,7 @@ fn measurements_are_sane_and_quick() {
         ram_buffer_mib: 32,
         threads: vec![1],
         formats: vec![GgmlType::Q4_K, GgmlType::F32],
+        ..Default::default()
     };
     let mut lines = Vec::new();
     let p = profile::measure::measure(&opt, &mut |l| lines.push(l.to_string())).unwrap();
@@ -1069,6 +1070,7 @@ fn cpu_quota_is_honoured() {
                 ram_buffer_mib: 32,
                 threads: vec![1],
                 formats: vec![GgmlType::Q4_K],
+                ..Default::default()
             };
             let p = profile::measure::measure(&opt, &mut |_| {}).unwrap();
             let long = profile::measure::cpu_gflops(
@@ -1145,6 +1147,7 @@ fn profile_cache_remeasures_on_change() {
         ram_buffer_mib: 16,
         threads: vec![1],
         formats: vec![GgmlType::Q4_K],
+        ..Default::default()
     };
     std::fs::create_dir_all(&dir).unwrap();
     let (a, measured) = profile::cache::cached(&dir, &opt, "build-a", false).unwrap();

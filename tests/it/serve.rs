@@ -24,7 +24,7 @@ fn start() -> Running {
     let path = crate::model::smollm2();
     let tok = Arc::new(Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap());
     let model = Model::from_gguf(GgufFile::open_weights(&path).unwrap()).unwrap();
-    let engine = PipelineEngine::local(&model, 256, 2, 4).unwrap();
+    let engine = PipelineEngine::local(&model, 256, 2, 4, &prima::gpu::Offload::cpu()).unwrap();
     let (jobs, rx) = smol::channel::bounded(8);
     let stats = Arc::new(Mutex::new(Stats::default()));
     let (t, s) = (tok.clone(), stats.clone());

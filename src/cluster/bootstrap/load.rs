@@ -11,6 +11,7 @@ use crate::cluster::ring;
 use crate::cluster::transport::Conn;
 use crate::cpu::ThreadPool;
 use crate::error::{Context, Error, Result};
+use crate::gpu::Offload;
 use crate::model::Window;
 
 /// The head's loaded windows.
@@ -42,11 +43,14 @@ pub(super) fn assign_and_load(
             n_seq: opts.n_seq as u32,
             threads: threads(d),
             engine: opts.engine,
+            gpu_layers: d.gpu_layers.unwrap_or(0),
         })?;
     }
     let t0 = Instant::now();
     let head_ranges = plan.ranges(0);
-    let windows = ring::open_windows(opts.engine, &cfg.model, &head_ranges, cfg.ctx_size as usize, opts.n_seq, pool)?;
+    let offload = Offload::open(devices[0].gpu_layers.unwrap_or(0) as usize);
+    let (n_ctx, n_seq) = (cfg.ctx_size as usize, opts.n_seq);
+    let windows = ring::open_windows(opts.engine, &cfg.model, &head_ranges, n_ctx, n_seq, pool, &offload)?;
     let mut lines = vec![format!(
         "load {} (head): layers {} in {:.2} s",
         devices[0].name,

@@ -213,9 +213,13 @@ impl Former {
         let mut in_ring = vec![false; self.cfg.devices.len()];
         // The head has no connection: `None` pairs with device 0.
         let conns_by_device = std::iter::once(None).chain(conns.into_iter().map(Some));
-        for (((d, keep), c), &i) in sub.devices.iter().zip(&choice.active).zip(conns_by_device).zip(&index) {
+        let candidates = sub.devices.iter().zip(&choice.active).zip(conns_by_device).zip(&index);
+        for (j, (((d, keep), c), &i)) in candidates.enumerate() {
             if *keep {
-                kept.push(d.clone());
+                // Halda's GPU layers per window (n_m) where the file sets no `gpu_layers`.
+                let mut d = d.clone();
+                d.gpu_layers = d.gpu_layers.or(choice.halda.as_ref().map(|h| h.devices[j].n).filter(|&n| n > 0));
+                kept.push(d);
                 active.extend(c);
                 in_ring[i] = true;
             } else {

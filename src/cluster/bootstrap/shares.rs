@@ -134,5 +134,8 @@ pub(super) fn profiles_of(
         prof.name = d.name.clone();
         profiles.push(prof);
     }
+    for (prof, d) in profiles.iter_mut().zip(&cfg.devices) {
+        d.cap_gpu_memory(prof);
+    }
     Ok(profiles)
 }

@@ -28,7 +28,8 @@ use super::transport::Sender;
 use crate::cpu::ThreadPool;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::model::{Ends, Head, LayerWindow, Model, Pipeline, Window};
+use crate::gpu::Offload;
+use crate::model::{Ends, Head, Model, Pipeline, Window};
 use fake::{EmptyWindow, FakeEnds, FakeWindow};
 
 /// A worker as the head sees it: for error messages and stats.
@@ -64,7 +65,7 @@ pub fn window_tensor_names(m: &Model, ranges: &[Range<usize>]) -> Vec<String> {
 }
 
 /// Open windows over `model` (a full model or a device's cached share), with a KV cache of
-/// `n_seq` sequences of `n_ctx` positions.
+/// `n_seq` sequences of `n_ctx` positions; the last layers of each on the GPU as `offload` says.
 pub fn open_windows(
     kind: EngineKind,
     model: &Path,
@@ -72,6 +73,7 @@ pub fn open_windows(
     n_ctx: usize,
     n_seq: usize,
     pool: &Arc<ThreadPool>,
+    offload: &Offload,
 ) -> Result<Vec<Box<dyn Window>>> {
     let m = Model::from_gguf(GgufFile::open_weights(model)?)?;
     let n_layer = m.config.n_layer;
@@ -88,7 +90,7 @@ pub fn open_windows(
                     Box::new(FakeWindow::new(r.clone(), m.config.n_embd, n_ctx, n_seq, delay)) as Box<dyn Window>
                 }
                 EngineKind::Real if r.is_empty() => Box::new(EmptyWindow),
-                EngineKind::Real => Box::new(LayerWindow::new(&m, r.clone(), n_ctx, n_seq, pool.clone())?),
+                EngineKind::Real => offload.window(&m, r.clone(), n_ctx, n_seq, pool)?,
             })
         })
         .collect()
