@@ -9,7 +9,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::messages::TensorEntry;
@@ -225,7 +224,7 @@ impl Receiver {
                     && let Some(ot) = old.tensor(&e.2)
                     && ot.size == t.size
                 {
-                    file.write_all_at(old.tensor_data(ot), t.file_offset)?;
+                    crate::sys::write_all_at(&file, old.tensor_data(ot), t.file_offset)?;
                     have[i] = t.size;
                 }
             }
@@ -262,7 +261,7 @@ impl Receiver {
                 t.size
             )));
         }
-        file.write_all_at(data, t.file_offset + offset)?;
+        crate::sys::write_all_at(file, data, t.file_offset + offset)?;
         self.have[i] += data.len() as u64;
         if self.have[i] == t.size {
             let mut h = Sha256::new();
