@@ -26,11 +26,12 @@ want=$("$host" run -m "$model" "${gen[@]}" -c 256 2>/dev/null)
 work=$(mktemp -d "$PWD/target/mixed.XXXXXX")
 export WINEPREFIX=$PWD/target/wine-prefix WINEDEBUG=-all
 wine=$(command -v wine || command -v wine64 || echo /usr/lib/wine/wine64)
+wineserver=$(command -v wineserver || echo /usr/lib/wine/wineserver)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   # A Windows agent that restarted itself is a new process of our own wine prefix.
-  [[ $parts != *" windows "* ]] || wineserver -k 2>/dev/null || /usr/lib/wine/wineserver -k 2>/dev/null || true
+  [[ $parts != *" windows "* ]] || "$wineserver" -k 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -90,6 +91,10 @@ mkdir -p "$work/bin" "$work/empty"
 
 if [[ $parts == *" windows "* ]]; then
   cargo build -q --release --target x86_64-pc-windows-gnu
+  # The prefix is made once (wine's first start is slow) and kept in target/.
+  [ -f "$WINEPREFIX/system.reg" ] || "$wine" wineboot --init >/dev/null 2>&1 || true
+  shim=$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll
+  [ -f "$shim" ] || x86_64-w64-mingw32-gcc -O2 -shared -o "$shim" tests/wine/bcryptprimitives.c -ladvapi32
   exe=target/x86_64-pc-windows-gnu/release/prima.exe
   cp "$exe" "$work/bin/prima-windows-x86_64.exe"
   same "windows (wine)" "$("$wine" "$exe" run -m "$model" "${gen[@]}" -c 256 2>/dev/null | tr -d '\r')"

@@ -721,3 +721,29 @@ fn worker(
     ctl.close();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::executable_format;
+
+    #[test]
+    fn executable_headers_name_their_platform() {
+        let mut elf = b"\x7fELF\x02\x01".to_vec();
+        elf.resize(20, 0);
+        elf[18] = 183;
+        assert_eq!(executable_format(&elf), Some(("elf", "aarch64")));
+        elf[18] = 62;
+        assert_eq!(executable_format(&elf), Some(("elf", "x86_64")));
+        let macho = [0xcf, 0xfa, 0xed, 0xfe, 0x0c, 0, 0, 0x01];
+        assert_eq!(executable_format(&macho), Some(("macho", "aarch64")));
+        let mut pe = vec![0u8; 0x90];
+        pe[..2].copy_from_slice(b"MZ");
+        pe[0x3c] = 0x80;
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+        assert_eq!(executable_format(&pe), Some(("pe", "x86_64")));
+        pe[0x3c] = 0xf0; // points past the header read
+        assert_eq!(executable_format(&pe), None);
+        assert_eq!(executable_format(b"#!/bin/sh\n"), None);
+    }
+}

@@ -425,6 +425,16 @@ addr = "127.0.0.1:7701"
     }
 
     #[test]
+    fn binaries_folder_resolves_against_the_file_and_must_exist() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = ClusterConfig::parse(&format!("binaries = \"src\"\n{BASE}"), &dir.join("cluster.toml")).unwrap();
+        assert!(c.devices.iter().all(|d| d.binaries.as_deref() == Some(dir.join("src").as_path())));
+        assert_eq!(parse(BASE).unwrap().devices[0].binaries, None);
+        let e = parse(&format!("binaries = \"dist\"\n{BASE}")).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("/etc/prima/dist is not a directory"), "{e}");
+    }
+
+    #[test]
     fn paths_resolve_against_the_file() {
         let c = parse(BASE).unwrap();
         assert_eq!(c.model, Path::new("/etc/prima/models/m.gguf"));
