@@ -291,6 +291,18 @@ pub fn with_mode(o: &mut std::fs::OpenOptions, mode: u32) -> &mut std::fs::OpenO
     }
 }
 
+/// Make the renames in directory `dir` durable (fsync of the directory). Windows cannot open a
+/// directory as a file (Access denied) and journals NTFS metadata itself: a no-op there.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return std::fs::File::open(dir)?.sync_all();
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
 /// Make an installed file executable (a no-op on Windows, where the `.exe` name is what counts).
 pub fn make_executable(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]

@@ -516,7 +516,7 @@ fn ship(sh: &Shared, conn: &mut Conn, size: u64, want: [u8; 32]) -> Result<()> {
     std::fs::rename(&tmp, &exe).with_context(|| format!("installing {}", exe.display()))?;
     guard.0 = None;
     if let Some(dir) = exe.parent() {
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        let _ = crate::sys::sync_dir(dir);
     }
     log(
         &sh.opts.listen,

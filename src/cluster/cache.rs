@@ -150,7 +150,7 @@ impl Index {
 /// Make a rename in `p`'s directory durable (a crash after it cannot bring the old name back).
 fn sync_dir(p: &Path) -> Result<()> {
     if let Some(d) = p.parent() {
-        File::open(d)?.sync_all()?;
+        crate::sys::sync_dir(d)?;
     }
     Ok(())
 }
