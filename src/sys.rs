@@ -1,7 +1,9 @@
 //! Facts about the host, read without external tools, each with one rule for the whole crate:
 //! which cgroup this process is in, how much memory is available, how many CPUs it may use,
 //! and how many threads to run by default. The parsers are pure functions over the kernel's
-//! text (unit-tested on samples); the readers glue them to the running host.
+//! text (unit-tested on samples); the readers glue them to the running host. Where there is no
+//! /proc (macOS, Windows) the same facts come from the OS's own calls (`macos`, `windows`), and
+//! the few file calls that differ by OS (positional I/O, owner-only files) have one helper here.
 
 use std::path::{Path, PathBuf};
 
@@ -190,10 +192,162 @@ pub fn available_from(mem_available: u64, cgroup: Option<&Cgroup>) -> u64 {
     cgroup.and_then(Cgroup::available).map_or(mem_available, |c| c.min(mem_available))
 }
 
-/// Memory available to this process now, bytes (see [`available_from`]).
+/// Memory available to this process now, bytes (see [`available_from`]); from [`os_memory`]
+/// where there is no /proc/meminfo.
 pub fn available_memory() -> Option<u64> {
-    let avail = parse_mem_available(&read("/proc/meminfo"))?;
+    let Some(avail) = parse_mem_available(&read("/proc/meminfo")) else {
+        return os_memory().map(|m| m.available);
+    };
     Some(available_from(avail, cgroup().as_ref()))
+}
+
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(windows)]
+mod windows;
+
+/// System memory by the OS's own call, where there is no /proc/meminfo, bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OsMemory {
+    pub total: u64,
+    /// What can be had without swapping, page cache counted as available (as MemAvailable).
+    pub available: u64,
+    pub page_cache: u64,
+    pub swap_total: u64,
+    pub swap_free: u64,
+    /// The call the figures came from.
+    pub source: &'static str,
+}
+
+/// macOS: hw.memsize and host_statistics64; Windows: GlobalMemoryStatusEx; None elsewhere
+/// (Linux and Android read /proc/meminfo).
+pub fn os_memory() -> Option<OsMemory> {
+    #[cfg(target_os = "macos")]
+    return macos::memory();
+    #[cfg(windows)]
+    return windows::memory();
+    #[cfg(not(any(target_os = "macos", windows)))]
+    None
+}
+
+/// The virtual memory page size.
+pub fn page_size() -> usize {
+    #[cfg(unix)]
+    return nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map(|v| v as usize).unwrap_or(4096);
+    #[cfg(windows)]
+    return windows::page_size();
+    #[cfg(not(any(unix, windows)))]
+    4096
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+/// Read all of `buf` at `offset` without moving a shared cursor (`pread`; `ReadFile` with an
+/// offset on Windows).
+pub fn read_exact_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileExt::read_exact_at(f, buf, offset);
+    #[cfg(windows)]
+    {
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_read(f, buf, offset)? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => (buf, offset) = (&mut buf[n..], offset + n as u64),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write all of `buf` at `offset` (`pwrite`; `WriteFile` with an offset on Windows).
+pub fn write_all_at(f: &std::fs::File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileExt::write_all_at(f, buf, offset);
+    #[cfg(windows)]
+    {
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_write(f, buf, offset)? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => (buf, offset) = (&buf[n..], offset + n as u64),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Create files with these permission bits (0o600 for secrets, 0o700 for an executable being
+/// received). On Windows a new file takes its directory's ACL (the user's profile is private to
+/// the user), which has no mode bits to set.
+pub fn with_mode(o: &mut std::fs::OpenOptions, mode: u32) -> &mut std::fs::OpenOptions {
+    #[cfg(unix)]
+    return std::os::unix::fs::OpenOptionsExt::mode(o, mode);
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        o
+    }
+}
+
+/// Make the renames in directory `dir` durable (fsync of the directory). Windows cannot open a
+/// directory as a file (Access denied) and journals NTFS metadata itself: a no-op there.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return std::fs::File::open(dir)?.sync_all();
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Make an installed file executable (a no-op on Windows, where the `.exe` name is what counts).
+pub fn make_executable(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+/// This host's name: the kernel's on Linux/Android, `gethostname` on other Unix, the
+/// `COMPUTERNAME` variable on Windows.
+pub fn hostname() -> Option<String> {
+    let from_file = read("/proc/sys/kernel/hostname").trim().to_string();
+    if !from_file.is_empty() {
+        return Some(from_file);
+    }
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+        if unsafe { nix::libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+            if !name.is_empty() {
+                return Some(name);
+            }
+        }
+    }
+    ["COMPUTERNAME", "HOSTNAME"].iter().find_map(|k| std::env::var(k).ok().filter(|h| !h.is_empty()))
+}
+
+/// The CPU's model name where /proc/cpuinfo has none: `machdep.cpu.brand_string` on macOS,
+/// `PROCESSOR_IDENTIFIER` on Windows.
+pub fn os_cpu_model() -> Option<String> {
+    #[cfg(target_os = "macos")]
+    return macos::sysctl_string(c"machdep.cpu.brand_string").filter(|s| !s.is_empty());
+    #[cfg(windows)]
+    return std::env::var("PROCESSOR_IDENTIFIER").ok().filter(|s| !s.is_empty());
+    #[cfg(not(any(target_os = "macos", windows)))]
+    None
 }
 
 // ---------------------------------------------------------------------------------------------

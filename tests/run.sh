@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need, runs the tests on this
-# machine, type-checks the Apple and Android targets, and runs the kernel tests on aarch64
-# under qemu-user (both with and without the dotprod extension: the NEON and SDOT kernel tables).
+# machine, type-checks the Apple and Android targets, runs the kernel tests on aarch64 under
+# qemu-user (both with and without the dotprod extension: the NEON and SDOT kernel tables), the
+# static Linux binaries, and the mixed-platform checks (Windows under wine, an aarch64 agent
+# under qemu-user in a ring with this x86_64 head).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,8 @@ command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v file >/dev/null || need_apt+=(file)
+command -v x86_64-w64-mingw32-gcc >/dev/null || need_apt+=(gcc-mingw-w64-x86-64)
+command -v wine >/dev/null || [ -x /usr/lib/wine/wine64 ] || need_apt+=(wine64)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 # Mesa's CPU Vulkan driver (lavapipe): the GPU tests run their kernels on it (correctness only).
@@ -32,7 +36,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 for t in aarch64-unknown-linux-gnu aarch64-apple-darwin x86_64-apple-darwin aarch64-linux-android \
-  x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+  x86_64-unknown-linux-musl aarch64-unknown-linux-musl x86_64-pc-windows-gnu; do
   rustup target list --installed 2>/dev/null | grep -qx "$t" || rustup target add "$t" >/dev/null 2>&1 ||
     echo "warning: rustup could not add $t" >&2
 done
@@ -98,6 +102,20 @@ if have_target x86_64-unknown-linux-musl && have_target aarch64-unknown-linux-mu
   tests/static-binaries.sh
 else
   skip "the static-binary check (needs the x86_64/aarch64-unknown-linux-musl targets and qemu-aarch64)"
+fi
+
+if have_target x86_64-pc-windows-gnu && command -v x86_64-w64-mingw32-gcc >/dev/null &&
+  { command -v wine >/dev/null || [ -x /usr/lib/wine/wine64 ]; }; then
+  log "Windows under wine: prima run, and a Windows agent upgraded by and in a ring with a Linux head"
+  tests/mixed-platforms.sh windows
+else
+  skip "the Windows checks under wine (needs the x86_64-pc-windows-gnu target, mingw-w64 and wine64)"
+fi
+if have_target aarch64-unknown-linux-musl && command -v qemu-aarch64 >/dev/null; then
+  log "a ring of this x86_64 head and an aarch64 agent under qemu-user"
+  tests/mixed-platforms.sh aarch64
+else
+  skip "the mixed-architecture ring (needs the aarch64-unknown-linux-musl target and qemu-aarch64)"
 fi
 
 if [ ${#skipped[@]} -gt 0 ]; then

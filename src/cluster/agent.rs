@@ -11,8 +11,6 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -160,9 +158,25 @@ fn log(listen: &str, msg: impl std::fmt::Display) {
 
 /// Bind and serve forever.
 pub fn serve(opts: AgentOptions) -> Result<()> {
-    let listener = TcpListener::bind(&opts.listen)
+    let listener = bind(&opts.listen)
         .with_context(|| format!("listening on {} (is another agent running there?)", opts.listen))?;
     serve_on(listener, opts)
+}
+
+/// Set in the environment of an agent started by the one it replaces (Windows, where a
+/// process cannot replace itself): that one still holds the port for a moment.
+const REPLACING: &str = "PRIMA_AGENT_REPLACING";
+
+fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(if std::env::var_os(REPLACING).is_some() { 20 } else { 0 });
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            r => return r,
+        }
+    }
 }
 
 pub fn serve_on(listener: TcpListener, mut opts: AgentOptions) -> Result<()> {
@@ -449,12 +463,14 @@ fn ship(sh: &Shared, conn: &mut Conn, size: u64, want: [u8; 32]) -> Result<()> {
     let _ship = ShipSlot(&sh.shipping);
     let exe = std::env::current_exe().context("finding our own executable")?;
     let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
-    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("prima");
-    let tmp = exe.with_file_name(format!(".{name}.incoming.{}", super::sha256::hex(&auth::nonce()?[..8])));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o700)
+    let name = exe.file_stem().and_then(|n| n.to_str()).unwrap_or("prima");
+    // Windows runs a file by its `.exe` ending.
+    let tmp = exe.with_file_name(format!(
+        ".{name}.incoming.{}{}",
+        super::sha256::hex(&auth::nonce()?[..8]),
+        std::env::consts::EXE_SUFFIX
+    ));
+    let mut f = crate::sys::with_mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o700)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
     let mut guard = TempFile(Some(tmp.clone()));
@@ -493,11 +509,19 @@ fn ship(sh: &Shared, conn: &mut Conn, size: u64, want: [u8; 32]) -> Result<()> {
             ),
         );
     }
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    crate::sys::make_executable(&tmp)?;
+    // Windows cannot replace a running executable, but can rename it: the old one moves aside
+    // (removed by the next upgrade) and the new one takes its name.
+    #[cfg(windows)]
+    {
+        let old = exe.with_file_name(format!(".{name}.old{}", std::env::consts::EXE_SUFFIX));
+        let _ = std::fs::remove_file(&old);
+        std::fs::rename(&exe, &old).with_context(|| format!("moving {} aside", exe.display()))?;
+    }
     std::fs::rename(&tmp, &exe).with_context(|| format!("installing {}", exe.display()))?;
     guard.0 = None;
     if let Some(dir) = exe.parent() {
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        let _ = crate::sys::sync_dir(dir);
     }
     log(
         &sh.opts.listen,
@@ -505,30 +529,84 @@ fn ship(sh: &Shared, conn: &mut Conn, size: u64, want: [u8; 32]) -> Result<()> {
     );
     conn.send(&Msg::Restarting)?;
     conn.tx.close();
-    let err =
-        std::process::Command::new(&exe).args(std::env::args_os().skip(1)).env_remove("PRIMA_FAKE_BUILD_ID").exec();
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(std::env::args_os().skip(1)).env_remove("PRIMA_FAKE_BUILD_ID");
+    restart(cmd, &exe)
+}
+
+/// Become the new binary: exec in place on Unix (same process id, same terminal).
+#[cfg(unix)]
+fn restart(mut cmd: std::process::Command, exe: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let err = cmd.env_remove(REPLACING).exec();
     Err(Error::msg(format!("re-executing {}: {err}", exe.display())))
 }
 
-/// The file must be an executable for this OS and CPU (ELF or Mach-O, 64-bit, our machine type).
+/// Windows has no exec: start the new binary (which waits for our port) and exit.
+#[cfg(not(unix))]
+fn restart(mut cmd: std::process::Command, exe: &Path) -> Result<()> {
+    cmd.env(REPLACING, "1").spawn().with_context(|| format!("starting {}", exe.display()))?;
+    std::process::exit(0)
+}
+
+/// The file must be an executable for this OS and CPU (ELF, Mach-O or PE, 64-bit, our machine
+/// type).
 pub fn check_executable_header(path: &Path) -> Result<()> {
-    let mut h = [0u8; 20];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut h)).context("reading the binary's header")?;
+    let mut h = Vec::with_capacity(1024);
+    std::fs::File::open(path).and_then(|f| f.take(1024).read_to_end(&mut h)).context("reading the binary's header")?;
     let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
-    let machine = match arch {
-        "x86_64" => (62u16, 0x0100_0007u32),
-        "aarch64" => (183, 0x0100_000c),
-        "riscv64" => (243, 0),
-        _ => return Ok(()), // no table for this CPU: the trial run decides
-    };
-    let ok = if h[..4] == *b"\x7fELF" {
-        os != "macos" && h[4] == 2 && h[5] == 1 && u16::from_le_bytes([h[18], h[19]]) == machine.0
-    } else if h[..4] == [0xcf, 0xfa, 0xed, 0xfe] {
-        os == "macos" && u32::from_le_bytes([h[4], h[5], h[6], h[7]]) == machine.1
+    if executable_format(&h) == Some((os_family(os), arch)) {
+        Ok(())
+    } else if matches!(arch, "x86_64" | "aarch64") {
+        Err(Error::msg(format!("not an executable for {os}/{arch}")))
     } else {
-        false
+        Ok(()) // no table for this CPU: the trial run decides
+    }
+}
+
+/// The executable format an OS runs: "elf" (Linux, Android), "macho" or "pe".
+fn os_family(os: &str) -> &'static str {
+    match os {
+        "macos" | "ios" => "macho",
+        "windows" => "pe",
+        _ => "elf",
+    }
+}
+
+/// (format, CPU) of a 64-bit executable's first bytes, for x86_64 and aarch64.
+pub fn executable_format(h: &[u8]) -> Option<(&'static str, &'static str)> {
+    let u16_at = |i: usize| h.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |i: usize| h.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let cpu = |elf: u16| match elf {
+        62 => Some("x86_64"),
+        183 => Some("aarch64"),
+        _ => None,
     };
-    if ok { Ok(()) } else { Err(Error::msg(format!("not an executable for {os}/{arch}"))) }
+    if h.starts_with(b"\x7fELF") && h.get(4..6) == Some(&[2, 1]) {
+        return Some(("elf", cpu(u16_at(18)?)?));
+    }
+    if h.starts_with(&[0xcf, 0xfa, 0xed, 0xfe]) {
+        let arch = match u32_at(4)? {
+            0x0100_0007 => "x86_64",
+            0x0100_000c => "aarch64",
+            _ => return None,
+        };
+        return Some(("macho", arch));
+    }
+    if h.starts_with(b"MZ") {
+        // The PE header's offset is at 0x3c; its machine field follows the "PE\0\0" signature.
+        let pe = u32_at(0x3c)? as usize;
+        if h.get(pe..pe + 4)? != b"PE\0\0" {
+            return None;
+        }
+        let arch = match u16_at(pe + 4)? {
+            0x8664 => "x86_64",
+            0xaa64 => "aarch64",
+            _ => return None,
+        };
+        return Some(("pe", arch));
+    }
+    None
 }
 
 /// Run `path --version` (10 s at most) and return the version it reports.
@@ -667,4 +745,30 @@ fn worker(
     outbound.tx.close();
     ctl.close();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::executable_format;
+
+    #[test]
+    fn executable_headers_name_their_platform() {
+        let mut elf = b"\x7fELF\x02\x01".to_vec();
+        elf.resize(20, 0);
+        elf[18] = 183;
+        assert_eq!(executable_format(&elf), Some(("elf", "aarch64")));
+        elf[18] = 62;
+        assert_eq!(executable_format(&elf), Some(("elf", "x86_64")));
+        let macho = [0xcf, 0xfa, 0xed, 0xfe, 0x0c, 0, 0, 0x01];
+        assert_eq!(executable_format(&macho), Some(("macho", "aarch64")));
+        let mut pe = vec![0u8; 0x90];
+        pe[..2].copy_from_slice(b"MZ");
+        pe[0x3c] = 0x80;
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+        assert_eq!(executable_format(&pe), Some(("pe", "x86_64")));
+        pe[0x3c] = 0xf0; // points past the header read
+        assert_eq!(executable_format(&pe), None);
+        assert_eq!(executable_format(b"#!/bin/sh\n"), None);
+    }
 }

@@ -20,7 +20,6 @@
 //! payloads, the record layer, and the first ten [`Msg`] variants.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,10 +69,7 @@ impl StaticKey {
             ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let k = StaticKey::generate()?;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
+                let mut f = crate::sys::with_mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600)
                     .open(path)
                     .with_context(|| format!("creating the key file {}", path.display()))?;
                 f.write_all(&k.private).and_then(|_| f.write_all(&k.public)).and_then(|_| f.sync_all())?;
@@ -304,10 +300,7 @@ pub fn check_pin(file: &Path, name: &str, addr: &str, key: &[u8; 32]) -> Result<
     if name.is_empty() || name.contains(char::is_whitespace) {
         return Err(Error::msg(format!("device name `{name}` cannot be pinned (empty or with spaces)")));
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
+    let mut f = crate::sys::with_mode(std::fs::OpenOptions::new().create(true).append(true), 0o600)
         .open(file)
         .with_context(|| format!("pinning keys in {}", file.display()))?;
     if text.is_empty() {

@@ -9,7 +9,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::messages::TensorEntry;
@@ -115,7 +114,7 @@ fn hash_prefix(file: &File, offset: u64, len: u64) -> Result<Sha256> {
     let mut at = 0;
     while at < len {
         let n = (len - at).min(buf.len() as u64) as usize;
-        file.read_exact_at(&mut buf[..n], offset + at)?;
+        crate::sys::read_exact_at(file, &mut buf[..n], offset + at)?;
         h.update(&buf[..n]);
         at += n as u64;
     }
@@ -165,7 +164,7 @@ impl Index {
 /// Make a rename in `p`'s directory durable (a crash after it cannot bring the old name back).
 fn sync_dir(p: &Path) -> Result<()> {
     if let Some(d) = p.parent() {
-        File::open(d)?.sync_all()?;
+        crate::sys::sync_dir(d)?;
     }
     Ok(())
 }
@@ -260,7 +259,7 @@ impl Receiver {
                     && let Some(ot) = old.tensor(&e.2)
                     && ot.size == t.size
                 {
-                    file.write_all_at(old.tensor_data(ot), t.file_offset)?;
+                    crate::sys::write_all_at(&file, old.tensor_data(ot), t.file_offset)?;
                     have[i] = t.size;
                 }
             }
@@ -298,7 +297,7 @@ impl Receiver {
                 t.size
             )));
         }
-        file.write_all_at(data, t.file_offset + offset)?;
+        crate::sys::write_all_at(file, data, t.file_offset + offset)?;
         let mut h = match self.hashing.take() {
             Some((j, h)) if j == i => h,
             // A tensor resumed mid-way: hash the part an earlier stream left on disk first.

@@ -24,6 +24,7 @@ struct RawConfig {
     ctx_size: Option<Spanned<u32>>,
     batch_size: Option<Spanned<u32>>,
     timeout_secs: Option<Spanned<f64>>,
+    binaries: Option<Spanned<String>>,
     #[serde(default)]
     generate: Generate,
     #[serde(default)]
@@ -117,6 +118,9 @@ pub struct DeviceConfig {
     pub threads: Option<u32>,
     /// Line of this device's `name` in the file (for later error messages).
     pub line: usize,
+    /// The cluster's `binaries` directory (the same for every device, kept here so that
+    /// connecting to and upgrading one device needs only its own entry).
+    pub binaries: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -234,6 +238,7 @@ impl ClusterConfig {
                 gpu_memory,
                 threads: d.threads.as_ref().map(|t| *t.get_ref()),
                 line,
+                binaries: None,
             });
         }
         let with_window = devices.iter().filter(|d| d.window.is_some()).count();
@@ -270,6 +275,21 @@ impl ClusterConfig {
             && !(1..=4096).contains(b.get_ref())
         {
             return Err(Error::msg(format!("{}: batch_size = {}; use 1 to 4096", at(b.span()), b.get_ref())));
+        }
+        if let Some(b) = &raw.binaries {
+            let d = dir.join(b.get_ref());
+            if !d.is_dir() {
+                return Err(Error::msg(format!(
+                    "{}: binaries = \"{}\": {} is not a directory; give the folder that holds the \
+                     prima-<os>-<arch> builds (relative to this file)",
+                    at(b.span()),
+                    b.get_ref(),
+                    d.display()
+                )));
+            }
+            for dev in &mut devices {
+                dev.binaries = Some(d.clone());
+            }
         }
         let mut timeouts = Timeouts::default();
         if let Some(t) = &raw.timeout_secs {
@@ -423,6 +443,16 @@ addr = "127.0.0.1:7701"
         let c = ClusterConfig::load(&p).unwrap();
         assert_eq!(c.devices.len(), 3);
         assert_eq!(c.devices[2].addr, "127.0.0.1:7702");
+    }
+
+    #[test]
+    fn binaries_folder_resolves_against_the_file_and_must_exist() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = ClusterConfig::parse(&format!("binaries = \"src\"\n{BASE}"), &dir.join("cluster.toml")).unwrap();
+        assert!(c.devices.iter().all(|d| d.binaries.as_deref() == Some(dir.join("src").as_path())));
+        assert_eq!(parse(BASE).unwrap().devices[0].binaries, None);
+        let e = parse(&format!("binaries = \"dist\"\n{BASE}")).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("/etc/prima/dist is not a directory"), "{e}");
     }
 
     #[test]

@@ -31,8 +31,7 @@ pub fn default_cluster(dir: &Path) -> Result<ClusterConfig> {
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = crate::sys::with_mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600).open(path)?;
     f.write_all(text.as_bytes())
 }
 

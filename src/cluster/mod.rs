@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod auth;
 pub mod bootstrap;
+pub mod builds;
 pub mod cache;
 pub mod config;
 pub mod local;

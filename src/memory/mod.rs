@@ -1,6 +1,7 @@
 //! Keeping weights in the page cache instead of the process: advice to the kernel about which
 //! ranges of the mapped model are needed next or no longer, and memory-pressure readings.
 
+mod advice;
 pub mod pager;
 pub mod policy;
 pub mod prefetch;
@@ -15,7 +16,7 @@ use std::ops::Range;
 use crate::gguf::GgufFile;
 
 pub fn page_size() -> usize {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map(|v| v as usize).unwrap_or(4096)
+    crate::sys::page_size()
 }
 
 /// Widen a byte range to whole pages inside `len`.
@@ -30,8 +31,7 @@ fn page_align(r: &Range<usize>, len: usize) -> Range<usize> {
 pub fn will_need(f: &GgufFile, ranges: &[Range<usize>]) {
     if let Some(map) = f.mmap() {
         for r in ranges {
-            let r = page_align(r, map.len());
-            let _ = map.advise_range(memmap2::Advice::WillNeed, r.start, r.len());
+            advice::will_need(map, &f.path, page_align(r, map.len()));
         }
     }
 }
@@ -41,30 +41,17 @@ pub fn will_need(f: &GgufFile, ranges: &[Range<usize>]) {
 pub fn release(f: &GgufFile, ranges: &[Range<usize>]) {
     let Some(map) = f.mmap() else { return };
     for r in ranges {
-        let r = page_align(r, map.len());
-        // SAFETY: DONTNEED on a read-only shared file mapping only drops page-table entries;
-        // the next access re-reads the file, so no data is lost.
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, r.start, r.len()) };
+        advice::leave_process(map, page_align(r, map.len()));
     }
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Ok(file) = std::fs::File::open(&f.path) {
-        // Whole pages: the kernel keeps partial pages at the ends of an unaligned range, and
-        // keeps a large folio (the page cache reads ahead in folios of up to megabytes) that a
-        // range covers only in part, so neighbouring matrices are dropped as one span.
-        for r in merge_close(ranges, MERGE_GAP).iter().map(|r| page_align(r, map.len())) {
-            let _ = nix::fcntl::posix_fadvise(
-                &file,
-                r.start as i64,
-                r.len() as i64,
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-            );
-        }
-    }
+    // Whole pages: the kernel keeps partial pages at the ends of an unaligned range, and
+    // keeps a large folio (the page cache reads ahead in folios of up to megabytes) that a
+    // range covers only in part, so neighbouring matrices are dropped as one span.
+    let spans: Vec<Range<usize>> = merge_close(ranges, MERGE_GAP).iter().map(|r| page_align(r, map.len())).collect();
+    advice::leave_page_cache(&f.path, &spans);
 }
 
 /// Ranges closer than this are dropped from the page cache as one: what lies between two
 /// matrices of a layer is a norm vector (copied at load, 16–32 KiB).
-#[cfg(any(target_os = "linux", target_os = "android"))]
 const MERGE_GAP: usize = 64 << 10;
 
 /// `ranges` sorted, with those less than `gap` bytes apart merged.
@@ -92,8 +79,17 @@ pub struct MemorySnapshot {
 }
 
 impl MemorySnapshot {
+    /// From /proc/meminfo, or the OS's own call where there is none ([`crate::sys::os_memory`]).
     pub fn now() -> Option<MemorySnapshot> {
-        std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| Self::parse(&t))
+        if let Some(m) = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| Self::parse(&t)) {
+            return Some(m);
+        }
+        crate::sys::os_memory().map(|m| MemorySnapshot {
+            total: m.total,
+            available: m.available,
+            page_cache: m.page_cache,
+            swap_used: m.swap_total.saturating_sub(m.swap_free),
+        })
     }
 
     /// From /proc/meminfo text. `available` is MemAvailable: the kernel's estimate of memory

@@ -3,8 +3,9 @@
 //! at one read-ahead window per call (`force_page_cache_ra`), so the thread reads: large
 //! sequential `pread`s of the model file into a scratch buffer, which the kernel serves with its
 //! biggest requests and streaming read-ahead, at little CPU per byte (no page faults, no page
-//! tables; a device on a one-core quota shares that core with its compute). Where the file
-//! cannot be opened it touches one byte per page of the mapping instead.
+//! tables; a device on a one-core quota shares that core with its compute; Windows and macOS
+//! run the same thread). Where the file cannot be opened it
+//! touches one byte per page of the mapping instead.
 //!
 //! A request goes stale once the compute has passed it (`progress` reached its `stale_at`):
 //! touching a window that was already used and released would read it back for nothing and
@@ -114,13 +115,9 @@ impl Prefetcher {
 const CHUNK: usize = 1 << 20;
 
 fn read_loop(file: &GgufFile, rx: Receiver<Request>, progress: &AtomicU64, units_done: &AtomicUsize, rate: &Rate) {
-    let fd = std::fs::File::open(&file.path).ok();
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(f) = &fd {
-        // Exactly the bytes asked for: the kernel's read-ahead past a range would fill memory
-        // the budget does not have (and pages still in flight survive a release).
-        let _ = nix::fcntl::posix_fadvise(f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM);
-    }
+    // Exactly the bytes asked for: the kernel's read-ahead past a range would fill memory the
+    // budget does not have (and pages still in flight survive a release).
+    let fd = super::advice::open_without_read_ahead(&file.path);
     let mut r = Reader { file, fd, buf: Vec::new() };
     while let Ok(req) = rx.recv() {
         match req {
@@ -228,16 +225,7 @@ impl Reader<'_> {
 
 /// `pread` all of `buf` at `offset`; None on an error or an early end of file.
 fn read_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> Option<usize> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        f.read_exact_at(buf, offset).ok().map(|_| buf.len())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (f, buf, offset);
-        None
-    }
+    crate::sys::read_exact_at(f, buf, offset).ok().map(|_| buf.len())
 }
 
 /// Read one byte per page of `r` through the mapping; returns the bytes covered.

@@ -38,7 +38,10 @@ pub fn environment_key(disk_dir: &Path) -> String {
         std::fs::metadata(disk_dir).map(|m| m.dev()).unwrap_or(0)
     };
     #[cfg(not(unix))]
-    let disk = 0;
+    let disk = {
+        let _ = disk_dir;
+        0
+    };
     format!(
         "cpus={} physical={:?} quota={:?} mem_total={mem_total} mem_limit={limit:?} disk_dev={disk} io=[{}]",
         crate::sys::logical_cpus(),

@@ -22,19 +22,19 @@ pub fn memory(os: Os) -> Memory {
     fallback_memory()
 }
 
-#[cfg(target_os = "macos")]
+/// macOS and Windows: the OS's own call ([`crate::sys::os_memory`]).
 fn fallback_memory() -> Memory {
-    // Without Mach bindings: total from sysconf, available estimated as half of it.
-    // SAFETY: sysconf only reads a system constant.
-    let (page, pages) =
-        unsafe { (nix::libc::sysconf(nix::libc::_SC_PAGESIZE), nix::libc::sysconf(nix::libc::_SC_PHYS_PAGES)) };
-    let total = page.max(0) as u64 * pages.max(0) as u64;
-    Memory { total, available: total / 2, source: "sysconf (estimate: half of RAM)".into(), ..Memory::default() }
-}
-
-#[cfg(not(target_os = "macos"))]
-fn fallback_memory() -> Memory {
-    Memory { source: "unknown".into(), ..Memory::default() }
+    match crate::sys::os_memory() {
+        Some(m) => Memory {
+            total: m.total,
+            available: m.available,
+            swap_total: m.swap_total,
+            swap_free: m.swap_free,
+            can_swap: 0,
+            source: m.source.into(),
+        },
+        None => Memory { source: "unknown".into(), ..Memory::default() },
+    }
 }
 
 pub fn os() -> Os {
@@ -48,14 +48,9 @@ pub fn cores() -> u32 {
 
 pub fn cpu_model() -> String {
     let (model, _) = super::parse_cpuinfo(&read("/proc/cpuinfo"));
-    model
+    if model == "unknown CPU" { crate::sys::os_cpu_model().unwrap_or(model) } else { model }
 }
 
 pub fn hostname() -> String {
-    // (nix's `hostname` feature is not enabled; the kernel exposes it as a file on Linux/Android.)
-    let from_file = read("/proc/sys/kernel/hostname").trim().to_string();
-    if !from_file.is_empty() {
-        return from_file;
-    }
-    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "device".into())
+    crate::sys::hostname().unwrap_or_else(|| "device".into())
 }

@@ -164,7 +164,7 @@ impl Engine for PipelineEngine {
 
 /// This machine running every layer.
 pub fn local_device(n_layer: usize) -> DeviceView {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let name = crate::sys::hostname().unwrap_or_default();
     let pressure = crate::memory::pressure::snapshot().map(|s| 1.0 - s.available as f64 / s.total.max(1) as f64);
     DeviceView {
         name: if name.is_empty() { "this device".into() } else { name },

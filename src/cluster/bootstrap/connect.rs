@@ -1,11 +1,14 @@
 //! Phase 1 of `prima up`: connect to every agent and authenticate, upgrading those that run
-//! another build (the head ships its own binary).
+//! another build (the head ships its own binary, or the build for the agent's OS and CPU from
+//! the cluster's `binaries` folder).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{Progress, dev_label, mb};
 use crate::cluster::agent::build_id;
 use crate::cluster::auth::{self, Secret};
+use crate::cluster::builds;
 use crate::cluster::config::DeviceConfig;
 use crate::cluster::messages::Msg;
 use crate::cluster::transport::{CHUNK, Conn, Timeouts};
@@ -58,36 +61,26 @@ pub(super) fn connect_current(d: &DeviceConfig, secret: &Secret, t: Timeouts, p:
     if theirs == build_id() {
         return Ok(c);
     }
-    if os != std::env::consts::OS || arch != std::env::consts::ARCH {
-        if version == env!("CARGO_PKG_VERSION") {
-            return Ok(c);
-        }
-        return Err(Error::msg(format!(
-            "{} runs prima {version} on {os}/{arch}; this head is prima {} on {}/{}, so it cannot send its own binary: \
-             install prima {} there by hand",
-            dev_label(d),
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            std::env::consts::ARCH,
-            env!("CARGO_PKG_VERSION")
-        )));
+    let Some((source, bytes)) = build_for(d, &version, &os, &arch, p)? else {
+        return Ok(c);
+    };
+    let want = crate::cluster::sha256::sha256(&bytes);
+    if want == theirs {
+        return Ok(c);
     }
-    // Ship our own binary.
     let t0 = Instant::now();
-    let bytes = own_binary()?;
-    let sha = crate::cluster::sha256::sha256(&bytes);
-    c.send(&Msg::ShipBegin { size: bytes.len() as u64, sha256: sha })?;
+    c.send(&Msg::ShipBegin { size: bytes.len() as u64, sha256: want })?;
     for chunk in bytes.chunks(CHUNK) {
         c.send(&Msg::ShipChunk { data: chunk.to_vec() })?;
     }
     c.send(&Msg::ShipEnd)?;
-    match c.recv_ok().with_context(|| format!("upgrading {}", dev_label(d)))? {
+    match c.recv_ok().with_context(|| format!("upgrading {} with {source}", dev_label(d)))? {
         Msg::Restarting => {}
         m => return Err(Error::msg(format!("{}: expected Restarting, got {}", dev_label(d), m.name()))),
     }
     drop(c);
     p.line(format!(
-        "ship {}: {:.1} MB binary in {:.2} s, agent restarting",
+        "ship {}: {:.1} MB {source} in {:.2} s, agent restarting",
         dev_label(d),
         mb(bytes.len() as u64),
         t0.elapsed().as_secs_f64()
@@ -97,7 +90,15 @@ pub(super) fn connect_current(d: &DeviceConfig, secret: &Secret, t: Timeouts, p:
     loop {
         std::thread::sleep(Duration::from_millis(150));
         match connect(d, secret, t) {
-            Ok((c, Msg::HelloReply { build_id: b, .. })) if b == build_id() => {
+            Ok((c, Msg::HelloReply { build_id: b, version: v, .. })) if b == want => {
+                if v != env!("CARGO_PKG_VERSION") {
+                    return Err(Error::msg(format!(
+                        "{} now runs {source}, which is prima {v}; this head is prima {}: put a build of this \
+                         version there",
+                        dev_label(d),
+                        env!("CARGO_PKG_VERSION")
+                    )));
+                }
                 p.line(format!("ship {}: upgraded ({:.2} s)", dev_label(d), t0.elapsed().as_secs_f64()));
                 return Ok(c);
             }
@@ -111,6 +112,44 @@ pub(super) fn connect_current(d: &DeviceConfig, secret: &Secret, t: Timeouts, p:
             Err(_) => {}
         }
     }
+}
+
+/// The build an agent on `os`/`arch` should run, with where it came from: the head's own binary
+/// for an agent like the head, else the file for its platform in the `binaries` folder. None when
+/// the agent may keep what it runs: another platform, no file for it, but the same version.
+fn build_for(d: &DeviceConfig, version: &str, os: &str, arch: &str, p: &Progress) -> Result<Option<(String, Vec<u8>)>> {
+    if os == std::env::consts::OS && arch == std::env::consts::ARCH {
+        return Ok(Some(("binary".into(), own_binary()?)));
+    }
+    let ours = env!("CARGO_PKG_VERSION");
+    let name = builds::file_name(os, arch);
+    if let Some(dir) = &d.binaries {
+        if let Some((path, bytes)) = builds::read(dir, os, arch)? {
+            return Ok(Some((format!("{}", path.display()), bytes)));
+        }
+        return Err(Error::msg(format!(
+            "{} runs prima {version} on {os}/{arch} and {} has no {name} to send it: build it with `{}`",
+            dev_label(d),
+            dir.display(),
+            builds::build_command(dir, os, arch)
+        )));
+    }
+    if version == ours {
+        p.line(format!(
+            "connect {}: another build of prima {ours} ({os}/{arch}); `binaries = \"DIR\"` in cluster.toml with \
+             DIR/{name} keeps it on this exact build",
+            dev_label(d)
+        ));
+        return Ok(None);
+    }
+    Err(Error::msg(format!(
+        "{} runs prima {version} on {os}/{arch}; this head is prima {ours} on {}/{}: set `binaries = \"DIR\"` in \
+         cluster.toml and put DIR/{name} there, built with `{}`",
+        dev_label(d),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        builds::build_command(Path::new("DIR"), os, arch)
+    )))
 }
 
 /// This program's bytes. On Linux through /proc/self/exe, which stays readable even when an
